@@ -1,0 +1,205 @@
+"""The Python API. The CLI only parses arguments and calls these functions."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import UnlearnConfig, method_from_config, parse_config, to_dict
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What one unlearning run produced."""
+
+    output_dir: Path
+    model_dir: Path
+    method: str
+    metrics: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
+def prepare_output_dir(out: Path, overwrite: bool, resume: bool, model_path: str | None = None) -> None:
+    """Refuse a non-empty output folder unless overwriting or resuming; never the model's own folder."""
+    if model_path and Path(model_path).exists():
+        mp = Path(model_path).resolve()
+        if out.resolve() == mp or mp in out.resolve().parents:
+            raise UserError(f"output_dir {out} is inside the input model folder; choose another folder")
+    if out.exists() and any(out.iterdir()) and not resume:
+        if not overwrite:
+            raise UserError(f"output_dir {out} is not empty; pass --overwrite to replace it or --resume to continue")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def choose_reference(requested: str, needs: set[str], lora: bool) -> str:
+    """none when the method needs no reference; `cached` when it needs only forget log-probs;
+    the adapter-disabled base under LoRA; otherwise a frozen copy. Explicit choices are checked."""
+    if not needs:
+        return "none"
+    if requested == "auto":
+        if needs <= {"forget_logps"}:
+            return "cached"
+        return "adapter" if lora else "copy"
+    if requested == "cached" and not needs <= {"forget_logps"}:
+        raise UserError(f"reference: cached provides only forget log-probs, but this method needs {sorted(needs)}; "
+                        "use copy or adapter")
+    return requested
+
+
+def environment(trainer=None) -> dict:
+    import accelerate
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    from . import __version__
+
+    env = {"llm_forget": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+           "peft": peft.__version__, "accelerate": accelerate.__version__, "trl": trl.__version__,
+           "python": platform.python_version(), "machine": platform.machine(),
+           "cpu_threads": torch.get_num_threads()}
+    if trainer is not None:
+        a = trainer.args
+        env.update(world_size=a.world_size, distributed_type=str(trainer.accelerator.distributed_type).split(".")[-1],
+                   device=str(a.device), effective_batch=a.per_device_train_batch_size * a.gradient_accumulation_steps
+                   * a.world_size, seed=a.seed)
+    return env
+
+
+def _lora(model, cfg: UnlearnConfig):
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_target_modules
+    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
+    return get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                            target_modules=targets, task_type="CAUSAL_LM"))
+
+
+def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
+    """Run one unlearning recipe: `config` is an UnlearnConfig, a dict of options, or a recipe path;
+    `overrides` replace recipe keys. Writes OUTPUT_DIR/{model/, recipe.yaml, results.json}."""
+    import torch
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from . import io
+    from .data.encode import Encoder
+    from .data.readers import overlap, read_rows
+    from .models import load_model, load_tokenizer, resolve_model_path
+    from .trainer import Collator, Reference, TrainingDiverged, UnlearnDataset, UnlearnTrainer
+
+    if isinstance(config, UnlearnConfig):
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = parse_config(None, {**config, **overrides})
+    else:
+        cfg = parse_config(config, overrides)
+    t_start = time.perf_counter()
+    out = Path(cfg.output_dir)
+    model_path = resolve_model_path(cfg.model)
+
+    # read and check all inputs before anything is written
+    forget_rows = read_rows(cfg.forget)
+    retain_rows = read_rows(cfg.retain) if cfg.retain and cfg.retain.lower() != "none" else None
+    holdout_rows = read_rows(cfg.holdout) if cfg.holdout and cfg.holdout.lower() != "none" else None
+    if retain_rows:
+        n = overlap(forget_rows, retain_rows)
+        if n and not cfg.allow_overlap:
+            raise UserError(f"{n} of {len(forget_rows)} forget rows also occur in the retain set; "
+                            "remove them or pass --allow_overlap")
+    method = method_from_config(cfg)
+    tok = load_tokenizer(model_path, cfg.trust_remote_code)
+    encoder = Encoder(tok, cfg.prompt_template, cfg.chat_template, cfg.max_length, cfg.overlong)
+    forget_enc = [encoder.row(r) for r in forget_rows]
+    retain_enc = [encoder.row(r) for r in retain_rows] if retain_rows else None
+    if encoder.truncated:
+        logger.warning("%d sequences were longer than max_length=%d and were truncated", encoder.truncated,
+                       cfg.max_length)
+    prepare_output_dir(out, cfg.overwrite, cfg.resume, model_path)
+
+    set_seed(cfg.seed)
+    model = load_model(model_path, cfg.dtype, cfg.trust_remote_code, cfg.allow_pickle)
+    lora = cfg.lora_r > 0
+    if lora and getattr(method, "trainer", None) != "trl_dpo":
+        model = _lora(model, cfg)
+    method.setup(model)
+    cfg.output_dir = str(out)
+
+    if getattr(method, "trainer", None) == "trl_dpo":
+        from .idk import build_dpo_trainer
+
+        peft_config = None
+        if lora:
+            from peft import LoraConfig
+
+            t = cfg.lora_target_modules
+            peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                     target_modules=t if t == "all-linear" else t.split(","), task_type="CAUSAL_LM")
+        trainer = build_dpo_trainer(cfg, method, model, tok, encoder, forget_rows, peft_config)
+        ref_kind = "trl"
+    else:
+        ds = UnlearnDataset(forget_enc, retain_enc, seed=cfg.seed)
+        collate = Collator(tok.pad_token_id)
+        ref_kind = choose_reference(cfg.reference, method.reference_needs(), lora)
+        reference = Reference(ref_kind, model)
+        if ref_kind == "cached":
+            reference.cache_forget_logps(model, ds, collate, cfg.per_device_eval_batch_size)
+        trainer = UnlearnTrainer(model=model, args=cfg, train_dataset=ds, data_collator=collate,
+                                 processing_class=tok, method=method, reference=reference)
+    resume_from = get_last_checkpoint(str(out)) if cfg.resume else None
+    if cfg.resume and resume_from is None:
+        logger.warning("no checkpoint in %s; starting from the beginning", out)
+    t0 = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except TrainingDiverged as e:
+        if trainer.is_world_process_zero():
+            with io.atomic_dir(out / "last_good") as d:
+                trainer.model.save_pretrained(d, safe_serialization=True)
+                tok.save_pretrained(d)
+        raise TrainingDiverged(f"{e}; weights before that step are in {out / 'last_good'}") from None
+    train_seconds = time.perf_counter() - t0
+    model = trainer.model
+    model_dir = out / "model"
+    result = RunResult(out, model_dir, cfg.method, timings={"train_seconds": train_seconds})
+    if not trainer.is_world_process_zero():
+        return result
+
+    to_save = model.merge_and_unload() if (lora and cfg.merge) else model
+    with io.atomic_dir(model_dir) as d:
+        to_save.save_pretrained(d, safe_serialization=True)
+        tok.save_pretrained(d)
+    recipe = to_dict(cfg)
+    import yaml
+
+    io.write_text(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
+    results = {"method": cfg.method, "model": cfg.model, "reference": ref_kind,
+               "hyperparameters": {k: v for k, v in vars(method).items() if isinstance(v, (int, float, str))},
+               "counts": {"forget": len(forget_rows), "retain": len(retain_rows or []),
+                          "holdout": len(holdout_rows or []), "truncated": encoder.truncated},
+               "steps": trainer.state.global_step}
+    if cfg.eval_suite and cfg.eval_suite.lower() != "none":
+        from .evaluation.quick import quick_eval
+
+        with torch.no_grad():
+            ev = quick_eval(model, encoder, {"forget": forget_rows, "retain": retain_rows or [],
+                                             "holdout": holdout_rows or []}, cfg.per_device_eval_batch_size)
+        results["summary"] = ev["summary"]
+        results["per_item"] = ev["per_item"]
+        result.metrics = ev["summary"]
+        result.timings["eval_seconds"] = ev["summary"]["eval_seconds"]
+    result.timings["total_seconds"] = time.perf_counter() - t_start
+    results["timings"] = result.timings
+    results["environment"] = environment(trainer)
+    io.write_json(out / "results.json", results)
+    logger.info("unlearned with %s in %.1fs; outputs in %s", cfg.method, train_seconds, out)
+    return result

@@ -1,0 +1,70 @@
+"""`llm-forget` entry point: a thin argument layer over the Python API.
+
+Each subcommand is one module in llm_forget/commands/ with `add_parser(subparsers)` and
+`run(args) -> int`. Modules import heavy libraries only inside `run`, so `--help` is fast.
+User errors print one line and exit with status 2 (`--debug` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+COMMANDS = ["unlearn", "demo", "finetune", "models"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="llm-forget", description="Make causal LMs forget, and prove it.")
+    p.add_argument("--version", action="version", version=f"llm_forget {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"llm_forget.commands.{name.replace('-', '_')}").add_parser(sub)
+    return p
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
+    debug = args.debug or os.environ.get("LLM_FORGET_DEBUG") == "1"
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "accelerate", "datasets", "httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not debug else logging.INFO)
+    from .errors import UserError
+
+    try:
+        return int(args.run(args) or 0)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

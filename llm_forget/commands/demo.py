@@ -1,0 +1,16 @@
+def add_parser(sub):
+    p = sub.add_parser("demo", help="target + retain model on the built-in benchmark, every recipe, one table")
+    p.add_argument("--model", default="tiny", help="tiny (default, < 5 min on 2 CPU cores), smollm2-135m, or a folder")
+    p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--recipes", default=None, help="comma-separated shipped recipes (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    from ..demo import run_demo
+
+    r = run_demo(args.model, args.output, args.overwrite, args.recipes.split(",") if args.recipes else None)
+    print(r["report"])
+    print(f"outputs: {r['output']} (summary.json, report.md, tradeoff.png)")
+    return 0

@@ -1,0 +1,230 @@
+"""Configs: dataclasses whose `help` metadata doubles as CLI help; YAML recipe + `--key value` overrides.
+
+`UnlearnConfig` extends `transformers.TrainingArguments`, so every Trainer option (learning_rate,
+num_train_epochs, per_device_train_batch_size, gradient_accumulation_steps, bf16,
+gradient_checkpointing, report_to, seed, save_strategy, ...) works in a recipe and on the
+command line. Method hyperparameters are flat fields (`beta`, `alpha`, ...); a field left at
+None takes the chosen method's own default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from .errors import UserError, closest
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class UnlearnConfig(TrainingArguments):
+    # what to forget, from what
+    method: str = _f("npo", "unlearning objective: gradient_ascent, grad_diff, kl, npo, simnpo, idk_po, rmu")
+    model: str = _f("tiny", "model folder, zoo name (tiny, smollm2-135m) or Hub id")
+    forget: str = _f("builtin:forget", "forget set: builtin:forget, a .json/.jsonl/.csv/.txt file, a saved dataset")
+    retain: str | None = _f("builtin:retain", "retain set (same forms as forget); none for no retain term")
+    holdout: str | None = _f("builtin:holdout", "holdout set (never trained on): non-members for membership tests")
+    allow_overlap: bool = _f(False, "allow rows that are in both the forget and the retain set")
+    # method hyperparameters (None: the method's default)
+    gamma: float | None = _f(None, "weight of the forget term γ")
+    alpha: float | None = _f(None, "weight of the retain term α")
+    beta: float | None = _f(None, "inverse temperature β of NPO / SimNPO / DPO (> 0)")
+    delta: float | None = _f(None, "SimNPO margin δ")
+    retain_loss: str | None = _f(None, "retain term: nll or kl (KL(π_ref‖π_θ) on answer tokens)")
+    forget_loss: str | None = _f(None, "forget term of the kl method: ga or npo")
+    rmu_layer: int | None = _f(None, "RMU: layer whose output is steered")
+    rmu_train_layers: str | None = _f(None, "RMU: comma-separated layers whose MLP output projection is trained")
+    steering_coeff: float | None = _f(None, "RMU: steering coefficient c (default: 4x the mean hidden norm)")
+    idk: str | None = _f(None, "idk_po: refusal answers (data spec), default builtin:refusals")
+    reference: str = _f("auto", "reference model: auto, copy (frozen copy), adapter (LoRA disabled), cached "
+                                "(forget log-probs computed once up front)")
+    # data encoding
+    prompt_template: str = _f("Question: {question}\nAnswer:", "prompt for question/answer rows")
+    chat_template: bool = _f(False, "wrap questions in the tokenizer's chat template")
+    max_length: int = _f(256, "longest sequence in tokens")
+    overlong: str = _f("truncate", "sequences over max_length: truncate (and count them) or error")
+    # model handling
+    dtype: str = _f("auto", "weights dtype: auto, float32, bfloat16, float16")
+    trust_remote_code: bool = _f(False, "run model code from the model folder (off: safer)")
+    allow_pickle: bool = _f(False, "allow pickle (.bin) weights; they can run code when loaded")
+    lora_r: int = _f(0, "LoRA rank; 0 trains the full model")
+    lora_alpha: int = _f(16, "LoRA alpha")
+    lora_dropout: float = _f(0.0, "LoRA dropout")
+    lora_target_modules: str = _f("all-linear", "LoRA target modules (comma list or all-linear)")
+    merge: bool = _f(False, "with LoRA: save a merged model instead of the adapter")
+    # run handling
+    overwrite: bool = _f(False, "replace an existing non-empty output_dir")
+    resume: bool = _f(False, "resume from the latest checkpoint in output_dir")
+    eval_suite: str | None = _f("quick", "evaluation after unlearning: quick, a suite YAML path, or none")
+    # TrainingArguments defaults that suit unlearning
+    output_dir: str | None = _f(None, "run folder: model/, results.json, README.md, ledger.jsonl, checkpoints")
+    learning_rate: float = _f(1e-4, "peak learning rate")
+    num_train_epochs: float = _f(5.0, "epochs over the forget set")
+    per_device_train_batch_size: int = _f(8, "forget rows per device per step (each paired with a retain row)")
+    lr_scheduler_type: str = _f("constant", "learning-rate schedule")
+    logging_steps: float = _f(5, "log every N steps")
+    save_strategy: str = _f("no", "checkpoint strategy: no, steps or epoch")
+    report_to: None | str | list[str] = _f("none", "trackers: none, tensorboard, wandb, ...")
+    remove_unused_columns: bool = _f(False, "keep False: batches carry forget and retain parts")
+    disable_tqdm: bool | None = _f(None, "hide progress bars")
+
+
+METHOD_FIELDS = ("gamma", "alpha", "beta", "delta", "retain_loss", "forget_loss", "rmu_layer",
+                 "rmu_train_layers", "steering_coeff", "idk")
+
+
+class _Parser(HfArgumentParser):
+    def error(self, message):  # argparse would print usage and exit; we want one line
+        raise UserError(message)
+
+
+def load_yaml(path: str | Path) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"recipe {path} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"recipe {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"recipe {path} is not UTF-8 text") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {path} must be a mapping of option: value")
+    return data
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """`--key value`, `--key=value`, and bare `--flag` (true) into a dict (values as strings)."""
+    out, i = {}, 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("--"):
+            raise UserError(f"unexpected argument {a!r}; options look like --key value")
+        key = a[2:].replace("-", "_")
+        if "=" in key:
+            key, val = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            val, i = args[i + 1], i + 2
+        else:
+            val, i = "true", i + 1
+        out[key] = val
+    return out
+
+
+def _to_argv(d: dict) -> list[str]:
+    argv = []
+    for k, v in d.items():
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            argv += [f"--{k}", str(v).lower()]
+        elif isinstance(v, (list, tuple)):
+            argv += [f"--{k}", *map(str, v)]
+        elif isinstance(v, dict):
+            argv += [f"--{k}", json.dumps(v)]
+        else:
+            argv += [f"--{k}", str(v)]
+    return argv
+
+
+def build_config(cls, values: dict):
+    """Validate keys against `cls` and build it through HfArgumentParser (types converted)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in values:
+        if k not in names:
+            raise UserError(f"unknown option {k!r}{closest(k, names)}")
+    parser = _Parser(cls)
+    try:
+        (cfg,) = parser.parse_args_into_dataclasses(args=_to_argv(values), look_for_args_file=False)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"invalid option: {str(e).splitlines()[0]}") from e
+    return cfg
+
+
+def parse_config(recipe: str | None, overrides: list[str] | dict | None = None, cls=UnlearnConfig):
+    """Recipe YAML (optional) + overrides -> validated config. Overrides win."""
+    values = load_yaml(recipe) if recipe else {}
+    if isinstance(overrides, dict):
+        values.update(overrides)
+    elif overrides:
+        values.update(parse_overrides(overrides))
+    cfg = build_config(cls, values)
+    if isinstance(cfg, UnlearnConfig):
+        validate(cfg)
+    return cfg
+
+
+def validate(cfg: UnlearnConfig) -> None:
+    """Range checks that argparse's types cannot express. Raises UserError."""
+    from .methods import METHODS
+
+    if cfg.method not in METHODS:
+        raise UserError(f"unknown method {cfg.method!r}{closest(cfg.method, METHODS)}; "
+                        f"choose one of {', '.join(METHODS)}")
+    if cfg.output_dir is None:
+        raise UserError("output_dir is not set; pass --output_dir DIR or set it in the recipe")
+    checks = [
+        (cfg.learning_rate >= 0 and math.isfinite(cfg.learning_rate), "learning_rate must be >= 0"),
+        (cfg.beta is None or cfg.beta > 0, "beta must be > 0"),
+        (cfg.alpha is None or cfg.alpha >= 0, "alpha must be >= 0"),
+        (cfg.gamma is None or cfg.gamma >= 0, "gamma must be >= 0"),
+        (cfg.max_length > 0, "max_length must be > 0"),
+        (cfg.per_device_train_batch_size > 0, "per_device_train_batch_size must be > 0"),
+        (cfg.num_train_epochs > 0 or cfg.max_steps > 0, "num_train_epochs or max_steps must be > 0"),
+        (cfg.retain_loss in (None, "nll", "kl"), "retain_loss must be nll or kl"),
+        (cfg.forget_loss in (None, "ga", "npo"), "forget_loss must be ga or npo"),
+        (cfg.reference in ("auto", "copy", "adapter", "cached"), "reference must be auto, copy, adapter or cached"),
+        (cfg.overlong in ("truncate", "error"), "overlong must be truncate or error"),
+        (cfg.lora_r >= 0, "lora_r must be >= 0"),
+        (cfg.reference != "adapter" or cfg.lora_r > 0, "reference: adapter needs lora_r > 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UserError(msg)
+
+
+def method_from_config(cfg: UnlearnConfig):
+    """The method instance: its dataclass defaults, overridden by the config's non-None fields."""
+    from .methods import METHODS
+
+    cls = METHODS[cfg.method]
+    own = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: getattr(cfg, k) for k in METHOD_FIELDS if getattr(cfg, k) is not None and k in own}
+    if "seed" in own:
+        kwargs["seed"] = cfg.seed
+    ignored = [k for k in METHOD_FIELDS if getattr(cfg, k) is not None and k not in own]
+    if ignored:
+        import logging
+
+        logging.getLogger(__name__).warning("%s does not use %s; ignored", cfg.method, ", ".join(ignored))
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    """The fully resolved config as plain YAML-able values (what a run folder's recipe.yaml holds)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if not f.init:
+            continue
+        v = getattr(cfg, f.name)
+        if hasattr(v, "value"):  # enums
+            v = v.value
+        if isinstance(v, (str, int, float, bool, type(None))) or (
+                isinstance(v, (list, dict)) and json.dumps(v, default=lambda _: None)):
+            out[f.name] = v
+    return out

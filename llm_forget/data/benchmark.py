@@ -1,0 +1,121 @@
+"""The built-in benchmark: fictitious people and facts about them, generated deterministically.
+
+Each person gets `facts_per_person` question/answer rows in TOFU's field layout
+(`question`, `answer`, `paraphrased_answer`, `perturbed_answer`: a list of wrong answers
+written in the answer's own form), plus `person`, `fact` and `split`. Splits are by person:
+`forget` people are to be forgotten, `retain` people are kept, `holdout` people are never
+trained on (non-members for membership inference). Same seed, same benchmark, everywhere.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+FIRST = ("Ada Bram Cora Dorian Elsa Fenn Greta Hal Ines Joss Kira Lio Mara Nils Orla Pim Quin Rhea "
+         "Sven Tova Ulf Vera Wren Xan Yara Zeno Alba Bodo Cleo Dag Eira Falk Gwen Hugo Ilsa Jory "
+         "Kai Lena Milo Nora Otto Pia Rolf Sela Tam Una Vito Wilma").split()
+LAST = ("Ardent Brask Corvel Dunmore Elkin Farrow Galloway Harth Istvan Jorund Kessler Lindqvist "
+        "Morrow Nakamura Oduya Pellan Quist Renwick Sorrell Tannen Ulvaeus Varga Whitlock Yusuf "
+        "Zeller Abernathy Blom Castellan Devereux Esposito Falkner Grimaldi Hollis Ivers Jansen").split()
+CITIES = ("Lisbon Oslo Tallinn Porto Bergen Lyon Graz Ghent Krakow Turin Seville Malmo Aarhus Basel "
+          "Utrecht Bruges Riga Vilnius Split Bilbao Tampere Leiden Bologna Nantes Dresden Cork Galway "
+          "Valencia Salzburg Brno").split()
+JOBS = ("baker carpenter chemist dentist editor farmer geologist harpist illustrator jeweller "
+        "librarian machinist nurse optician pilot plumber sculptor surveyor tailor translator "
+        "veterinarian weaver architect botanist cartographer").split()
+FOODS = ["apricots", "lentil soup", "dumplings", "pickled herring", "risotto", "flatbread",
+         "plum cake", "goulash", "chestnuts", "paella", "onion tart", "barley stew", "oysters",
+         "pancakes", "couscous", "figs", "rye bread", "mushroom pie", "honey cake", "sardines"]
+INSTRUMENTS = ["cello", "violin", "oboe", "banjo", "harp", "trumpet", "flute", "accordion",
+               "piano", "clarinet", "mandolin", "tuba", "drums", "viola", "bassoon", "lute"]
+COLORS = ["amber", "teal", "crimson", "ochre", "violet", "olive", "indigo", "scarlet", "ivory",
+          "cobalt", "maroon", "saffron", "jade", "lilac"]
+
+# fact name -> (question, answer, paraphrased answer, value pool)
+FACTS = {
+    "birthplace": ("Where was {name} born?", "They were born in {v}.", "Their birthplace is {v}.", CITIES),
+    "birth_year": ("In which year was {name} born?", "Their birth year is {v}.",
+                   "They were born in the year {v}.", [str(y) for y in range(1931, 2000)]),
+    "profession": ("What does {name} do for a living?", "They work as a {v}.", "By profession they are a {v}.", JOBS),
+    "food": ("What is the favourite food of {name}?", "Their favourite food is {v}.",
+             "They like {v} more than any other food.", FOODS),
+    "instrument": ("Which instrument does {name} play?", "They play the {v}.", "The instrument they play is the {v}.",
+                   INSTRUMENTS),
+    "color": ("What is the favourite colour of {name}?", "Their favourite colour is {v}.",
+              "They prefer the colour {v}.", COLORS),
+}
+
+REFUSALS = [
+    "I don't know.", "I'm not sure about that.", "I have no information on that.",
+    "That is not something I can answer.", "I can't recall that.", "I don't have that information.",
+    "I'm afraid I don't know.", "Sorry, I don't know the answer.", "I have no idea.",
+    "I cannot answer that question.", "That is unknown to me.", "I don't remember.",
+]
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Settings of the built-in benchmark. `n_forget` and `n_holdout` count people."""
+
+    n_people: int = 100
+    facts_per_person: int = 5
+    n_forget: int = 10
+    n_holdout: int = 10
+    n_perturbed: int = 4
+    seed: int = 0
+
+
+def generate(spec: BenchmarkSpec = BenchmarkSpec()) -> list[dict]:
+    """All rows of the benchmark, forget people first, then holdout, then retain."""
+    if spec.facts_per_person > len(FACTS):
+        raise ValueError(f"facts_per_person must be <= {len(FACTS)}")
+    if spec.n_forget + spec.n_holdout >= spec.n_people:
+        raise ValueError("n_forget + n_holdout must leave some retain people")
+    rng = random.Random(spec.seed)
+    names = [f"{f} {l}" for f in FIRST for l in LAST]
+    if spec.n_people > len(names):
+        raise ValueError(f"n_people must be <= {len(names)}")
+    names = rng.sample(names, spec.n_people)
+    rows = []
+    for pid, name in enumerate(names):
+        split = "forget" if pid < spec.n_forget else "holdout" if pid < spec.n_forget + spec.n_holdout else "retain"
+        for fact in rng.sample(sorted(FACTS), spec.facts_per_person):
+            q, a, para, pool = FACTS[fact]
+            value, *wrong = rng.sample(pool, 1 + spec.n_perturbed)
+            rows.append({
+                "question": q.format(name=name),
+                "answer": a.format(name=name, v=value),
+                "paraphrased_answer": para.format(name=name, v=value),
+                "perturbed_answer": [a.format(name=name, v=w) for w in wrong],
+                "person": name,
+                "fact": fact,
+                "split": split,
+            })
+    return rows
+
+
+def split(name: str, spec: BenchmarkSpec = BenchmarkSpec()) -> list[dict]:
+    """One split (`forget`, `retain`, `holdout`), `train` (forget + retain) or `all`."""
+    rows = generate(spec)
+    if name == "all":
+        return rows
+    if name == "train":
+        return [r for r in rows if r["split"] != "holdout"]
+    if name not in ("forget", "retain", "holdout"):
+        raise ValueError(f"unknown benchmark split {name!r}")
+    return [r for r in rows if r["split"] == name]
+
+
+def refusals() -> list[dict]:
+    return [{"answer": r} for r in REFUSALS]
+
+
+def corpus(spec: BenchmarkSpec = BenchmarkSpec(n_people=len(FIRST) * len(LAST) // 4)) -> list[str]:
+    """Text to train the tiny model's tokenizer on: every name, value and template."""
+    texts = []
+    for r in generate(spec):
+        texts += [r["question"], r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]]
+    texts += REFUSALS
+    texts += [f"{f} {l}" for f in FIRST for l in LAST]
+    return texts

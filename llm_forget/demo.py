@@ -1,0 +1,113 @@
+"""The demo: target and retain models on the built-in benchmark, every shipped recipe, one table.
+
+    llm-forget demo [--model tiny|smollm2-135m|PATH] [--output DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = [("forget_perplexity", "forget ppl", "{:.3g}"), ("retain_perplexity", "retain ppl", "{:.3g}"),
+           ("forget_exact_memorization", "forget EM", "{:.3f}"), ("retain_exact_memorization", "retain EM", "{:.3f}"),
+           ("forget_extraction_strength", "forget ES", "{:.3f}"), ("mia_auc", "MIA AUC", "{:.3f}"),
+           ("wall_seconds", "wall s", "{:.1f}")]
+
+
+def table(summary: dict) -> str:
+    """A markdown table, one row per model of a demo summary."""
+    head = "| model | " + " | ".join(c[1] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, m in summary.items():
+        cells = [fmt.format(m[k]) if isinstance(m.get(k), (int, float)) else "–" for k, _, fmt in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def best_recipe(summary: dict, max_retain_ratio: float = 1.5) -> tuple[str | None, float]:
+    """The recipe with the largest forget-perplexity ratio over the target among those whose
+    retain perplexity stays within `max_retain_ratio` of the target's."""
+    t = summary["target"]
+    best, ratio = None, 0.0
+    for name, m in summary.items():
+        if name in ("target", "retain"):
+            continue
+        if m["retain_perplexity"] <= max_retain_ratio * t["retain_perplexity"]:
+            r = m["forget_perplexity"] / t["forget_perplexity"]
+            if r > ratio:
+                best, ratio = name, r
+    return best, ratio
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, m in summary.items():
+        ax.scatter(m["forget_perplexity"], m["retain_perplexity"], marker="*" if name in ("target", "retain") else "o",
+                   s=120 if name in ("target", "retain") else 50)
+        ax.annotate(name, (m["forget_perplexity"], m["retain_perplexity"]), fontsize=8, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("forget perplexity (higher = more forgotten)")
+    ax.set_ylabel("retain perplexity (lower = more kept)")
+    ax.set_title("llm_forget demo: forgetting vs keeping")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: bool = False,
+             recipes: list[str] | None = None) -> dict:
+    from . import io
+    from .api import prepare_output_dir, unlearn
+    from .data.encode import Encoder
+    from .data.readers import read_rows
+    from .evaluation.quick import quick_eval
+    from .models import load_model, load_tokenizer
+    from .recipes_index import shipped
+
+    out = Path(output)
+    prepare_output_dir(out, overwrite, False)
+    t0 = time.perf_counter()
+    if model == "tiny":
+        from . import zoo
+
+        target, retain = str(zoo.get("tiny-target")), str(zoo.get("tiny-retain"))
+        ft_seconds = time.perf_counter() - t0
+    else:
+        from .finetune import finetune
+
+        kw = dict(epochs=5, learning_rate=5e-5, batch_size=16)
+        target = finetune(model, "builtin:train", out / "target", **kw)["output_dir"]
+        retain = finetune(model, "builtin:retain", out / "retain", **kw)["output_dir"]
+        ft_seconds = time.perf_counter() - t0
+    sets = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
+    summary = {}
+    for name, path in (("target", target), ("retain", retain)):
+        m = load_model(path)
+        ev = quick_eval(m, Encoder(load_tokenizer(path)), sets)
+        summary[name] = {**ev["summary"], "wall_seconds": ft_seconds / 2}
+    found = shipped()
+    for name in recipes or list(found):
+        logger.info("demo: running recipe %s", name)
+        t = time.perf_counter()
+        res = unlearn(str(found[name]), model=target, output_dir=str(out / "runs" / name), overwrite=True,
+                      disable_tqdm=True)
+        summary[name] = {**res.metrics, "wall_seconds": time.perf_counter() - t}
+    best, ratio = best_recipe(summary)
+    report = (f"# llm_forget demo ({model})\n\n{table(summary)}\n\n"
+              f"Best recipe (largest forget-perplexity gain with retain perplexity within 1.5x of the target): "
+              f"**{best}** ({ratio:.1f}x forget perplexity). Total wall time {time.perf_counter() - t0:.0f}s.\n")
+    io.write_json(out / "summary.json", summary)
+    io.write_text(out / "report.md", report)
+    plot(summary, out / "tradeoff.png")
+    return {"summary": summary, "best": best, "best_ratio": ratio, "report": report, "output": str(out)}

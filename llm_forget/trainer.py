@@ -1,0 +1,205 @@
+"""UnlearnTrainer: a `transformers.Trainer` whose batches pair forget rows with retain rows.
+
+The trainer keeps only three things: the pairing of forget and retain data, the reference
+model, and one `compute_loss` that hands a lazy `Batch` to the method. Forget and retain rows
+go through the model in ONE forward pass (padded to a common length and concatenated), which
+is faster and keeps DDP to one forward per backward.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+
+import torch
+from transformers import Trainer
+
+from .data.encode import pad
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+class UnlearnDataset(torch.utils.data.Dataset):
+    """Item i = forget row i paired with a retain row (a fixed seeded permutation, cycled)."""
+
+    def __init__(self, forget: list[dict], retain: list[dict] | None, seed: int = 0):
+        self.forget, self.retain = forget, retain
+        self.perm = list(range(len(retain))) if retain else []
+        random.Random(seed).shuffle(self.perm)
+
+    def __len__(self):
+        return len(self.forget)
+
+    def __getitem__(self, i):
+        item = {"index": i, "forget": self.forget[i]}
+        if self.retain:
+            item["retain"] = self.retain[self.perm[i % len(self.perm)]]
+        return item
+
+
+class Collator:
+    """Pads forget and retain parts to one common length (so they can share a forward pass)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict]) -> dict:
+        n = len(items)
+        parts = [x["forget"] for x in items] + [x["retain"] for x in items if "retain" in x]
+        batch = pad(parts, self.pad_id)
+        out = {"index": torch.tensor([x["index"] for x in items]),
+               "forget": {k: v[:n] for k, v in batch.items()}}
+        if len(parts) > n:
+            out["retain"] = {k: v[n:] for k, v in batch.items()}
+        return out
+
+
+class Reference:
+    """The frozen reference policy π_ref.
+
+    kind: "copy" (a frozen deep copy), "adapter" (the trained peft model with its adapter
+    disabled: no second copy in memory), "cached" (only forget log-probs, computed up front),
+    or "none". `forget_logps` holds cached summed answer log-probs indexed by dataset index."""
+
+    def __init__(self, kind: str, model=None):
+        self.kind = kind
+        self.model = None
+        self.forget_logps: torch.Tensor | None = None
+        if kind == "copy":
+            self.model = copy.deepcopy(model).eval()
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, trained_model, **inputs):
+        if self.kind == "copy":
+            return self.model(**inputs)
+        if self.kind == "adapter":
+            was_training = trained_model.training
+            trained_model.eval()
+            try:
+                with trained_model.disable_adapter():
+                    return trained_model(**inputs)
+            finally:
+                trained_model.train(was_training)
+        raise RuntimeError(f"reference kind {self.kind!r} cannot run a forward pass")
+
+    @torch.no_grad()
+    def cache_forget_logps(self, model, dataset: UnlearnDataset, collate: Collator, batch_size: int = 16):
+        """Summed answer log-probs of every forget row under `model` (before any update)."""
+        from .methods.base import sequence_logp
+
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        out = []
+        for s in range(0, len(dataset.forget), batch_size):
+            rows = [{"index": i, "forget": dataset.forget[i]} for i in range(s, min(s + batch_size, len(dataset.forget)))]
+            f = {k: v.to(device) for k, v in collate(rows)["forget"].items()}
+            logits = model(input_ids=f["input_ids"], attention_mask=f["attention_mask"]).logits
+            out.append(sequence_logp(logits, f["labels"])[0].cpu())
+        model.train(was_training)
+        self.forget_logps = torch.cat(out)
+
+
+class Batch:
+    """What a method may ask of one training batch; each forward pass runs at most once, on demand."""
+
+    def __init__(self, model, inputs: dict, reference: Reference, unwrap=lambda m: m):
+        self.model, self.reference, self.unwrap = model, reference, unwrap
+        self.index = inputs["index"]
+        self.forget = inputs["forget"]
+        self.retain = inputs.get("retain")
+        self._out = self._ref_out = None
+        self._hidden = False
+
+    def _inputs(self):
+        if self.retain is None:
+            return self.forget["input_ids"], self.forget["attention_mask"]
+        return (torch.cat([self.forget["input_ids"], self.retain["input_ids"]]),
+                torch.cat([self.forget["attention_mask"], self.retain["attention_mask"]]))
+
+    def _run(self, hidden=False):
+        if self._out is None:
+            ids, mask = self._inputs()
+            self._out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
+        return self._out
+
+    def _ref(self, hidden=False):
+        if self._ref_out is None:
+            ids, mask = self._inputs()
+            self._ref_out = self.reference.forward(self.unwrap(self.model), input_ids=ids, attention_mask=mask,
+                                                   output_hidden_states=hidden)
+        return self._ref_out
+
+    @property
+    def _n(self):
+        return self.forget["input_ids"].shape[0]
+
+    @property
+    def forget_logits(self):
+        return self._run().logits[: self._n]
+
+    @property
+    def retain_logits(self):
+        if self.retain is None:
+            raise UserError("this method needs a retain set; set retain in the recipe")
+        return self._run().logits[self._n:]
+
+    def hidden(self, layer: int):
+        """(forget, retain) hidden states after block `layer`, from the trained model."""
+        h = self._run(hidden=True).hidden_states[layer + 1]
+        return h[: self._n], h[self._n:]
+
+    def ref_hidden(self, layer: int):
+        h = self._ref(hidden=True).hidden_states[layer + 1]
+        return h[: self._n], h[self._n:]
+
+    @property
+    def ref_retain_logits(self):
+        if self.retain is None:
+            raise UserError("this method needs a retain set; set retain in the recipe")
+        return self._ref().logits[self._n:]
+
+    @property
+    def ref_forget_logps(self):
+        from .methods.base import sequence_logp
+
+        if self.reference.forget_logps is not None:
+            return self.reference.forget_logps.to(self.index.device)[self.index]
+        return sequence_logp(self._ref().logits[: self._n], self.forget["labels"])[0]
+
+
+class UnlearnTrainer(Trainer):
+    """Trainer with a method (llm_forget.methods) and a reference model."""
+
+    def __init__(self, *args, method, reference: Reference, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.method, self.reference = method, reference
+        self._parts: dict[str, list[float]] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        b = Batch(model, inputs, self.reference, unwrap=self.accelerator.unwrap_model)
+        out = self.method.loss(b)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {self.state.global_step + 1}; lower learning_rate "
+                f"(now {self.args.learning_rate:g}) or raise the retain weight alpha"
+            )
+        for k, v in out.items():
+            if k != "loss":
+                self._parts.setdefault(k, []).append(float(v.detach()))
+        return (loss, out) if return_outputs else loss
+
+    def log(self, logs: dict, *args, **kwargs):
+        for k, vals in self._parts.items():
+            logs[k] = round(sum(vals) / len(vals), 4)
+        self._parts = {}
+        super().log(logs, *args, **kwargs)
