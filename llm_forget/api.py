@@ -108,7 +108,12 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     model_path = resolve_model_path(cfg.model)
 
     # read and check all inputs before anything is written
-    forget_rows = read_rows(cfg.forget)
+    if cfg.request:  # a deletion request file names the forget rows (llm_forget/requests.py)
+        from .requests import select
+
+        forget_rows = select(cfg.request).resolve()
+    else:
+        forget_rows = read_rows(cfg.forget)
     retain_rows = read_rows(cfg.retain) if cfg.retain and cfg.retain.lower() != "none" else None
     holdout_rows = read_rows(cfg.holdout) if cfg.holdout and cfg.holdout.lower() != "none" else None
     if retain_rows:
@@ -201,5 +206,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     results["timings"] = result.timings
     results["environment"] = environment(trainer)
     io.write_json(out / "results.json", results)
+    from .reporting import finalize_run
+
+    finalize_run(out, results, cfg, forget_rows, model_path)  # ledger.jsonl + README.md model card
     logger.info("unlearned with %s in %.1fs; outputs in %s", cfg.method, train_seconds, out)
     return result

@@ -30,6 +30,8 @@ class UnlearnConfig(TrainingArguments):
     method: str = _f("npo", "unlearning objective: gradient_ascent, grad_diff, kl, npo, simnpo, idk_po, rmu")
     model: str = _f("tiny", "model folder, zoo name (tiny, smollm2-135m) or Hub id")
     forget: str = _f("builtin:forget", "forget set: builtin:forget, a .json/.jsonl/.csv/.txt file, a saved dataset")
+    request: str | None = _f(None, "deletion request file (kind items, concept or task; see README); replaces "
+                                   "forget. FILE (one request) or FILE#N / FILE#ID")
     retain: str | None = _f("builtin:retain", "retain set (same forms as forget); none for no retain term")
     holdout: str | None = _f("builtin:holdout", "holdout set (never trained on): non-members for membership tests")
     allow_overlap: bool = _f(False, "allow rows that are in both the forget and the retain set")

@@ -1,0 +1,1 @@
+"""Exact unlearning: SISA over LoRA adapters (sisa.py)."""
