@@ -1,0 +1,254 @@
+"""Two processes through `accelerate launch` equal one process; sharded evaluation equals unsharded.
+
+The launches use accelerate_configs/cpu_ddp.yaml exactly as the README tells users to
+(ACCELERATE_USE_CPU=1, MULTI_GPU, 2 processes, gloo). The single-process reference runs the same
+recipe with half the per-device batch and gradient_accumulation_steps=2: the same global batch of
+8 forget rows (each paired with its retain row), split into the same two halves of 4.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "accelerate_configs"
+STEPS = 3
+SGD = {"optim": "sgd", "learning_rate": "0.05", "max_steps": str(STEPS)}
+
+
+def _env(port: int) -> dict:
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _launch_cmd(recipe: str, out: Path, port: int, **opts) -> list[str]:
+    args = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_ddp.yaml"),
+            "--main_process_port", str(port), "-m", "llm_forget", "unlearn", recipe,
+            "--output_dir", str(out), "--overwrite", "--disable_tqdm", "true"]
+    for k, v in opts.items():
+        args += [f"--{k}", str(v)]
+    return args
+
+
+def launch2(recipe: str, out: Path, port: int, **opts) -> subprocess.CompletedProcess:
+    p = subprocess.run(_launch_cmd(recipe, out, port, **opts), cwd=REPO, env=_env(port), capture_output=True,
+                       text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def single(recipe: str, out: Path, **opts):
+    import llm_forget
+    from llm_forget.recipes_index import resolve_recipe
+
+    return llm_forget.unlearn(str(resolve_recipe(recipe)), output_dir=str(out), overwrite="true",
+                              disable_tqdm="true", **opts)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    sd = {}
+    for f in sorted(glob.glob(str(folder / "*.safetensors"))):
+        sd.update(load_file(f))
+    assert sd, f"no safetensors in {folder}"
+    return sd
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def check_env(out: Path, world_size: int, batch: int):
+    env = json.loads((out / "results.json").read_text())["environment"]
+    assert env["world_size"] == world_size
+    assert env["distributed_type"] in ("MULTI_CPU", "MULTI_GPU")
+    assert env["effective_batch"] == 8 and batch == 8
+    return env
+
+
+# ---------------------------------------------------------------- fast checks
+
+
+def test_shard_range_covers_every_row_once_in_whole_batches():
+    from llm_forget.evaluation.distributed import shard_range
+
+    for n in (0, 1, 7, 16, 50, 400):
+        for bs in (1, 3, 16):
+            for ws in (1, 2, 3, 8):
+                parts = [shard_range(n, bs, r, ws) for r in range(ws)]
+                rows = [i for a, b in parts for i in range(a, b)]
+                assert rows == list(range(n))
+                assert all(a % bs == 0 for a, b in parts if b > a)  # every shard starts on a batch boundary
+    assert [shard_range(50, 16, r, 2) for r in range(2)] == [(0, 32), (32, 50)]
+    assert [shard_range(400, 16, r, 2) for r in range(2)] == [(0, 208), (208, 400)]
+
+
+def test_accelerate_configs_are_complete():
+    names = {"cpu_ddp", "single_gpu", "multi_gpu", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "multi_node_example"}
+    assert names <= {p.stem for p in CONFIGS.glob("*.yaml")}
+    for n in names:
+        text = (CONFIGS / f"{n}.yaml").read_text()
+        assert "accelerate launch" in text.split("\ncompute_environment")[0], n  # header shows the command
+        yaml.safe_load(text)
+    cpu = yaml.safe_load((CONFIGS / "cpu_ddp.yaml").read_text())
+    assert cpu["distributed_type"] == "MULTI_GPU" and cpu["num_processes"] == 2  # MULTI_CPU starts ONE process
+    fsdp = yaml.safe_load((CONFIGS / "fsdp.yaml").read_text())
+    assert fsdp["fsdp_config"]["fsdp_version"] == 2 and fsdp["fsdp_config"]["fsdp_reshard_after_forward"] is True
+    for stage in (2, 3):
+        ds = yaml.safe_load((CONFIGS / f"deepspeed_zero{stage}.yaml").read_text())
+        assert ds["deepspeed_config"]["zero_stage"] == stage
+
+
+def test_cached_reference_is_indexed_by_dataset_index(target_path):
+    """The cached log-prob of forget row i is found through the batch's `index`, whatever the order."""
+    from llm_forget.data.encode import Encoder
+    from llm_forget.data.readers import read_rows
+    from llm_forget.methods.base import sequence_logp
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.trainer import Batch, Collator, Reference, UnlearnDataset
+
+    tok = load_tokenizer(target_path)
+    model = load_model(target_path, "float32")
+    enc = Encoder(tok, "Question: {question}\nAnswer:", False, 256, "truncate")
+    forget = [enc.row(r) for r in read_rows("builtin:forget")[:10]]
+    ds, collate = UnlearnDataset(forget, None), Collator(tok.pad_token_id)
+    ref = Reference("cached")
+    ref.cache_forget_logps(model, ds, collate, batch_size=3)
+    batch = collate([ds[i] for i in (7, 2, 9)])
+    got = Batch(model, batch, ref).ref_forget_logps
+    with torch.no_grad():
+        for j, i in enumerate((7, 2, 9)):
+            one = collate([ds[i]])["forget"]
+            want = sequence_logp(model(input_ids=one["input_ids"]).logits, one["labels"])[0][0]
+            assert abs(float(got[j]) - float(want)) < 1e-4
+
+
+# ---------------------------------------------------------------- launches
+
+
+def test_grad_diff_two_processes_equal_one_and_sharded_eval_is_exact(target_path, tmp_path):
+    """GradDiff, SGD: 2 processes x 4 rows == 1 process x 4 rows x 2 accumulation steps, to 1e-5.
+    The 2-process run also evaluates sharded (eval batch 16: 50 forget rows -> 32 + 18, 400 retain
+    -> 208 + 192, padded so both ranks make the same number of forward passes); its gathered
+    per-item numbers must equal a single-process evaluation of the saved weights exactly."""
+    from llm_forget.data.encode import Encoder
+    from llm_forget.data.readers import read_rows
+    from llm_forget.evaluation.quick import quick_eval
+    from llm_forget.models import load_model, load_tokenizer
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    p = launch2("grad_diff", two, 29611, model=target_path, per_device_train_batch_size=4,
+                per_device_eval_batch_size=16, **SGD)
+    names = {x.name for x in two.iterdir()}
+    assert {"model", "recipe.yaml", "results.json"} <= names and not any(n.startswith(".") for n in names)
+    assert p.stdout.count("outputs: ") == 2  # one line from each of the two processes
+    env = check_env(two, 2, 8)
+    assert env["seed"] == 0
+    single("grad_diff", one, model=target_path, per_device_train_batch_size="4", gradient_accumulation_steps="2",
+           eval_suite="none", **SGD)
+    a, b, start = weights(two / "model"), weights(one / "model"), weights(Path(target_path))
+    assert max_diff(a, start) > 1e-3  # training moved the weights
+    assert max_diff(a, b) <= 1e-5
+
+    res = json.loads((two / "results.json").read_text())
+    tok = load_tokenizer(str(two / "model"))
+    model = load_model(str(two / "model"), "float32")
+    enc = Encoder(tok, "Question: {question}\nAnswer:", False, 256, "truncate")
+    sets = {s: read_rows(f"builtin:{s}") for s in ("forget", "retain", "holdout")}
+    with torch.no_grad():
+        ref = quick_eval(model, enc, sets, 16)
+    for s in sets:
+        assert len(res["per_item"][s]) == len(sets[s])
+        assert res["per_item"][s] == ref["per_item"][s]  # exactly, item by item
+    assert res["summary"]["mia_auc"] == ref["summary"]["mia_auc"]
+
+
+def test_npo_and_lora_two_processes_equal_one(target_path, tmp_path):
+    """NPO with cached reference log-probs (computed on every rank, broadcast from rank 0), and
+    NPO on a LoRA adapter with the adapter-disabled model as the live reference."""
+    cases = {"npo": {}, "lora": {"lora_r": "4", "reference": "adapter"}}
+    for port, (name, extra) in zip((29621, 29631), cases.items()):
+        two, one = tmp_path / f"{name}2", tmp_path / f"{name}1"
+        launch2("npo", two, port, model=target_path, per_device_train_batch_size=4, eval_suite="none",
+                **SGD, **extra)
+        res = json.loads((two / "results.json").read_text())
+        assert res["reference"] == ("adapter" if extra else "cached")
+        check_env(two, 2, 8)
+        single("npo", one, model=target_path, per_device_train_batch_size="4", gradient_accumulation_steps="2",
+               eval_suite="none", **SGD, **extra)
+        a, b = weights(two / "model"), weights(one / "model")
+        if extra:  # LoRA B matrices start at zero
+            assert max(float(v.abs().max()) for k, v in a.items() if "lora_B" in k) > 1e-4
+        else:
+            assert max_diff(a, weights(Path(target_path))) > 1e-3
+        assert max_diff(a, b) <= 1e-5, name
+        if extra:
+            assert (two / "model" / "adapter_config.json").exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in glob.glob(f"/proc/{pid}/task/*/children"):
+        for c in Path(task).read_text().split():
+            out += [int(c)] + _children(int(c))
+    return out
+
+
+def _rank_of(pid: int) -> str | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for e in env:
+        if e.startswith(b"RANK="):
+            return e[5:].decode()
+    return None
+
+
+def test_killed_rank_ends_the_job_nonzero_within_60s(target_path, tmp_path):
+    """SIGKILL rank 1 once training is logging steps; the launcher must exit non-zero in < 60 s."""
+    port = 29641
+    proc = subprocess.Popen(_launch_cmd("grad_diff", tmp_path / "k", port, model=target_path, max_steps=100000,
+                                        per_device_train_batch_size=4, logging_steps=1, eval_suite="none"),
+                            cwd=REPO, env=_env(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, training = [], threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if "step 2:" in line:
+                training.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert training.wait(150), "training never started:\n" + "".join(lines[-40:])
+        victims = [c for c in _children(proc.pid) if _rank_of(c) == "1"]
+        assert victims, "rank 1 not found"
+        os.kill(victims[0], signal.SIGKILL)
+        t0 = time.monotonic()
+        rc = proc.wait(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:  # the launcher hung: end what this test started, then fail below
+            for c in _children(proc.pid):
+                os.kill(c, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+    assert rc != 0 and took < 60
+    assert not (tmp_path / "k" / "results.json").exists()
