@@ -75,6 +75,19 @@ def environment(trainer=None) -> dict:
     return env
 
 
+def _check_processes(cfg) -> None:
+    """Refuse processes started by a launcher that did not join one process group (e.g. an accelerate
+    config with `use_cpu: true` but MULTI_GPU launched without ACCELERATE_USE_CPU=1): each would train
+    alone on the full data and race to write the same folder."""
+    import os
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and cfg.world_size != launched:
+        raise UserError(f"the launcher started {launched} processes but they did not join one process group "
+                        f"(world size {cfg.world_size}); on CPU launch with ACCELERATE_USE_CPU=1 and a MULTI_GPU "
+                        "config such as accelerate_configs/cpu_ddp.yaml")
+
+
 def _lora(model, cfg: UnlearnConfig):
     from peft import LoraConfig, get_peft_model
 
@@ -129,7 +142,9 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     if encoder.truncated:
         logger.warning("%d sequences were longer than max_length=%d and were truncated", encoder.truncated,
                        cfg.max_length)
-    prepare_output_dir(out, cfg.overwrite, cfg.resume, model_path)
+    _check_processes(cfg)
+    with cfg.main_process_first(local=False, desc="output folder"):  # rank 0 clears it; the others then see it empty
+        prepare_output_dir(out, cfg.overwrite, cfg.resume, model_path)
 
     set_seed(cfg.seed)
     model = load_model(model_path, cfg.dtype, cfg.trust_remote_code, cfg.allow_pickle)
@@ -156,10 +171,10 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         collate = Collator(tok.pad_token_id)
         ref_kind = choose_reference(cfg.reference, method.reference_needs(), lora)
         reference = Reference(ref_kind, model)
-        if ref_kind == "cached":
-            reference.cache_forget_logps(model, ds, collate, cfg.per_device_eval_batch_size)
         trainer = UnlearnTrainer(model=model, args=cfg, train_dataset=ds, data_collator=collate,
                                  processing_class=tok, method=method, reference=reference)
+        if ref_kind == "cached":  # after the Trainer placed the model on its device; same on every rank
+            reference.cache_forget_logps(trainer.model, ds, collate, cfg.per_device_eval_batch_size)
     resume_from = get_last_checkpoint(str(out)) if cfg.resume else None
     if cfg.resume and resume_from is None:
         logger.warning("no checkpoint in %s; starting from the beginning", out)
@@ -176,12 +191,21 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     model = trainer.model
     model_dir = out / "model"
     result = RunResult(out, model_dir, cfg.method, timings={"train_seconds": train_seconds})
+    ev = None
+    if cfg.eval_suite and cfg.eval_suite.lower() != "none":  # every rank scores its shard; all get the result
+        from .evaluation.distributed import sharded_quick_eval
+
+        with torch.no_grad():
+            ev = sharded_quick_eval(model, encoder, {"forget": forget_rows, "retain": retain_rows or [],
+                                                     "holdout": holdout_rows or []}, cfg.per_device_eval_batch_size)
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if sharded else None  # collective
     if not trainer.is_world_process_zero():
         return result
 
-    to_save = model.merge_and_unload() if (lora and cfg.merge) else model
+    to_save = model.merge_and_unload() if (lora and cfg.merge and not sharded) else model
     with io.atomic_dir(model_dir) as d:
-        to_save.save_pretrained(d, safe_serialization=True)
+        to_save.save_pretrained(d, safe_serialization=True, **({"state_dict": state_dict} if sharded else {}))
         tok.save_pretrained(d)
     recipe = to_dict(cfg)
     import yaml
@@ -192,12 +216,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                "counts": {"forget": len(forget_rows), "retain": len(retain_rows or []),
                           "holdout": len(holdout_rows or []), "truncated": encoder.truncated},
                "steps": trainer.state.global_step}
-    if cfg.eval_suite and cfg.eval_suite.lower() != "none":
-        from .evaluation.quick import quick_eval
-
-        with torch.no_grad():
-            ev = quick_eval(model, encoder, {"forget": forget_rows, "retain": retain_rows or [],
-                                             "holdout": holdout_rows or []}, cfg.per_device_eval_batch_size)
+    if ev is not None:
         results["summary"] = ev["summary"]
         results["per_item"] = ev["per_item"]
         result.metrics = ev["summary"]

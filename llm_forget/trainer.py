@@ -105,7 +105,12 @@ class Reference:
             logits = model(input_ids=f["input_ids"], attention_mask=f["attention_mask"]).logits
             out.append(sequence_logp(logits, f["labels"])[0].cpu())
         model.train(was_training)
-        self.forget_logps = torch.cat(out)
+        logps = torch.cat(out)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # make ranks bit-identical
+            logps = logps.to(device)
+            torch.distributed.broadcast(logps, src=0)
+            logps = logps.cpu()
+        self.forget_logps = logps
 
 
 class Batch:
@@ -183,6 +188,21 @@ class UnlearnTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.method, self.reference = method, reference
         self._parts: dict[str, list[float]] = {}
+        if reference.model is not None:
+            reference.model = self._prepare_reference(reference.model)
+
+    def _prepare_reference(self, ref):
+        """Place the frozen copy the way trl places a DPO reference model: sharded too under ZeRO-3
+        and FSDP, otherwise moved to this process's device (never wrapped in DDP)."""
+        if self.is_deepspeed_enabled:
+            from trl.models.utils import prepare_deepspeed
+
+            return prepare_deepspeed(ref, self.accelerator)
+        if self.is_fsdp_enabled:
+            from trl.models.utils import prepare_fsdp
+
+            return prepare_fsdp(ref, self.accelerator)
+        return self.accelerator.prepare_model(ref, evaluation_mode=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         b = Batch(model, inputs, self.reference, unwrap=self.accelerator.unwrap_model)
