@@ -1,0 +1,124 @@
+"""Deletion requests (items, concept, task) and request streams."""
+
+import json
+
+import pytest
+
+from llm_forget.cli import main
+from llm_forget.errors import UserError
+from llm_forget.requests import load_requests, parse_request, select
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads per process make tiny-model
+    steps ~30x slower under contention."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_request_kinds_resolve_to_the_right_rows(tmp_path):
+    from llm_forget.data import benchmark
+    from llm_forget.data.readers import row_hash
+
+    rows = benchmark.split("forget")
+    person = rows[0]["person"]
+    concept = parse_request({"kind": "concept", "data": "builtin:forget", "field": "person", "value": person})
+    got = concept.resolve()
+    assert len(got) == 5 and {r["person"] for r in got} == {person}  # 5 facts per person
+    cls = parse_request({"kind": "class", "data": "builtin:forget",
+                         "filter": {"fact": ["birthplace", "birth_year"], "person": person}})
+    assert {r["fact"] for r in cls.resolve()} <= {"birthplace", "birth_year"} and cls.kind == "concept"
+    picked = parse_request({"kind": "items", "data": "builtin:forget", "sha256": [row_hash(rows[3])]}).resolve()
+    assert picked == [rows[3]]
+    inline = parse_request({"kind": "items", "rows": [{"prompt": "q?", "completion": "a."}]}).resolve()
+    assert inline == [{"question": "q?", "answer": "a."}]
+    assert parse_request({"kind": "task", "data": "builtin:forget"}).resolve() == rows
+    # the same request always gets the same id
+    assert concept.id == parse_request({"value": person, "field": "person", "data": "builtin:forget",
+                                        "kind": "concept"}).id
+
+
+@pytest.mark.parametrize("obj,msg", [
+    ({"kind": "people"}, "kind must be one of"),
+    ({"kind": "items"}, "exactly one of 'rows' or 'data'"),
+    ({"kind": "concept", "data": "builtin:forget"}, "needs field/value or a filter"),
+    ({"kind": "concept", "data": "builtin:forget", "field": "person", "value": "Nobody Here"}, "no row of"),
+    ({"kind": "items", "data": "builtin:forget", "sha256": ["ab"]}, "64-hex-digit"),
+    ({"kind": "task", "data": "builtin:forget", "colour": 1}, "unknown field(s) colour"),
+])
+def test_bad_requests_are_one_line_user_errors(obj, msg):
+    with pytest.raises(UserError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        parse_request(obj).resolve()
+
+
+def test_request_files_and_selection(tmp_path):
+    p = tmp_path / "reqs.jsonl"
+    p.write_text('{"kind": "task", "data": "builtin:forget", "id": "a"}\n'
+                 '{"kind": "task", "data": "builtin:holdout", "id": "b"}\n')
+    assert [r.id for r in load_requests(p)] == ["a", "b"]
+    assert select(f"{p}#1").id == "b" and select(f"{p}#a").id == "a"
+    with pytest.raises(UserError, match="holds 2 requests"):
+        select(str(p))
+    y = tmp_path / "r.yaml"
+    y.write_text("kind: concept\ndata: builtin:forget\nfilter:\n  fact: food\n")
+    assert {r["fact"] for r in select(str(y)).resolve()} == {"food"}
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory, target_path):
+    from llm_forget.data import benchmark
+    from llm_forget.data.readers import row_hash
+
+    d = tmp_path_factory.mktemp("stream")
+    forget = benchmark.split("forget")
+    people = sorted({r["person"] for r in forget})
+    (d / "r.json").write_text(json.dumps(benchmark.split("retain")[:6]))
+    (d / "h.json").write_text(json.dumps(benchmark.split("holdout")[:5]))
+    second = [r for r in forget if r["person"] == people[1]][:3]
+    (d / "requests.jsonl").write_text(
+        json.dumps({"kind": "concept", "data": "builtin:forget", "field": "person", "value": people[0],
+                    "id": "erase-first"}) + "\n"
+        + json.dumps({"kind": "items", "data": "builtin:forget", "sha256": [row_hash(r) for r in second],
+                      "id": "erase-second"}) + "\n")
+    rc = main(["stream", "grad_diff", "--requests", str(d / "requests.jsonl"), "--model", target_path,
+               "--retain", str(d / "r.json"), "--holdout", str(d / "h.json"), "--output_dir", str(d / "out"),
+               "--max_steps", "2", "--learning_rate", "1e-3", "--per_device_train_batch_size", "5",
+               "--disable_tqdm", "true"])
+    assert rc == 0
+    return d / "out"
+
+
+def test_stream_applies_requests_in_order_and_evaluates_each(stream):
+    out = json.loads((stream / "stream.json").read_text())
+    steps = out["steps"]
+    assert [s["step"] for s in steps] == [0, 1, 2]
+    assert [s["request_id"] for s in steps] == [None, "erase-first", "erase-second"]
+    assert [s.get("rows") for s in steps] == [None, 5, 3]
+    assert set(steps[0]["per_request"]) == {"request_0", "request_1"}  # the input model on every request
+    assert set(steps[2]["per_request"]) == {"request_0"} and "earlier_probability" in steps[2]
+    assert steps[2]["earlier_probability"] == steps[2]["per_request"]["request_0"]["probability"]
+    # request 1 forgot person 0: their answers got less likely than in the input model
+    assert steps[1]["forget_probability"] < steps[0]["per_request"]["request_0"]["probability"]
+    for s in steps:
+        assert 0 < s["retain_probability"] <= 1
+    assert (stream / "plots" / "stream.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (stream / "stream.md").read_text()
+    assert "| 2 | erase-second | items | 3 |" in md
+
+
+def test_stream_continues_one_ledger_chain(stream):
+    from llm_forget.reporting import ledger
+
+    last = stream / "step_02_erase-second"
+    v = ledger.verify(last)
+    assert v.ok, v.problems
+    e = ledger.read(last)
+    assert [x["request_id"] for x in e] == ["erase-first", "erase-second"]
+    assert [x["kind"] for x in e] == ["concept", "items"]
+    assert e[1]["model_before"] == e[0]["model_after"]
+    assert ledger.verify(stream / "step_01_erase-first").ok
