@@ -138,8 +138,10 @@ def build_card(run_dir: str | Path):
                          eval_results=evals or None, pipeline_tag="text-generation")
     cite = citation_of(method, results)
     lines = [f"# {title}", "",
-             f"This model is `{model}` after {'exact unlearning with SISA' if method == 'sisa' else 'unlearning'} "
-             f"with **{method}**, made with llm_forget. Every number below comes from this "
+             (f"This model is `{model}` with one LoRA adapter per SISA shard (**sisa**: deletions are exact, "
+              "by retraining only the affected shards)" if method == "sisa" else
+              f"This model is `{model}` after unlearning with **{method}**")
+             + ", made with llm_forget. Every number below comes from this "
              "folder's `results.json`; every deletion is recorded in the hash-chained `ledger.jsonl`.", "",
              "## Base model", "", f"- `{model}`", ""]
     hp = dict(results.get("hyperparameters") or {})
