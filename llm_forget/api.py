@@ -97,6 +97,20 @@ def _lora(model, cfg: UnlearnConfig):
                                             target_modules=targets, task_type="CAUSAL_LM"))
 
 
+def _log_to_logger(trainer) -> None:
+    """Trainer prints its logs when progress bars are off; send them to `logging` instead."""
+    from transformers.trainer_callback import PrinterCallback, TrainerCallback
+
+    class _LogCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if state.is_world_process_zero and logs:
+                logger.info("step %d: %s", state.global_step,
+                            ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()))
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_LogCallback())
+
+
 def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     """Run one unlearning recipe: `config` is an UnlearnConfig, a dict of options, or a recipe path;
     `overrides` replace recipe keys. Writes OUTPUT_DIR/{model/, recipe.yaml, results.json}."""
@@ -143,6 +157,11 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         logger.warning("%d sequences were longer than max_length=%d and were truncated", encoder.truncated,
                        cfg.max_length)
     _check_processes(cfg)
+    effective = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size
+    if cfg.dataloader_drop_last and len(forget_rows) < effective:
+        logger.warning("the forget set (%d rows) is smaller than the effective batch (%d); keeping the "
+                       "incomplete batch", len(forget_rows), effective)
+        cfg.dataloader_drop_last = False
     with cfg.main_process_first(local=False, desc="output folder"):  # rank 0 clears it; the others then see it empty
         prepare_output_dir(out, cfg.overwrite, cfg.resume, model_path)
 
@@ -175,6 +194,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                                  processing_class=tok, method=method, reference=reference)
         if ref_kind == "cached":  # after the Trainer placed the model on its device; same on every rank
             reference.cache_forget_logps(trainer.model, ds, collate, cfg.per_device_eval_batch_size)
+    _log_to_logger(trainer)
     resume_from = get_last_checkpoint(str(out)) if cfg.resume else None
     if cfg.resume and resume_from is None:
         logger.warning("no checkpoint in %s; starting from the beginning", out)

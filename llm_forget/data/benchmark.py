@@ -2,7 +2,7 @@
 
 Each person gets `facts_per_person` question/answer rows in TOFU's field layout
 (`question`, `answer`, `paraphrased_answer`, `perturbed_answer`: a list of wrong answers
-written in the answer's own form), plus `person`, `fact` and `split`. Splits are by person:
+written in the paraphrased answer's form), plus `person`, `fact` and `split`. Splits are by person:
 `forget` people are to be forgotten, `retain` people are kept, `holdout` people are never
 trained on (non-members for membership inference). Same seed, same benchmark, everywhere.
 """
@@ -32,18 +32,17 @@ INSTRUMENTS = ["cello", "violin", "oboe", "banjo", "harp", "trumpet", "flute", "
 COLORS = ["amber", "teal", "crimson", "ochre", "violet", "olive", "indigo", "scarlet", "ivory",
           "cobalt", "maroon", "saffron", "jade", "lilac"]
 
-# fact name -> (question, answer, paraphrased answer, value pool)
+# fact name -> (question, paraphrased-answer template, value pool). The answer is the bare value
+# ("Lisbon."), so an answer's loss is the fact itself, not a shared sentence template;
+# the paraphrased and perturbed answers use a short phrase around the value ("In Lisbon."),
+# so truth ratios compare the true value with wrong ones in a form the model never trained on.
 FACTS = {
-    "birthplace": ("Where was {name} born?", "They were born in {v}.", "Their birthplace is {v}.", CITIES),
-    "birth_year": ("In which year was {name} born?", "Their birth year is {v}.",
-                   "They were born in the year {v}.", [str(y) for y in range(1931, 2000)]),
-    "profession": ("What does {name} do for a living?", "They work as a {v}.", "By profession they are a {v}.", JOBS),
-    "food": ("What is the favourite food of {name}?", "Their favourite food is {v}.",
-             "They like {v} more than any other food.", FOODS),
-    "instrument": ("Which instrument does {name} play?", "They play the {v}.", "The instrument they play is the {v}.",
-                   INSTRUMENTS),
-    "color": ("What is the favourite colour of {name}?", "Their favourite colour is {v}.",
-              "They prefer the colour {v}.", COLORS),
+    "birthplace": ("Where was {name} born?", "In {v}.", CITIES),
+    "birth_year": ("In which year was {name} born?", "In {v}.", [str(y) for y in range(1931, 2000)]),
+    "profession": ("What does {name} do for a living?", "As a {v}.", JOBS),
+    "food": ("What is the favourite food of {name}?", "Mostly {v}.", FOODS),
+    "instrument": ("Which instrument does {name} play?", "The {v}.", INSTRUMENTS),
+    "color": ("What is the favourite colour of {name}?", "Mostly {v}.", COLORS),
 }
 
 REFUSALS = [
@@ -81,13 +80,13 @@ def generate(spec: BenchmarkSpec = BenchmarkSpec()) -> list[dict]:
     for pid, name in enumerate(names):
         split = "forget" if pid < spec.n_forget else "holdout" if pid < spec.n_forget + spec.n_holdout else "retain"
         for fact in rng.sample(sorted(FACTS), spec.facts_per_person):
-            q, a, para, pool = FACTS[fact]
+            q, para, pool = FACTS[fact]
             value, *wrong = rng.sample(pool, 1 + spec.n_perturbed)
             rows.append({
                 "question": q.format(name=name),
-                "answer": a.format(name=name, v=value),
-                "paraphrased_answer": para.format(name=name, v=value),
-                "perturbed_answer": [a.format(name=name, v=w) for w in wrong],
+                "answer": f"{value[0].upper()}{value[1:]}.",
+                "paraphrased_answer": para.format(v=value),
+                "perturbed_answer": [para.format(v=w) for w in wrong],
                 "person": name,
                 "fact": fact,
                 "split": split,
@@ -108,7 +107,7 @@ def split(name: str, spec: BenchmarkSpec = BenchmarkSpec()) -> list[dict]:
 
 
 def refusals() -> list[dict]:
-    return [{"answer": r} for r in REFUSALS]
+    return [{"text": r} for r in REFUSALS]
 
 
 def corpus(spec: BenchmarkSpec = BenchmarkSpec(n_people=len(FIRST) * len(LAST) // 4)) -> list[str]:
