@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def run_stream(recipe: str | None, requests: str, output_dir: str | None = None,
                                     **{f"request_{j}": rows for j, rows in enumerate(req_rows)}})
     steps = [_step_row(0, None, per0, {}, summarize)]
     for i, (req, rows) in enumerate(zip(reqs, req_rows)):
-        step_dir = root / f"step_{i + 1:02d}_{req.id}"
+        step_dir = root / f"step_{i + 1:02d}_{re.sub(r'[^A-Za-z0-9._-]', '_', req.id)[:48]}"
         logger.info("stream: request %d/%d (%s, %s, %d rows)", i + 1, len(reqs), req.id, req.kind, len(rows))
         res = unlearn(recipe, **{**overrides, "model": str(model), "request": f"{requests}#{i}",
                                  "output_dir": str(step_dir), "overwrite": True})

@@ -39,6 +39,19 @@ def test_chain_links_entries():
     assert L.verify_chain([e1])[0].startswith("entry 0")
 
 
+def test_append_copies_the_parent_chain_and_fresh_restarts_from_it(tmp_path):
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    L.append(parent, {"op": 1})
+    L.append(parent, {"op": 2})
+    L.append(child, {"op": 3}, parent=parent / "ledger.jsonl")
+    lines = (child / "ledger.jsonl").read_text().splitlines()
+    assert lines[:2] == (parent / "ledger.jsonl").read_text().splitlines() and len(lines) == 3
+    assert L.verify_chain(L.read(child)) == []
+    # a rerun into the same folder replaces its model: its history restarts from the parent's
+    L.append(child, {"op": 4}, parent=parent / "ledger.jsonl", fresh=True)
+    assert [e["op"] for e in L.read(child)] == [1, 2, 4]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, target_path):
     """Two chained unlearning runs: run2 starts from run1's model, forgetting a concept."""

@@ -477,15 +477,17 @@ def load_run(run_dir: str | Path) -> tuple[SisaConfig, dict]:
 
 
 def _training_encodings(cfg, state, tok):
-    """Encodings of every row still in the layout, read again from the training data."""
+    """(encodings by row hash, encoder, rows) of the training data, read again; every row still
+    in the layout must be there."""
     from ..data.readers import read_rows
 
-    enc, encoder = _encode(cfg, tok, read_rows(cfg.data))
+    rows = read_rows(cfg.data)
+    enc, encoder = _encode(cfg, tok, rows)
     missing = {h for sh in state["layout"] for sl in sh for h in sl} - set(enc)
     if missing:
         raise UserError(f"{len(missing)} training rows of this SISA run are no longer in {cfg.data}; "
                         "the training data changed, so shards cannot be retrained exactly")
-    return enc, encoder
+    return enc, encoder, rows
 
 
 def retrain_shard(run_dir: str | Path, k: int) -> dict[str, torch.Tensor]:
@@ -496,7 +498,7 @@ def retrain_shard(run_dir: str | Path, k: int) -> dict[str, torch.Tensor]:
     cfg, state = load_run(run_dir)
     path = resolve_model_path(cfg.model)
     tok = load_tokenizer(path)
-    enc, _ = _training_encodings(cfg, state, tok)
+    enc, _, _ = _training_encodings(cfg, state, tok)
     torch.manual_seed(cfg.seed)
     model = build_model(path, cfg)
     init_adapter(model, _name(k), shard_seed(cfg.seed, k))
@@ -533,7 +535,7 @@ def forget(run_dir: str | Path, request: str) -> dict:
     new_layout = [[[h for h in sl if h not in drop] for sl in sh] for sh in layout]
     path = resolve_model_path(cfg.model)
     tok = load_tokenizer(path)
-    enc, encoder = _training_encodings(cfg, state, tok)
+    enc, encoder, rows = _training_encodings(cfg, state, tok)
     before = model_hash(run / "model")
     t0 = time.perf_counter()
     model = build_model(path, cfg)
@@ -565,8 +567,9 @@ def forget(run_dir: str | Path, request: str) -> dict:
     io.write_json(run / "sisa_state.json", state)
     summary = per_item = None
     if cfg.eval_suite and cfg.eval_suite.lower() != "none":
-        keep = [r for r in read_rows(cfg.data) if row_hash(r) not in set(state["deleted"])]
-        gone = [r for r in read_rows(cfg.data) if row_hash(r) in drop]
+        deleted = set(state["deleted"])
+        keep = [r for r in rows if row_hash(r) not in deleted]
+        gone = [r for r in rows if row_hash(r) in drop]
         holdout = read_rows(cfg.holdout) if cfg.holdout and cfg.holdout.lower() != "none" else []
         ev = _evaluate(agg, encoder, {"forget": gone, "retain": keep, "holdout": holdout}, 2 * cfg.batch_size)
         summary, per_item = ev["summary"], ev["per_item"]

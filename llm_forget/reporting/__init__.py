@@ -39,7 +39,7 @@ def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_p
         method=results.get("method", getattr(cfg, "method", "?")), hyperparameters=hp, model_before=before,
         model_after=model_hash(out / "model"), evaluation=results.get("summary"), counts=results.get("counts"),
         request_id=request_id, extra={"steps": results.get("steps")})
-    e = ledger.append(out, entry, parent=ledger.find_parent(input_model_path))
+    e = ledger.append(out, entry, parent=ledger.find_parent(input_model_path), fresh=True)
     card.write_card(out)
     logger.info("ledger entry %d (head %s…) and model card written", e["index"], e["hash"][:12])
     return e

@@ -144,15 +144,19 @@ def chain(entries: list[dict], entry: dict) -> dict:
     return e
 
 
-def append(run_dir: str | Path, entry: dict, parent: str | Path | None = None) -> dict:
-    """Append `entry` to RUN_DIR/ledger.jsonl. When the run folder has no ledger yet and `parent`
+def append(run_dir: str | Path, entry: dict, parent: str | Path | None = None, fresh: bool = False) -> dict:
+    """Append `entry` to RUN_DIR/ledger.jsonl. When the run folder has no ledger yet (or `fresh`:
+    the folder's model was just rebuilt from the input model, e.g. a resumed run) and `parent`
     (an input model's ledger) is given, the new ledger starts as a verbatim copy of it.
     Returns the chained entry. The file is replaced atomically."""
     from .. import io
 
     run_dir = Path(run_dir)
     own = run_dir / LEDGER
-    if own.exists():
+    if own.exists() and fresh:
+        logger.warning("%s already had a ledger for a model that this run replaced; starting again from the "
+                       "input model's history", run_dir)
+    if own.exists() and not fresh:
         text = own.read_text(encoding="utf-8")
     elif parent is not None and Path(parent).is_file():
         text = Path(parent).read_text(encoding="utf-8")
