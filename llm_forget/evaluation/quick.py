@@ -1,15 +1,17 @@
-"""The quick evaluation: token metrics on forget / retain / holdout and forget-vs-holdout MIA AUC.
+"""The quick evaluation: token metrics on forget / retain / holdout, forget-vs-holdout MIA AUC and
+PrivLeak, truth ratios, and (with a retain model) forget quality.
 
-Used after every unlearning run and by the demo; the full suites live in evaluation/suite.py.
+Used after every unlearning run and by the demo. It runs the same code as the suites
+(evaluation/suite.py) on rows already in memory, with an already loaded model.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 from ..data.encode import pad
-from .scoring import score
+from .mia import auc  # noqa: F401  (re-exported: older callers import it from here)
+from .suite import Evaluator, token_summary
 
 
 def batches(encoder, rows: list[dict], batch_size: int, answer_key: str = "answer"):
@@ -19,34 +21,83 @@ def batches(encoder, rows: list[dict], batch_size: int, answer_key: str = "answe
         yield pad(enc[s:s + batch_size], pad_id)
 
 
-def auc(members: list[float], nonmembers: list[float]) -> float:
-    """ROC-AUC of a membership score (higher = member): P(score(member) > score(non-member))."""
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score([1] * len(members) + [0] * len(nonmembers), list(members) + list(nonmembers)))
-
-
 def summarize(items: list[dict]) -> dict:
-    n = len(items)
-    mean = lambda k: sum(x[k] for x in items) / n  # noqa: E731
-    tok = sum(x["n_tokens"] for x in items)
-    return {
-        "perplexity": math.exp(sum(x["nll_sum"] for x in items) / tok),  # token-weighted over the set
-        "probability": sum(math.exp(-x["nll"]) for x in items) / n,
-        "exact_memorization": mean("exact_memorization"),
-        "extraction_strength": mean("extraction_strength"),
-        "n": n,
-    }
+    return token_summary(items)
 
 
-def quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32) -> dict:
-    """Token metrics per set (`forget`, `retain`, `holdout`, ...) plus `mia_auc` (LOSS attack,
-    forget members vs holdout non-members; 0.5 = indistinguishable, 1 = fully remembered)."""
+def quick_config(encoder, sets: dict[str, list[dict]], generate: bool = False, minkpp: bool = False,
+                 truth_ratio_correct: str = "answer") -> dict:
+    """The in-memory suite quick_eval runs on `sets` (only non-empty sets)."""
+    names = [k for k, v in sets.items() if v]
+    has_tr = {k for k in names if all(r.get("perturbed_answer") for r in sets[k])}
+    metrics: dict = {"token": names}
+    tr = {"forget": [k for k in ("forget",) if k in has_tr], "retain": [k for k in ("retain",) if k in has_tr],
+          "correct": truth_ratio_correct}
+    if tr["forget"] or tr["retain"]:
+        metrics["truth_ratio"] = tr
+    if "forget" in names and "holdout" in names:
+        metrics["mia"] = {"members": "forget", "nonmembers": "holdout", "headline": "loss", "minkpp": minkpp}
+    if "forget" in has_tr:
+        metrics["forget_quality"] = {"set": "forget"}
+    if generate:
+        metrics["generation"] = {"sets": [k for k in ("forget", "retain") if k in names], "max_new_tokens": 48,
+                                 "stop": ["\nQuestion:"]}
+    if "retain" in has_tr:
+        mu = ["retain_probability", "retain_truth_ratio"] + (["retain_rougeL_recall"] if generate else [])
+        metrics["model_utility"] = mu
+    return {"name": "quick_eval", "prompt_template": encoder.template, "chat_template": encoder.chat,
+            "max_length": encoder.max_length, "datasets": {k: {"data": f"<memory:{k}>"} for k in names},
+            "metrics": metrics}
+
+
+def _run(model, tokenizer, cfg, sets, batch_size, retain=None) -> dict:
+    res = {"summary": {}, "per_item": {}, "groups": {}}
+    rows = {k: sets[k] for k in cfg["datasets"]}
+    Evaluator(model, tokenizer, cfg, rows, res, batch_size=batch_size, retain=retain, progress=False).run()
+    return res
+
+
+def retain_reference(retain_model, encoder, sets: dict[str, list[dict]], batch_size: int = 32, **kw) -> dict:
+    """What quick_eval needs from the retain model (trained without the forget set), computed once:
+    its per-item forget truth ratios and MIA AUCs. `retain_model`: a loaded model (sharing
+    `encoder`'s tokenizer) or a model folder / zoo name. Pass the result as `retain=` to many
+    quick_eval calls."""
+    import torch
+
+    from ..data.encode import Encoder
+
+    tok = encoder.tokenizer
+    if isinstance(retain_model, (str, bytes)) or hasattr(retain_model, "__fspath__"):
+        from ..models import load_model, load_tokenizer
+
+        tok = load_tokenizer(str(retain_model))
+        retain_model = load_model(str(retain_model))
+        encoder = Encoder(tok, encoder.template, encoder.chat, encoder.max_length)
+    cfg = quick_config(encoder, sets, **kw)
+    cfg["metrics"].pop("model_utility", None)
+    with torch.no_grad():
+        return _run(retain_model, tok, cfg, sets, batch_size)
+
+
+def quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32, *, retain=None,
+               generate: bool = False, minkpp: bool = False, truth_ratio_correct: str = "answer") -> dict:
+    """Token metrics per set (`forget`, `retain`, `holdout`, ...) plus:
+    - mia_auc: LOSS attack, forget members vs holdout non-members (0.5 = indistinguishable,
+      1 = fully remembered); mia_auc_{attack} for each attack; privleak (→ 0 is ideal; relative
+      to the retain model's AUC when `retain` is given, else to 0.5);
+    - forget_truth_ratio / retain_truth_ratio when rows have perturbed answers (the built-in
+      benchmark's perturbed answers use the answer's template, hence `truth_ratio_correct="answer"`);
+    - forget_quality (KS p-value vs the retain model's forget truth ratios) when `retain` is given:
+      a retain model (loaded or a path) or the dict from `retain_reference` (cheaper when reused);
+    - model_utility: harmonic mean of retain probability and retain truth ratio (+ retain ROUGE-L
+      recall when `generate`), listed in `model_utility_components`; not TOFU's 9-number utility.
+    """
     t = time.perf_counter()
-    per_item = {name: score(model, batches(encoder, rows, batch_size), minkpp=False)
-                for name, rows in sets.items() if rows}
-    summary = {f"{name}_{k}": v for name, items in per_item.items() for k, v in summarize(items).items()}
-    if "forget" in per_item and "holdout" in per_item:
-        summary["mia_auc"] = auc([-x["nll"] for x in per_item["forget"]], [-x["nll"] for x in per_item["holdout"]])
+    if retain is not None and not isinstance(retain, dict):
+        retain = retain_reference(retain, encoder, sets, batch_size, minkpp=minkpp,
+                                  truth_ratio_correct=truth_ratio_correct)
+    cfg = quick_config(encoder, sets, generate, minkpp, truth_ratio_correct)
+    res = _run(model, encoder.tokenizer, cfg, sets, batch_size, retain)
+    summary = res["summary"]
     summary["eval_seconds"] = time.perf_counter() - t
-    return {"summary": summary, "per_item": per_item}
+    return {"summary": summary, "per_item": res["per_item"], "groups": res["groups"]}

@@ -10,14 +10,22 @@ Per item (answer tokens only; prompt and padding never count; logits upcast to f
 - minkpp_{k}: Min-K%++ = the same on (log p(y_t) − μ_t)/σ_t, μ_t and σ_t the mean and std of
   log p under the model's own next-token distribution (computed in vocabulary chunks)
 Derived by callers: perplexity = exp(nll), probability = exp(−nll), LOSS score = −nll.
+
+Speed: `score_sequences` sorts sequences by length (little padding), runs every variant of an
+item (answer, paraphrase, perturbed answers) through the same batches, and asks the model for
+logits only at positions that predict an answer token (`logits_to_keep`), so the vocabulary
+projection never runs on prompt or padding positions. Rows marked `full=False` get only
+nll/nll_sum/n_tokens (truth-ratio variants need nothing else).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
-import torch.nn.functional as F
+
+from ..data.encode import IGNORE, pad
 
 
 def extraction_strength(correct: torch.Tensor) -> float:
@@ -53,32 +61,82 @@ def vocab_moments(logits: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor
     return m1, (m2 - m1 * m1).clamp(min=1e-12).sqrt()
 
 
+def row_metrics(lg: torch.Tensor, y: torch.Tensor, ks=(20.0, 40.0), minkpp: bool = True, full: bool = True) -> dict:
+    """Metrics of one sequence from its answer-position logits lg (n, V) and targets y (n,)."""
+    n = int(y.numel())
+    if n == 0:
+        raise ValueError("a row has no answer tokens")
+    lg = lg.float()
+    lse = torch.logsumexp(lg, -1)
+    logp = lg.gather(1, y[:, None]).squeeze(1) - lse
+    r = {"nll": float(-logp.mean()), "nll_sum": float(-logp.sum()), "n_tokens": n}
+    if not full:
+        return r
+    correct = lg.argmax(-1) == y
+    r["exact_memorization"] = float(correct.float().mean())
+    r["extraction_strength"] = extraction_strength(correct)
+    for k in ks:
+        r[f"mink_{k:g}"] = min_k(logp, k)
+    if minkpp:
+        mu, sigma = vocab_moments(lg)
+        z = (logp - mu) / sigma
+        for k in ks:
+            r[f"minkpp_{k:g}"] = min_k(z, k)
+    return r
+
+
 def token_metrics(logits: torch.Tensor, labels: torch.Tensor, ks=(20.0, 40.0), minkpp: bool = True) -> list[dict]:
-    """Every token metric for each row of one batch. logits (B, T, V), labels (B, T) with -100."""
-    logits = logits[:, :-1].float()
-    labels = labels[:, 1:]
+    """Every token metric for each row of one batch. logits (B, T, V), labels (B, T) with -100
+    (unshifted: logits at t predict labels at t+1)."""
+    logits, labels = logits[:, :-1], labels[:, 1:]
     rows = []
     for i in range(labels.shape[0]):
-        m = labels[i] != -100
-        lg, y = logits[i][m], labels[i][m]
-        n = int(y.numel())
-        if n == 0:
-            raise ValueError("a row has no answer tokens")
-        logp_all = F.log_softmax(lg, -1)
-        logp = logp_all.gather(1, y[:, None]).squeeze(1)
-        correct = lg.argmax(-1) == y
-        r = {"nll": float(-logp.mean()), "nll_sum": float(-logp.sum()), "n_tokens": n,
-             "exact_memorization": float(correct.float().mean()),
-             "extraction_strength": extraction_strength(correct)}
-        for k in ks:
-            r[f"mink_{k:g}"] = min_k(logp, k)
-        if minkpp:
-            mu, sigma = vocab_moments(lg)
-            z = (logp - mu) / sigma
-            for k in ks:
-                r[f"minkpp_{k:g}"] = min_k(z, k)
-        rows.append(r)
+        m = labels[i] != IGNORE
+        rows.append(row_metrics(logits[i][m], labels[i][m], ks, minkpp))
     return rows
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def answer_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) aligned: logits[:, j] predicts targets[:, j]; targets are -100 outside
+    answers. Only positions that predict some row's answer token are projected to the vocabulary."""
+    labels = batch["labels"]
+    targets = labels[:, 1:]
+    keep = (targets != IGNORE).any(0).nonzero().squeeze(1)  # positions t predicting labels[t+1]
+    kw = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    if _accepts_logits_to_keep(model):
+        logits = model(**kw, logits_to_keep=keep).logits
+    else:
+        logits = model(**kw).logits[:, keep]
+    return logits, targets[:, keep]
+
+
+@torch.no_grad()
+def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 32, ks=(20.0, 40.0),
+                    minkpp: bool = True, full: list[bool] | None = None, progress=None) -> list[dict]:
+    """Metrics of every encoded sequence ({input_ids, labels}), in input order, one forward pass
+    per batch. Batches are formed after sorting by length; results do not depend on batch size."""
+    model.eval()
+    device = next(model.parameters()).device
+    full = [True] * len(encoded) if full is None else full
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
+    out: list[dict | None] = [None] * len(encoded)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        b = {k: v.to(device) for k, v in pad([encoded[i] for i in idx], pad_id).items()}
+        logits, targets = answer_logits(model, b)
+        for j, i in enumerate(idx):
+            m = targets[j] != IGNORE
+            out[i] = row_metrics(logits[j][m], targets[j][m], ks, minkpp, full[i])
+        if progress is not None:
+            progress.update(len(idx))
+    return out
 
 
 @torch.no_grad()
@@ -89,8 +147,10 @@ def score(model, batches, ks=(20.0, 40.0), minkpp: bool = True, progress=None) -
     out = []
     for b in batches:
         b = {k: v.to(device) for k, v in b.items()}
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        out += token_metrics(logits, b["labels"], ks, minkpp)
+        logits, targets = answer_logits(model, b)
+        for j in range(targets.shape[0]):
+            m = targets[j] != IGNORE
+            out.append(row_metrics(logits[j][m], targets[j][m], ks, minkpp))
         if progress is not None:
             progress.update(b["input_ids"].shape[0])
     return out

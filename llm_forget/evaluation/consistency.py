@@ -1,0 +1,66 @@
+"""Consistency with a retrained model (the gold standard of unlearning): how close the unlearned
+model's behaviour and weights are to a model trained without the forget data.
+
+- next-token KL: per item, mean over answer tokens of KL(p_retrained ‖ p_model) (lower = closer)
+- greedy agreement: fraction of items whose greedy answers are identical (higher = closer)
+- parameter distance: L2 norm of θ_model − θ_retrained over all parameters (lower = closer;
+  only when names and shapes match)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..data.encode import IGNORE, pad
+
+
+def kl_rows(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) = Σ_v p(v) (log p(v) − log q(v)) per row of logits (n, V) -> (n,). Lower = closer."""
+    lp = F.log_softmax(logits_p.float(), -1)
+    lq = F.log_softmax(logits_q.float(), -1)
+    return (lp.exp() * (lp - lq)).sum(-1)
+
+
+def agreement(a: list[str], b: list[str]) -> float:
+    """Fraction of positions where a[i] == b[i] (greedy outputs or their hashes). Higher = closer."""
+    if len(a) != len(b) or not a:
+        raise ValueError("agreement needs two equally long, non-empty lists")
+    return sum(x == y for x, y in zip(a, b)) / len(a)
+
+
+@torch.no_grad()
+def param_distance(model, other) -> float | None:
+    """sqrt(Σ ‖θ − θ'‖²) over parameters with the same names; None when names or shapes differ."""
+    pa, pb = dict(model.named_parameters()), dict(other.named_parameters())
+    if pa.keys() != pb.keys() or any(pa[k].shape != pb[k].shape for k in pa):
+        return None
+    tot = 0.0
+    for k in pa:
+        tot += float(((pa[k].detach().double() - pb[k].detach().double().to(pa[k].device)) ** 2).sum())
+    return math.sqrt(tot)
+
+
+@torch.no_grad()
+def next_token_kl(model, retrained, encoded: list[dict], pad_id: int, batch_size: int = 32) -> list[float]:
+    """Per sequence: mean over answer-token positions of KL(p_retrained ‖ p_model).
+    Both models see the same batches (same tokenizer required)."""
+    from .scoring import answer_logits
+
+    model.eval()
+    retrained.eval()
+    dev_a, dev_b = next(model.parameters()).device, next(retrained.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
+    out: list[float | None] = [None] * len(encoded)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        b = pad([encoded[i] for i in idx], pad_id)
+        la, targets = answer_logits(model, {k: v.to(dev_a) for k, v in b.items()})
+        lb, _ = answer_logits(retrained, {k: v.to(dev_b) for k, v in b.items()})
+        lb = lb.to(la.device)
+        for j, i in enumerate(idx):
+            m = targets[j] != IGNORE
+            out[i] = float(kl_rows(lb[j][m], la[j][m]).mean())
+    return out

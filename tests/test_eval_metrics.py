@@ -1,0 +1,143 @@
+"""Unit tests of every evaluation formula on hand-computed values."""
+
+import math
+import zlib
+
+import pytest
+import torch
+
+from llm_forget.evaluation import consistency, generation, mia, scoring, text_ppl, tofu
+
+
+def test_extraction_strength():
+    t, f = True, False
+    assert scoring.extraction_strength(torch.tensor([t, f, t, t])) == pytest.approx(1 - 2 / 4)
+    assert scoring.extraction_strength(torch.tensor([t, t, t])) == 1.0
+    assert scoring.extraction_strength(torch.tensor([t, t, f])) == 0.0  # nothing extracted: 0, not 1/|y|
+
+
+def test_min_k():
+    lp = torch.tensor([-1.0, -2.0, -3.0, -4.0, -5.0])
+    assert scoring.min_k(lp, 40) == pytest.approx(-4.5)  # ceil(0.4*5)=2 lowest: -5, -4
+    assert scoring.min_k(lp, 20) == pytest.approx(-5.0)
+    assert scoring.min_k(lp, 100) == pytest.approx(-3.0)
+
+
+def test_vocab_moments_hand_and_chunked():
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # p = (1/4, 3/4)
+    mu, sd = scoring.vocab_moments(logits)
+    m1 = 0.25 * math.log(0.25) + 0.75 * math.log(0.75)
+    m2 = 0.25 * math.log(0.25) ** 2 + 0.75 * math.log(0.75) ** 2
+    assert float(mu) == pytest.approx(m1, abs=1e-6)
+    assert float(sd) == pytest.approx(math.sqrt(m2 - m1 * m1), abs=1e-6)
+    big = torch.randn(5, 37)
+    a, b = scoring.vocab_moments(big, chunk=4), scoring.vocab_moments(big)
+    assert torch.allclose(a[0], b[0], atol=1e-6) and torch.allclose(a[1], b[1], atol=1e-6)
+
+
+def test_row_metrics_hand():
+    # two answer positions, vocab 2: p(target) = 1/2 then 3/4
+    lg = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
+    y = torch.tensor([1, 0])
+    r = scoring.row_metrics(lg, y, ks=(50,), minkpp=True)
+    assert r["nll"] == pytest.approx(-(math.log(0.5) + math.log(0.75)) / 2, abs=1e-6)
+    assert r["nll_sum"] == pytest.approx(-(math.log(0.5) + math.log(0.75)), abs=1e-6)
+    assert r["n_tokens"] == 2
+    assert r["exact_memorization"] == 0.5  # argmax of [0,0] is 0 != 1; second correct
+    assert r["extraction_strength"] == 0.5
+    assert r["mink_50"] == pytest.approx(math.log(0.5), abs=1e-6)
+    # Min-K%++ at position 0: p uniform -> sigma=0 (clamped), so z is finite and large negative or 0
+    assert math.isfinite(r["minkpp_50"])
+
+
+def test_token_metrics_ignore_prompt_and_padding():
+    """Garbage logits at prompt / padding positions must not change any number."""
+    torch.manual_seed(0)
+    logits = torch.randn(1, 6, 11)
+    labels = torch.tensor([[-100, -100, 3, 4, 5, -100]])  # prompt x2, answer x3, pad x1
+    a = scoring.token_metrics(logits, labels)[0]
+    logits2 = logits.clone()
+    logits2[0, 0] += 100 * torch.randn(11)  # predicts a prompt token
+    logits2[0, 4:] = 1e4  # position 4 predicts label 5 (kept), so restore it; position 5 predicts nothing
+    logits2[0, 4] = logits[0, 4]
+    b = scoring.token_metrics(logits2, labels)[0]
+    assert a == b
+    # hand NLL from the answer positions only (logits at t predict labels at t+1)
+    lp = torch.log_softmax(logits[0], -1)
+    want = -(lp[1, 3] + lp[2, 4] + lp[3, 5]) / 3
+    assert a["nll"] == pytest.approx(float(want), abs=1e-6)
+    assert a["n_tokens"] == 3
+
+
+def test_mia_scores_and_auc():
+    assert mia.zlib_score(2.0, "aaaa") == pytest.approx(-2.0 / len(zlib.compress(b"aaaa")))
+    assert mia.reference_score(nll_model=1.0, nll_reference=3.0) == 2.0
+    s = mia.attack_scores({"nll": 1.5, "zlib": -0.1, "mink_20": -3.0, "nll_reference": 2.0})
+    assert s == {"loss": -1.5, "zlib": -0.1, "mink_20": -3.0, "reference": 0.5}
+    # pairs (3>1) (3>2) (2>1) (2=2 -> 1/2): 3.5 / 4
+    assert mia.auc([3, 2], [1, 2]) == pytest.approx(0.875)
+    assert mia.auc([1, 1], [1, 1]) == 0.5
+
+
+def test_privleak():
+    assert mia.privleak(0.75, 0.5) == pytest.approx(50.0)
+    assert mia.privleak(0.5) == 0.0
+    assert mia.privleak(0.3, 0.6) == pytest.approx(-50.0)  # over-unlearned: negative
+
+
+def test_truth_ratio_and_aggregations():
+    assert tofu.truth_ratio(1.0, [2.0, 3.0]) == pytest.approx(math.exp(1.0 - 2.5))
+    # geometric mean of perturbed probabilities, divided by p(correct)
+    pc, pp = math.exp(-1.0), [math.exp(-2.0), math.exp(-3.0)]
+    assert tofu.truth_ratio(1.0, [2.0, 3.0]) == pytest.approx(math.sqrt(pp[0] * pp[1]) / pc)
+    assert tofu.forget_truth_ratio([0.5, 2.0, 1.0]) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert tofu.retain_truth_ratio([0.25, 2.0]) == pytest.approx((0.75 + 0.0) / 2)
+    assert tofu.normalised_probability(math.log(2), [math.log(4), math.log(4)]) == pytest.approx(0.5)
+
+
+def test_forget_quality_ks():
+    assert tofu.forget_quality([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    # n = m = 3, D = 1: exact two-sided p = 2 / C(6, 3) = 0.1
+    assert tofu.forget_quality([1, 2, 3], [10, 11, 12]) == pytest.approx(0.1)
+
+
+def test_harmonic_mean():
+    assert tofu.harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)
+    assert tofu.harmonic_mean([0.2] * 9) == pytest.approx(0.2)
+    assert tofu.harmonic_mean([0.9, 0.0, 0.5]) == 0.0
+
+
+def test_rouge_l():
+    recall, f1 = generation.rouge_l("the cat", "the cat sat")  # LCS 2: R = 2/3, P = 1
+    assert recall == pytest.approx(2 / 3)
+    assert f1 == pytest.approx(0.8)
+    assert generation.rouge_l("dogs running", "dog runs")[0] == pytest.approx(1.0)  # stemming
+    assert generation.rouge_l("", "a b")[0] == 0.0
+
+
+def test_cut_at_stop():
+    assert generation.cut_at_stop("Paris.\nQuestion: next", ["\nQuestion:"]) == "Paris."
+    assert generation.cut_at_stop("abc", []) == "abc"
+
+
+def test_kl_agreement_param_distance():
+    lp = torch.log(torch.tensor([[0.5, 0.5]]))
+    lq = torch.log(torch.tensor([[0.25, 0.75]]))
+    want = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert float(consistency.kl_rows(lp, lq)[0]) == pytest.approx(want, abs=1e-6)
+    assert float(consistency.kl_rows(lp, lp)[0]) == pytest.approx(0.0, abs=1e-7)
+    assert consistency.agreement(["a", "b", "c", "d"], ["a", "x", "c", "y"]) == 0.5
+    a, b = torch.nn.Linear(2, 1, bias=False), torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        a.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        b.weight.copy_(torch.tensor([[4.0, 6.0]]))
+    assert consistency.param_distance(a, b) == pytest.approx(5.0)  # sqrt(3² + 4²)
+    assert consistency.param_distance(a, torch.nn.Linear(3, 1, bias=False)) is None
+
+
+def test_window_spans_and_perplexity():
+    assert text_ppl.window_spans(10, 4, 2) == [(0, 4, 1), (2, 6, 4), (4, 8, 6), (6, 10, 8)]
+    assert text_ppl.window_spans(5, 8, 4) == [(0, 5, 1)]
+    scored = sum(e - f for _, e, f in text_ppl.window_spans(1000, 64, 48))
+    assert scored == 999  # every token but the first is scored exactly once
+    assert text_ppl.perplexity(2 * math.log(3), 2) == pytest.approx(3.0)
