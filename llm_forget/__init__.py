@@ -2,6 +2,7 @@
 
 Public API (imports are lazy so `llm-forget --help` stays fast):
     llm_forget.unlearn(config) -> RunResult
+    llm_forget.evaluate(model, suite="quick", ...) -> results dict
 """
 
 __version__ = "0.1.0"
@@ -12,6 +13,10 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name == "evaluate":
+        from .evaluation.suite import evaluate
+
+        return evaluate
     if name == "UnlearnConfig":
         from .config import UnlearnConfig
 
