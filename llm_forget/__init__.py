@@ -3,6 +3,7 @@
 Public API (imports are lazy so `llm-forget --help` stays fast):
     llm_forget.unlearn(config) -> RunResult
     llm_forget.evaluate(model, suite="quick", ...) -> results dict
+    llm_forget.edit(recipe_or_config, **overrides) -> EditRun
 """
 
 __version__ = "0.1.0"
@@ -17,6 +18,10 @@ def __getattr__(name):
         from .evaluation.suite import evaluate
 
         return evaluate
+    if name in ("edit", "EditConfig"):
+        from .editing import run
+
+        return getattr(run, name)
     if name == "UnlearnConfig":
         from .config import UnlearnConfig
 

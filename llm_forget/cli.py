@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-COMMANDS = ["unlearn", "demo", "finetune", "models", "card", "ledger", "eval", "compare", "sisa", "stream"]
+COMMANDS = ["unlearn", "demo", "finetune", "models", "card", "ledger", "eval", "compare", "sisa", "stream", "edit"]
 
 
 def build_parser() -> argparse.ArgumentParser:

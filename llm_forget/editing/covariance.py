@@ -1,0 +1,129 @@
+"""Second moment C = E[k kᵀ] of the keys (inputs of the MLP output projection) over a text corpus.
+
+ROME, MEMIT and AlphaEdit all need C (uncentred, over real text) to keep edits from disturbing
+other inputs. It is computed in float64 from `n_tokens` corpus tokens (padding never counts),
+one forward pass for all requested layers, stopped after the deepest one, and cached on disk
+under `cache_dir()/stats/` keyed by (model weights hash, layer, corpus hash, n_tokens, dtype).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from .hooks import StopForward, capture_inputs
+
+logger = logging.getLogger(__name__)
+
+
+def second_moment_update(acc: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """acc + Σ_t k_t k_tᵀ for keys (T, d), accumulated in acc's dtype (float64)."""
+    k = keys.to(acc.dtype)
+    return acc.addmm_(k.T, k)
+
+
+def weights_hash(model) -> str:
+    """sha256 over the model's parameter names and bytes (as they are in memory now)."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        t = p.detach().cpu().contiguous()
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def corpus_text(corpus: str) -> tuple[str, str]:
+    """(text, sha256[:16]) of a .txt file, or of a data spec's text/question+answer rows."""
+    p = Path(corpus).expanduser()
+    if p.is_file() and p.suffix.lower() in (".txt", ".text", ".md", ".raw"):
+        text = p.read_text(encoding="utf-8", errors="replace")
+    else:
+        from ..data.readers import read_rows
+
+        rows = read_rows(corpus)
+        text = "\n".join(r["text"] if "text" in r else f"{r['question']} {r['answer']}" for r in rows)
+    if not text.strip():
+        raise UserError(f"corpus {corpus} holds no text")
+    return text, hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _path(model_id: str, layer: int, corpus_hash: str, n: int, dtype: str) -> Path:
+    from ..zoo import cache_dir
+
+    return cache_dir() / "stats" / model_id / f"layer{layer}-corpus{corpus_hash}-n{n}-{dtype}.safetensors"
+
+
+def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000, seq_len: int = 256,
+                   batch_size: int = 4, arch=None, cache: bool = True, dtype: str = "float64") -> dict[int, torch.Tensor]:
+    """C_l = E[k kᵀ] (d_in × d_in, float64) for each layer l, from the first `n_tokens` tokens of
+    `corpus` cut into `seq_len`-token sequences. Cached on disk (see module docstring)."""
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
+    from ..models import arch_for, get_mlp_out
+
+    arch = arch or arch_for(model)
+    layers = sorted(set(int(x) for x in layers))
+    text, chash = corpus_text(corpus)
+    mid = weights_hash(model)
+    out, todo = {}, []
+    for layer in layers:
+        p = _path(mid, layer, chash, n_tokens, dtype)
+        if cache and p.exists():
+            out[layer] = load_file(str(p))["C"]
+        else:
+            todo.append(layer)
+    if not todo:
+        return out
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) < n_tokens:
+        logger.warning("corpus %s has %d tokens, fewer than n_tokens=%d; using all", corpus, len(ids), n_tokens)
+    ids = torch.tensor(ids[:n_tokens])
+    chunks = list(ids.split(seq_len))
+    modules = {layer: get_mlp_out(model, layer, arch) for layer in todo}
+    device = next(model.parameters()).device
+    acc = {layer: None for layer in todo}
+    count = 0
+    model.eval()
+    bos = tokenizer.bos_token_id
+    with torch.no_grad():
+        for s in tqdm(range(0, len(chunks), batch_size), desc="covariance", leave=False):
+            batch = chunks[s:s + batch_size]
+            n = max(len(c) for c in batch)
+            x = torch.full((len(batch), n), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(x)
+            for i, c in enumerate(batch):
+                x[i, :len(c)], mask[i, :len(c)] = c, 1
+            if bos is not None:  # a sequence start as the model saw in training
+                x = torch.cat([torch.full((len(batch), 1), bos), x], 1)
+                mask = torch.cat([torch.ones(len(batch), 1, dtype=torch.long), mask], 1)
+            with capture_inputs(modules, stop_after=max(todo)) as got:
+                try:
+                    model(input_ids=x.to(device), attention_mask=mask.to(device))
+                except StopForward:
+                    pass
+            m = mask.bool().to(device)
+            for layer in todo:
+                k = got[layer][m].to("cpu")
+                if acc[layer] is None:
+                    acc[layer] = torch.zeros(k.shape[-1], k.shape[-1], dtype=torch.float64)
+                second_moment_update(acc[layer], k)
+            count += int(m.sum())
+    for layer in todo:
+        C = acc[layer] / count
+        if not torch.isfinite(C).all():
+            raise RuntimeError(f"non-finite key statistics at layer {layer}; load the model in float32")
+        out[layer] = C
+        if cache:
+            p = _path(mid, layer, chash, n_tokens, dtype)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(f".{p.name}.tmp")
+            save_file({"C": C.contiguous()}, str(tmp), metadata={"tokens": str(count), "corpus": str(corpus)})
+            tmp.replace(p)
+    logger.info("key second moments for layers %s from %d tokens", todo, count)
+    return out

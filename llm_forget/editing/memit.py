@@ -1,0 +1,91 @@
+"""MEMIT: many edits at once, spread over a range of layers (Meng et al., 2023).
+
+For each request i a target z_i = h_L,i + δ_i for the residual stream after the last layer L of
+the range (δ from `locate.compute_value_delta`). Then for each layer l (ascending), with K₁ the
+current keys (d_in × N) and R = (z − h_L(current)) / (L − l + 1) the residual still missing
+(d_out × N):
+    Δ_l = R K₁ᵀ (λ C₀ + K₁ K₁ᵀ)⁻¹,
+C₀ = E[k kᵀ] over a corpus, λ (mom2 weight, ~15,000) trades edit strength for preservation.
+Solved in float64. `batch_size` splits the requests into successive batches (sequential MEMIT).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from tqdm.auto import tqdm
+
+from .hooks import add_to_weight, capture_outputs
+from .locate import ValueConfig, compute_keys, compute_value_delta, encode, subject_end
+from .result import EditResult
+
+logger = logging.getLogger(__name__)
+
+
+def memit_solve(R: torch.Tensor, K: torch.Tensor, C: torch.Tensor, lam: float) -> torch.Tensor:
+    """Δ = R Kᵀ (λC + K Kᵀ)⁻¹ in float64. R: (d_out, N), K: (d_in, N), C: (d_in, d_in)."""
+    R, K, C = R.double(), K.double(), C.double()
+    A = lam * C + K @ K.T
+    return torch.linalg.solve(A, K @ R.T).T  # A is symmetric
+
+
+@torch.no_grad()
+def block_outputs(model, tokenizer, requests, layer: int, arch, batch_size: int = 32) -> torch.Tensor:
+    """Residual stream after block `layer` at each request's subject last token (bare prompt)."""
+    from ..models import get_layers
+
+    block = get_layers(model, arch)[layer]
+    device = next(model.parameters()).device
+    out = []
+    for s in range(0, len(requests), batch_size):
+        rs = requests[s:s + batch_size]
+        x, m, pos, _ = encode(tokenizer, [r.prompt for r in rs], [subject_end(r.prompt, r.subject) for r in rs])
+        with capture_outputs({"b": block}) as got:
+            model(input_ids=x.to(device), attention_mask=m.to(device))
+        out.append(got["b"][torch.arange(len(rs)), pos.to(device)].float().cpu())
+    return torch.cat(out)
+
+
+def value_targets(model, tokenizer, requests, layer, value_prefixes, arch, cfg, progress=True):
+    """z_i = h_L,i + δ_i for each request (N, d)."""
+    zs = []
+    for r in tqdm(requests, desc="v*", disable=not progress, leave=False):
+        delta, h0 = compute_value_delta(model, tokenizer, r, layer, value_prefixes, arch, cfg, "block")
+        zs.append(h0.cpu() + delta.cpu())
+    return torch.stack(zs)
+
+
+def distribute(model, tokenizer, requests, layers, zs, key_prefixes, arch, solve, result: EditResult, state=None):
+    """Spread the residual z − h_L over `layers`, calling `solve(l, R, K)` -> Δ_l for each."""
+    from ..models import get_mlp_out
+
+    last = layers[-1]
+    keys_used = {}
+    for i, layer in enumerate(layers):
+        K = compute_keys(model, tokenizer, requests, [layer], key_prefixes, arch)[layer].T  # (d_in, N)
+        cur = block_outputs(model, tokenizer, requests, last, arch)
+        R = (zs - cur).T / (len(layers) - i)  # (d_out, N)
+        upd = solve(layer, R, K)
+        mod = get_mlp_out(model, layer, arch)
+        result.remember(mod, arch.conv1d)
+        add_to_weight(mod, arch.conv1d, upd)
+        keys_used[layer] = K
+        result.log.append({"layer": layer, "n": len(requests), "update_norm": float(upd.norm()),
+                           "residual_norm": float(R.norm(dim=0).mean())})
+    return keys_used
+
+
+def memit_edit(model, tokenizer, requests, layers: list[int], Cs: dict, key_prefixes, value_prefixes, arch,
+               cfg: ValueConfig = ValueConfig(weight_decay=0.5, clamp_norm=0.75), lam: float = 15000.0,
+               batch_size: int | None = None, result: EditResult | None = None, progress: bool = True) -> EditResult:
+    """MEMIT in place on `model`; all requests at once, or in successive batches of `batch_size`."""
+    result = result or EditResult(model)
+    layers = sorted(layers)
+    bs = batch_size or len(requests)
+    for s in range(0, len(requests), bs):
+        batch = requests[s:s + bs]
+        zs = value_targets(model, tokenizer, batch, layers[-1], value_prefixes, arch, cfg, progress)
+        distribute(model, tokenizer, batch, layers, zs, key_prefixes, arch,
+                   lambda layer, R, K: memit_solve(R, K, Cs[layer], lam), result)
+    return result

@@ -1,0 +1,166 @@
+"""Task vectors: τ = θ_ft − θ_pre, applied as θ + λ·τ; negation makes a model forget.
+
+Forgetting by negation (Ilharco et al., "Editing models with task arithmetic"):
+    θ_reinf = θ_target fine-tuned further on the forget set,
+    θ_unl   = θ_target − λ·(θ_reinf − θ_target).
+λ is chosen on validation data by `select_lambda`: the largest forgetting that keeps retain
+utility ≥ `fraction` (default 0.95) of the target's. Integer buffers (position ids, counters)
+are never part of a task vector. LoRA adapters are negated or scaled through peft's
+`add_weighted_adapter` (negative weights allowed) without merging: `scale_lora`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def task_vector(pre: dict[str, torch.Tensor], ft: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """τ = θ_ft − θ_pre for every floating-point tensor (computed in fp32, returned in the
+    checkpoint's dtype). Both state dicts must have the same floating-point keys and shapes."""
+    tau = {}
+    for name, b in ft.items():
+        if not b.is_floating_point():
+            continue  # integer buffers are not weights
+        if name not in pre:
+            raise UserError(f"task vector: {name} is in the fine-tuned checkpoint but not in the base one; "
+                            "both must be the same architecture")
+        a = pre[name]
+        if a.shape != b.shape:
+            raise UserError(f"task vector: {name} has shape {tuple(a.shape)} vs {tuple(b.shape)}; "
+                            "both checkpoints must be the same architecture")
+        tau[name] = (b.float() - a.float()).to(b.dtype)
+    missing = [k for k, v in pre.items() if v.is_floating_point() and k not in ft]
+    if missing:
+        raise UserError(f"task vector: {len(missing)} weights of the base checkpoint are missing from the "
+                        f"fine-tuned one (first: {missing[0]})")
+    return tau
+
+
+def apply(state: dict[str, torch.Tensor], tau: dict[str, torch.Tensor], lam: float) -> dict[str, torch.Tensor]:
+    """θ + λ·τ (new tensors; `state` is untouched). λ < 0 negates the task."""
+    out = dict(state)
+    for name, t in tau.items():
+        if name not in state:
+            raise UserError(f"task vector weight {name} is not in the model")
+        out[name] = (state[name].float() + lam * t.float()).to(state[name].dtype)
+    return out
+
+
+def negate(target: dict[str, torch.Tensor], reinforced: dict[str, torch.Tensor], lam: float):
+    """θ_target − λ·(θ_reinf − θ_target)."""
+    return apply(target, task_vector(target, reinforced), -lam)
+
+
+def save(tau: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> Path:
+    """Write τ as safetensors (atomically)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in tau.items()}, str(tmp),
+              metadata={k: str(v) for k, v in (metadata or {}).items()})
+    tmp.replace(path)
+    return path
+
+
+def load(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not Path(path).exists():
+        raise UserError(f"task vector file {path} does not exist")
+    return load_file(str(path))
+
+
+def select_lambda(rows: list[dict], target_utility: float, fraction: float = 0.95,
+                  forget_key: str = "forget_perplexity", utility_key: str = "retain_probability") -> dict | None:
+    """The sweep row with the most forgetting (largest `forget_key`; higher = more forgotten)
+    among rows whose retain utility (`utility_key`, higher = better) is ≥ fraction·target_utility.
+    None when no row keeps enough utility."""
+    ok = [r for r in rows if r[utility_key] >= fraction * target_utility and math.isfinite(r[forget_key])]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: (r[forget_key], -abs(r["lambda"])))
+
+
+def scale_lora(model, adapter: str, weight: float, new_name: str | None = None) -> str:
+    """Add adapter `new_name` = weight × `adapter` (weight < 0 negates it) to a peft model and
+    make it active, without merging. Returns the new adapter's name."""
+    new_name = new_name or f"{adapter}_x{weight:g}".replace("-", "neg").replace(".", "p")
+    if not hasattr(model, "add_weighted_adapter"):
+        raise UserError("scale_lora needs a peft model with a LoRA adapter")
+    model.add_weighted_adapter([adapter], [weight], new_name, combination_type="linear")
+    model.set_adapter(new_name)
+    return new_name
+
+
+def sweep(target: str, reinforced: str, lambdas, forget_rows: list[dict], retain_rows: list[dict],
+          fraction: float = 0.95, batch_size: int = 32, out_dir: str | Path | None = None,
+          prompt_template: str = "Question: {question}\nAnswer:") -> dict:
+    """Evaluate θ_target − λ·(θ_reinf − θ_target) for each λ (forget and retain perplexity and
+    answer probability), choose λ with `select_lambda`, and (when `out_dir`) write
+    sweep.json, sweep.md and sweep.png there. Returns {"rows", "chosen", "target"}."""
+    from .. import io
+    from ..data.encode import Encoder
+    from ..evaluation.quick import quick_eval
+    from ..models import load_model, load_tokenizer
+
+    tok = load_tokenizer(target)
+    enc = Encoder(tok, prompt_template)
+    model = load_model(target, "float32")
+    theta_t = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    theta_r = load_model(reinforced, "float32").state_dict()
+    tau = task_vector(theta_t, theta_r)
+    sets = {"forget": forget_rows, "retain": retain_rows}
+    rows = []
+    for lam in [0.0, *[float(x) for x in lambdas if float(x) != 0.0]]:
+        model.load_state_dict(apply(theta_t, tau, -lam))
+        s = quick_eval(model, enc, sets, batch_size)["summary"]
+        rows.append({"lambda": lam, **{k: s[k] for k in ("forget_perplexity", "retain_perplexity",
+                                                          "forget_probability", "retain_probability")}})
+        logger.info("λ=%g forget ppl %.3g retain ppl %.3g", lam, s["forget_perplexity"], s["retain_perplexity"])
+    base = rows[0]
+    chosen = select_lambda(rows[1:], base["retain_probability"], fraction)
+    res = {"rows": rows, "chosen": chosen, "target": base, "fraction": fraction}
+    if out_dir is not None:
+        out = Path(out_dir)
+        io.write_json(out / "sweep.json", res)
+        lines = ["| λ | forget ppl | retain ppl | forget prob | retain prob |", "|---|---|---|---|---|"]
+        lines += [f"| {r['lambda']:g} | {r['forget_perplexity']:.3f} | {r['retain_perplexity']:.3f} | "
+                  f"{r['forget_probability']:.3f} | {r['retain_probability']:.3f} |" for r in rows]
+        pick = f"chosen λ = {chosen['lambda']:g}" if chosen else "no λ keeps enough retain utility"
+        io.write_text(out / "sweep.md", "\n".join(lines) + f"\n\n{pick} (retain probability ≥ {fraction:g} × "
+                      f"target's {base['retain_probability']:.3f})\n")
+        _plot(rows, chosen, out / "sweep.png")
+    return res
+
+
+def _plot(rows, chosen, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lam = [r["lambda"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(lam, [r["forget_perplexity"] for r in rows], "o-", label="forget perplexity")
+    ax.plot(lam, [r["retain_perplexity"] for r in rows], "s-", label="retain perplexity")
+    if chosen:
+        ax.axvline(chosen["lambda"], color="grey", ls="--", label=f"chosen λ={chosen['lambda']:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("λ (negation scale)")
+    ax.set_ylabel("perplexity")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
