@@ -132,7 +132,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         cfg = parse_config(config, overrides)
     t_start = time.perf_counter()
     out = Path(cfg.output_dir)
-    model_path = resolve_model_path(cfg.model)
+    with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
+        model_path = resolve_model_path(cfg.model)
 
     # read and check all inputs before anything is written
     if cfg.request:  # a deletion request file names the forget rows (llm_forget/requests.py)
@@ -212,13 +213,14 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     model_dir = out / "model"
     result = RunResult(out, model_dir, cfg.method, timings={"train_seconds": train_seconds})
     ev = None
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # weights split over the ranks
     if cfg.eval_suite and cfg.eval_suite.lower() != "none":  # every rank scores its shard; all get the result
         from .evaluation.distributed import sharded_quick_eval
 
         with torch.no_grad():
             ev = sharded_quick_eval(model, encoder, {"forget": forget_rows, "retain": retain_rows or [],
-                                                     "holdout": holdout_rows or []}, cfg.per_device_eval_batch_size)
-    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+                                                     "holdout": holdout_rows or []}, cfg.per_device_eval_batch_size,
+                                    shard=not sharded)
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if sharded else None  # collective
     if not trainer.is_world_process_zero():
         return result

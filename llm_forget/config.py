@@ -76,6 +76,8 @@ class UnlearnConfig(TrainingArguments):
     save_strategy: str = _f("no", "checkpoint strategy: no, steps or epoch")
     report_to: None | str | list[str] = _f("none", "trackers: none, tensorboard, wandb, ...")
     remove_unused_columns: bool = _f(False, "keep False: batches carry forget and retain parts")
+    dataloader_drop_last: bool = _f(True, "drop each epoch's incomplete last batch, so every step has the recipe's "
+                                          "effective batch whatever the number of processes")
     disable_tqdm: bool | None = _f(None, "hide progress bars")
 
 

@@ -1,11 +1,15 @@
 """Evaluation under several processes: shard the examples across ranks, gather per-item results.
 
-Each set is cut into the same batches a single process would form (consecutive rows,
-`batch_size` at a time); rank r scores a contiguous block of whole batches, so every row is
-scored in exactly the batch it would have had alone, and the gathered per-item numbers equal
-the single-process ones. Ranks with fewer batches run throw-away batches so that every rank makes
-the same number of forward passes (FSDP and ZeRO-3 forwards are collective: a rank that stops
-early would hang the others).
+Rank r scores a contiguous block of each set's rows (whole batches of `batch_size`), the per-item
+results are gathered in row order on every rank, and the set-level numbers (token summaries,
+truth ratios, MIA AUCs, forget quality, model utility) are computed once from the gathered items by
+the same evaluator code (`quick_eval`'s suite, resumed with those items). Per-item numbers do not
+depend on how rows are batched, so they equal a single-process evaluation (checked bit for bit on
+CPU in tests/test_distributed.py).
+
+Only when the model is replicated on every rank (DDP, ZeRO-1/2): under FSDP and ZeRO-3 a forward
+pass is a collective, so there every rank evaluates everything (`shard=False`) and the ranks stay
+in step.
 """
 
 from __future__ import annotations
@@ -33,10 +37,6 @@ def shard_range(n: int, batch_size: int, rank: int, world_size: int) -> tuple[in
     return start, min(n, start + per * batch_size)
 
 
-def n_batches(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
-
-
 def gather_lists(local: list, world_size: int) -> list:
     """Concatenate every rank's list in rank order (a collective: every rank must call it)."""
     if world_size == 1:
@@ -48,32 +48,33 @@ def gather_lists(local: list, world_size: int) -> list:
     return [x for p in parts for x in p]
 
 
-def sharded_quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32) -> dict:
-    """`quick_eval` over all ranks: same return value as the single-process call, on every rank.
-
-    Every rank must call it (it runs collectives)."""
+def sharded_quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32, *, shard: bool = True,
+                       retain=None, **kw) -> dict:
+    """`quick_eval(model, encoder, sets, batch_size, retain=retain, **kw)` over all ranks: the same
+    return value as the single-process call, on every rank. Every rank must call it (collectives).
+    Generation (`generate=True`) is not sharded: every rank then evaluates everything."""
     import time
 
-    from .quick import auc, quick_eval, summarize
+    from .quick import quick_config, quick_eval, retain_reference
+    from .suite import Evaluator, token_summary
 
     rank, ws = world()
     sets = {k: v for k, v in sets.items() if v}
-    if ws == 1 or not sets:
-        return quick_eval(model, encoder, sets, batch_size)
+    if ws == 1 or not shard or not sets or kw.get("generate"):
+        return quick_eval(model, encoder, sets, batch_size, retain=retain, **kw)
     t = time.perf_counter()
+    if retain is not None and not isinstance(retain, dict):
+        retain = retain_reference(retain, encoder, sets, batch_size, **kw)  # on the full sets
     local = {}
-    mine = most = 0
     for name, rows in sets.items():
         a, b = shard_range(len(rows), batch_size, rank, ws)
         local[name] = rows[a:b]
-        mine += n_batches(b - a, batch_size)
-        most += n_batches(shard_range(len(rows), batch_size, 0, ws)[1], batch_size)  # rank 0 has the most
-    # every rank runs `most` forward passes: throw-away batches of one repeated row fill the gap
-    pad_rows = [next(iter(sets.values()))[0]] * ((most - mine) * batch_size)
-    ev = quick_eval(model, encoder, {**local, "_lockstep_padding": pad_rows}, batch_size)
+    ev = quick_eval(model, encoder, local, batch_size, **kw)  # per-item work on this rank's rows
     per_item = {name: gather_lists(ev["per_item"].get(name, []), ws) for name in sets}
-    summary = {f"{name}_{k}": v for name, items in per_item.items() for k, v in summarize(items).items()}
-    if "forget" in per_item and "holdout" in per_item:
-        summary["mia_auc"] = auc([-x["nll"] for x in per_item["forget"]], [-x["nll"] for x in per_item["holdout"]])
-    summary["eval_seconds"] = time.perf_counter() - t
-    return {"summary": summary, "per_item": per_item}
+    groups = gather_lists([ev["groups"]], ws)[0]  # rank 0 holds a share of every set
+    res = {"per_item": per_item, "groups": {k: v for k, v in groups.items() if k.startswith("token:")},
+           "summary": {f"{name}_{k}": v for name, items in per_item.items() for k, v in token_summary(items).items()}}
+    cfg = quick_config(encoder, sets, **kw)
+    Evaluator(model, encoder.tokenizer, cfg, sets, res, batch_size=batch_size, retain=retain, progress=False).run()
+    res["summary"]["eval_seconds"] = time.perf_counter() - t
+    return {"summary": res["summary"], "per_item": per_item, "groups": res["groups"]}
