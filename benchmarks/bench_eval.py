@@ -1,0 +1,204 @@
+"""Evaluation speed: the single-pass scorer vs one forward pass per metric, and the tofu suite.
+
+    .venv/bin/python benchmarks/bench_eval.py [--smol-rows 6] [--tofu-smol-limit 8] [--threads 1] [--skip-smol]
+
+1. Token metrics (probability/perplexity, exact memorization, extraction strength, Min-K%, Min-K%++,
+   zlib, truth-ratio variants) on the same model and data, computed
+   a) one forward pass per metric (fixed batches, full logits: how the reference suites do it),
+   b) one pass for all metrics, same batching and full logits (the design alone),
+   c) llm_forget's `score_sequences` (one pass, length-sorted batches, logits only at answer positions).
+   Median of 3 runs each; examples/s counts answer rows (each with its paraphrase/perturbed variants).
+2. The tofu.yaml suite (forget01 layout, ../shared/data/tofu): full with the tiny model; for
+   SmolLM2-135M a sample (first N rows of every dataset) scaled per metric group to the full row
+   counts (each group's time x full rows / sample rows).
+Writes benchmarks/results/bench_eval.json and prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TOFU = ROOT.parent / "shared" / "data" / "tofu"
+os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def sequences(tok, rows, correct="paraphrased_answer"):
+    """answers (full metrics), then paraphrases + perturbed answers (nll only)."""
+    from llm_forget.data.encode import Encoder
+
+    enc = Encoder(tok, max_length=512)
+    ans = [enc.row(r) for r in rows]
+    var = []
+    for r in rows:
+        if correct == "paraphrased_answer" and r.get("paraphrased_answer"):
+            var.append(enc.row(r, "paraphrased_answer"))
+        var += [enc.qa(r["question"], p) for p in r["perturbed_answer"]]
+    return ans, var
+
+
+@torch.no_grad()
+def _passes(model, seqs, pad_id, bs):
+    from llm_forget.data.encode import pad
+
+    for s in range(0, len(seqs), bs):
+        b = pad(seqs[s:s + bs], pad_id)
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        yield logits[:, :-1].float(), b["labels"][:, 1:]
+
+
+def _rows(logits, labels):
+    for i in range(labels.shape[0]):
+        m = labels[i] != -100
+        yield logits[i][m], labels[i][m]
+
+
+def per_metric(model, ans, var, pad_id, bs):
+    """One full forward pass per metric, fixed batches (the baseline)."""
+    from llm_forget.evaluation.scoring import extraction_strength, min_k, vocab_moments
+
+    def logp_of(lg, y):
+        return torch.log_softmax(lg, -1).gather(1, y[:, None]).squeeze(1)
+
+    metrics = {
+        "probability": lambda lg, y: float(logp_of(lg, y).mean().neg().exp()),
+        "exact_memorization": lambda lg, y: float((lg.argmax(-1) == y).float().mean()),
+        "extraction_strength": lambda lg, y: extraction_strength(lg.argmax(-1) == y),
+        "mink": lambda lg, y: [min_k(logp_of(lg, y), k) for k in (20, 40)],
+        "minkpp": lambda lg, y: [min_k((logp_of(lg, y) - vocab_moments(lg)[0]) / vocab_moments(lg)[1], k)
+                                 for k in (20, 40)],
+        "zlib_loss": lambda lg, y: float(-logp_of(lg, y).mean()),
+    }
+    out = {}
+    for name, fn in metrics.items():
+        out[name] = [fn(lg, y) for logits, labels in _passes(model, ans, pad_id, bs) for lg, y in _rows(logits, labels)]
+    out["truth_ratio_nll"] = [float(-logp_of(lg, y).mean()) for logits, labels in _passes(model, var, pad_id, bs)
+                              for lg, y in _rows(logits, labels)]
+    return out
+
+
+def one_pass_plain(model, ans, var, pad_id, bs):
+    from llm_forget.evaluation.scoring import row_metrics
+
+    seqs, full = ans + var, [True] * len(ans) + [False] * len(var)
+    out, i = [], 0
+    for logits, labels in _passes(model, seqs, pad_id, bs):
+        for lg, y in _rows(logits, labels):
+            out.append(row_metrics(lg, y, full=full[i]))
+            i += 1
+    return out
+
+
+def ours(model, ans, var, pad_id, bs):
+    from llm_forget.evaluation.scoring import score_sequences
+
+    return score_sequences(model, ans + var, pad_id, bs, full=[True] * len(ans) + [False] * len(var))
+
+
+def timed(fn, reps=3):
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), ts
+
+
+def bench_token(name, path, rows, bs, reps, correct):
+    from llm_forget.models import load_model, load_tokenizer
+
+    model, tok = load_model(path), load_tokenizer(path)
+    ans, var = sequences(tok, rows, correct)
+    n_tok = sum(len(s["input_ids"]) for s in ans + var)
+    res = {"model": name, "rows": len(rows), "sequences": len(ans) + len(var), "tokens": n_tok, "batch_size": bs}
+    # the three must agree on the numbers
+    a = one_pass_plain(model, ans, var, tok.pad_token_id, bs)
+    b = ours(model, ans, var, tok.pad_token_id, bs)
+    res["max_abs_diff_nll"] = max(abs(x["nll"] - y["nll"]) for x, y in zip(a, b))
+    for key, fn in (("per_metric", per_metric), ("one_pass_plain", one_pass_plain), ("single_pass", ours)):
+        med, ts = timed(lambda fn=fn: fn(model, ans, var, tok.pad_token_id, bs), reps)
+        res[key] = {"median_s": med, "runs_s": ts, "examples_per_s": len(rows) / med}
+        print(f"  {name} {key}: {med:.2f}s (runs {', '.join(f'{t:.2f}' for t in ts)})", flush=True)
+    res["speedup_vs_per_metric"] = res["per_metric"]["median_s"] / res["single_pass"]["median_s"]
+    res["speedup_design_only"] = res["per_metric"]["median_s"] / res["one_pass_plain"]["median_s"]
+    return res
+
+
+def bench_tofu(name, path, limit, bs):
+    from llm_forget.evaluation.suite import evaluate, load_suite, resolve_datasets
+
+    full_rows = {k: len(v) for k, v in resolve_datasets(load_suite("tofu"), {"data_dir": str(TOFU),
+                                                                             "forget_split": "forget01"}).items()}
+    t = time.perf_counter()
+    res = evaluate(path, "tofu", data_dir=TOFU, limit=limit, batch_size=bs, progress=False)
+    wall = time.perf_counter() - t
+    est = 0.0
+    groups = {}
+    for g, v in res["groups"].items():
+        ds = g.split(":", 1)[1] if ":" in g else None
+        scale = full_rows[ds] / res["summary"][f"{ds}_n"] if ds and f"{ds}_n" in res["summary"] else 1.0
+        groups[g] = {"seconds": v["seconds"], "scale": scale}
+        est += v["seconds"] * scale
+    overhead = wall - sum(v["seconds"] for v in res["groups"].values())  # loading, hashing
+    est += overhead
+    keys = ("model_utility", "mia_auc", "forget_truth_ratio", "retain_truth_ratio", "forget_rougeL_recall",
+            "retain_rougeL_recall", "forget_probability")
+    return {"model": name, "limit": limit, "full_rows": full_rows, "wall_s": wall, "groups": groups,
+            "overhead_s": overhead, "estimated_full_s": est,
+            "summary": {k: res["summary"].get(k) for k in keys}}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--smol-rows", type=int, default=6, help="TOFU forget01 rows for the SmolLM2 token benchmark")
+    ap.add_argument("--tofu-smol-limit", type=int, default=8, help="rows per dataset for the SmolLM2 tofu sample")
+    ap.add_argument("--skip-smol", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_eval.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from llm_forget import zoo
+    from llm_forget.data.readers import read_rows
+
+    env = {"threads": args.threads, "loadavg_start": os.getloadavg(), "cpu_count": os.cpu_count(),
+           "torch": torch.__version__}
+    out = {"environment": env, "token": [], "tofu": []}
+    rows = read_rows("builtin:all")
+    out["token"].append(bench_token("tiny-target", str(zoo.get("tiny-target")), rows, 32, args.reps, "answer"))
+    if not args.skip_smol and TOFU.exists():
+        smol_rows = read_rows(str(TOFU / "forget01.json"))[: args.smol_rows]
+        out["token"].append(bench_token("smollm2-135m", str(zoo.get("smollm2-135m")), smol_rows, 8, args.reps,
+                                        "paraphrased_answer"))
+    if TOFU.exists():
+        out["tofu"].append(bench_tofu("tiny (untrained)", str(zoo.get("tiny")), None, 32))
+        print(f"  tofu tiny: {out['tofu'][-1]['wall_s']:.1f}s", flush=True)
+        if not args.skip_smol:
+            out["tofu"].append(bench_tofu("smollm2-135m", str(zoo.get("smollm2-135m")), args.tofu_smol_limit, 8))
+            print(f"  tofu smollm2 sample: {out['tofu'][-1]['wall_s']:.1f}s -> est "
+                  f"{out['tofu'][-1]['estimated_full_s']:.0f}s", flush=True)
+    env["loadavg_end"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print("\n| model | rows (seqs, tokens) | one pass per metric | one pass, plain | llm_forget single pass | "
+          "speed-up | ex/s (single pass) |\n|---|---|---|---|---|---|---|")
+    for r in out["token"]:
+        print(f"| {r['model']} | {r['rows']} ({r['sequences']}, {r['tokens']}) | {r['per_metric']['median_s']:.2f}s | "
+              f"{r['one_pass_plain']['median_s']:.2f}s | {r['single_pass']['median_s']:.2f}s | "
+              f"{r['speedup_vs_per_metric']:.1f}x | {r['single_pass']['examples_per_s']:.1f} |")
+    print("\n| model | rows used | measured | full forget01 suite (est.) |\n|---|---|---|---|")
+    for r in out["tofu"]:
+        print(f"| {r['model']} | {r['limit'] or 'all'} | {r['wall_s']:.1f}s | {r['estimated_full_s']:.0f}s |")
+    print(f"\nthreads {args.threads}, load average {env['loadavg_start']} -> {env['loadavg_end']}")
+
+
+if __name__ == "__main__":
+    main()

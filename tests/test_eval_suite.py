@@ -1,0 +1,223 @@
+"""Integration tests of the evaluation suite on the tiny zoo models."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llm_forget.data.encode import Encoder
+from llm_forget.data.readers import read_rows
+from llm_forget.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Deterministic and robust to a CPU shared with other jobs (oversubscription is 10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def target(target_path):
+    from llm_forget.models import load_model, load_tokenizer
+
+    return load_model(target_path), load_tokenizer(target_path)
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
+
+
+def _seqs(tok, rows):
+    enc = Encoder(tok)
+    out = []
+    for r in rows:
+        out.append(enc.row(r))
+        out += [enc.qa(r["question"], p) for p in r["perturbed_answer"]]
+    return out
+
+
+def test_masks_prompt_and_padding_excluded(target, sets):
+    """Scored NLL equals a hand computation on answer tokens only, in a padded batch."""
+    from llm_forget.data.encode import pad
+    from llm_forget.evaluation.scoring import score_sequences
+
+    model, tok = target
+    enc = Encoder(tok)
+    seqs = [enc.row(r) for r in sets["forget"][:6]]
+    got = score_sequences(model, seqs, tok.pad_token_id, batch_size=6)
+    for s, g in zip(seqs, got):
+        b = pad([s], tok.pad_token_id)
+        with torch.no_grad():
+            logits = model(input_ids=b["input_ids"]).logits[0, :-1]
+        y = b["labels"][0, 1:]
+        m = y != -100
+        assert int(m.sum()) < len(s["input_ids"]) - 1  # the prompt really is excluded
+        want = float(F.cross_entropy(logits[m], y[m]))
+        assert g["nll"] == pytest.approx(want, abs=1e-5)
+        assert g["n_tokens"] == int(m.sum())
+
+
+def test_batch_size_does_not_change_numbers(target, sets):
+    from llm_forget.evaluation.scoring import score_sequences
+
+    model, tok = target
+    seqs = _seqs(tok, sets["forget"][:10] + sets["holdout"][:10])
+    runs = [score_sequences(model, seqs, tok.pad_token_id, batch_size=b) for b in (1, 7, 64)]
+    for a, b in zip(runs[0], runs[1] + runs[2]):
+        pass
+    for other in runs[1:]:
+        for x, y in zip(runs[0], other):
+            assert x.keys() == y.keys()
+            for k in x:
+                assert x[k] == pytest.approx(y[k], abs=1e-5), k
+
+
+def test_generation_batch_invariant_and_left_padded(target, sets):
+    from llm_forget.evaluation.generation import greedy
+
+    model, tok = target
+    enc = Encoder(tok)
+    rows = sets["forget"][:12]
+    prompts = [enc.prompt_ids(r["question"]) for r in rows]
+    caps = [24] * len(rows)
+    a = greedy(model, tok, prompts, caps, batch_size=1, stop_strings=["\nQuestion:"])
+    b = greedy(model, tok, prompts, caps, batch_size=12, stop_strings=["\nQuestion:"])
+    assert a == b
+    # the memorising model reproduces its answers
+    from llm_forget.evaluation.generation import rouge_l
+
+    assert sum(rouge_l(t, r["answer"])[0] for t, r in zip(a, rows)) / len(rows) > 0.8
+
+
+def _loss_auc(model, tok, sets):
+    from llm_forget.evaluation.mia import auc
+    from llm_forget.evaluation.scoring import score_sequences
+
+    enc = Encoder(tok)
+    f = score_sequences(model, [enc.row(r) for r in sets["forget"]], tok.pad_token_id, minkpp=False)
+    h = score_sequences(model, [enc.row(r) for r in sets["holdout"]], tok.pad_token_id, minkpp=False)
+    return auc([-x["nll"] for x in f], [-x["nll"] for x in h])
+
+
+def test_mia_auc_memorised_vs_untrained(target, tiny_path, sets):
+    """Band for the untrained model: [0.35, 0.65] (null std of AUC for 50 vs 50 is ≈ 0.058)."""
+    from llm_forget.models import load_model, load_tokenizer
+
+    assert _loss_auc(*target, sets) > 0.9
+    assert 0.35 <= _loss_auc(load_model(tiny_path), load_tokenizer(tiny_path), sets) <= 0.65
+
+
+def test_quick_eval_forget_quality_and_keys(target, retain_path, sets):
+    from llm_forget.evaluation.quick import quick_eval, retain_reference
+
+    model, tok = target
+    enc = Encoder(tok)
+    ref = retain_reference(retain_path, enc, sets)
+    ev = quick_eval(model, enc, sets, retain=ref)["summary"]
+    for k in ("forget_quality", "model_utility", "privleak", "mia_auc", "forget_extraction_strength",
+              "forget_truth_ratio", "retain_truth_ratio"):
+        assert k in ev, k
+    assert ev["forget_quality"] < 0.05  # the target is far from the retain model on the forget set
+    assert ev["privleak"] > 50  # forget people still stand out
+    assert ev["retain_truth_ratio"] > 0.9  # the target prefers the true answers of retained people
+    from llm_forget.models import load_model, load_tokenizer
+
+    rm = load_model(retain_path)
+    self_ev = quick_eval(rm, Encoder(load_tokenizer(retain_path)), sets, retain=ref)["summary"]
+    assert self_ev["forget_quality"] == pytest.approx(1.0)
+    assert self_ev["privleak"] == pytest.approx(0.0)
+
+
+def test_evaluate_end_to_end_resume_and_cli(tmp_path, target_path, retain_path, capsys):
+    import llm_forget
+    from llm_forget.cli import main
+
+    out = tmp_path / "ev"
+    res = llm_forget.evaluate(target_path, "quick", retain_model=retain_path, output=out, limit=12, progress=False)
+    s = res["summary"]
+    for k in ("forget_quality", "model_utility", "mia_auc", "privleak", "forget_rougeL_recall", "agreement_forget",
+              "kl_forget", "param_distance", "mia_auc_minkpp_20", "mia_auc_zlib"):
+        assert k in s, k
+    assert s["kl_forget"] > s["kl_retain"]  # the target differs from the retain model most on the forget set
+    text = (out / "results.json").read_text()
+    data = json.loads(text)
+    assert data["models"]["model"]["hash"] and data["models"]["retain"]["hash"]
+    assert {"token:forget", "generation:retain", "consistency", "mia"} <= set(data["groups"])
+    assert (out / "retain" / "results.json").exists()
+    for r in read_rows("builtin:forget")[:12]:
+        assert r["answer"] not in text and r["question"] not in text  # no forget-set text stored
+    # re-run: every computed group is skipped, numbers identical
+    again = llm_forget.evaluate(target_path, "quick", retain_model=out / "retain", output=out, limit=12,
+                                progress=False)
+    assert again["summary"]["forget_quality"] == s["forget_quality"]
+    assert again["groups"]["token:forget"] == data["groups"]["token:forget"]
+    # release gate and compare
+    rc = main(["eval", "--model", target_path, "--output", str(out), "--limit", "12",
+               "--retain-model", str(out / "retain"), "--require-auc-below", "0.1"])
+    assert rc == 1
+    assert "FAILED release gate" in capsys.readouterr().err
+    png = tmp_path / "t.png"
+    assert main(["compare", str(out), str(out / "retain" / "results.json"), "--plot", str(png)]) == 0
+    table = capsys.readouterr().out
+    assert "| ev |" in table and "forget quality" in table
+    assert png.stat().st_size > 1000
+
+
+def test_suite_errors(target_path):
+    import llm_forget
+
+    with pytest.raises(UserError, match="--data-dir"):
+        llm_forget.evaluate(target_path, "tofu")
+    with pytest.raises(UserError, match="shipped suite"):
+        llm_forget.evaluate(target_path, "nope")
+    with pytest.raises(UserError, match="unknown metric group"):
+        llm_forget.evaluate(target_path, {"datasets": {"f": "builtin:forget"}, "metrics": {"tokens": ["f"]}})
+
+
+def test_tofu_suite_on_shared_data(shared_data, tiny_path):
+    import llm_forget
+
+    res = llm_forget.evaluate(tiny_path, "tofu", data_dir=shared_data / "tofu", limit=4, progress=False)
+    s = res["summary"]
+    assert len(s["model_utility_components"]) == 9
+    assert 0 <= s["model_utility"] <= 1
+    assert s["holdout_n"] == 4 and s["real_authors_n"] == 4
+    assert all(math.isfinite(s[k]) for k in s["model_utility_components"])
+
+
+def test_muse_suite_and_text_ppl(tmp_path, tiny_path, target_path):
+    import llm_forget
+
+    d = tmp_path / "muse"
+    for sub in ("knowmem", "verbmem", "privleak"):
+        (d / sub).mkdir(parents=True)
+    f, h = read_rows("builtin:forget")[:6], read_rows("builtin:holdout")[:6]
+    qa = lambda rows: json.dumps([{"question": r["question"], "answer": r["answer"]} for r in rows])  # noqa: E731
+    (d / "knowmem" / "forget_qa.json").write_text(qa(f))
+    (d / "knowmem" / "retain_qa.json").write_text(qa(read_rows("builtin:retain")[:6]))
+    long = " ".join(r["answer"] for r in read_rows("builtin:retain")[:60])
+    (d / "verbmem" / "forget.json").write_text(json.dumps([{"text": long}, {"text": long[::-1]}]))
+    (d / "privleak" / "forget.json").write_text(json.dumps([{"text": r["answer"]} for r in f]))
+    (d / "privleak" / "holdout.json").write_text(json.dumps([{"text": r["answer"]} for r in h]))
+    s = llm_forget.evaluate(target_path, "muse", data_dir=d, progress=False)["summary"]
+    assert s["knowmem_forget"] > 0.8 and "knowmem_retain" in s and "verbmem_forget_text" in s
+    assert "privleak" in s and "mia_auc_mink_40" in s
+    # sliding-window perplexity equals a single full pass when the window covers the text
+    from llm_forget.evaluation.text_ppl import sliding_window_nll
+    from llm_forget.models import load_model, load_tokenizer
+
+    m, tok = load_model(tiny_path), load_tokenizer(tiny_path)
+    ids = tok(long)["input_ids"][:200]
+    nll, n = sliding_window_nll(m, ids, window=256, stride=128)
+    with torch.no_grad():
+        lg = m(input_ids=torch.tensor([ids])).logits[0, :-1]
+    assert n == len(ids) - 1
+    assert nll == pytest.approx(float(F.cross_entropy(lg, torch.tensor(ids[1:]), reduction="sum")), rel=1e-5)
+    nll2, n2 = sliding_window_nll(m, ids, window=64, stride=32)
+    assert n2 == n and nll2 / n2 > nll / n * 0.9  # shorter context: comparable, slightly worse
