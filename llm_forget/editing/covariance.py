@@ -84,13 +84,13 @@ def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000,
     if len(ids) < n_tokens:
         logger.warning("corpus %s has %d tokens, fewer than n_tokens=%d; using all", corpus, len(ids), n_tokens)
     ids = torch.tensor(ids[:n_tokens])
-    chunks = list(ids.split(seq_len))
+    bos = tokenizer.bos_token_id
+    chunks = list(ids.split(seq_len - (bos is not None)))  # with the bos token, seq_len in all
     modules = {layer: get_mlp_out(model, layer, arch) for layer in todo}
     device = next(model.parameters()).device
     acc = {layer: None for layer in todo}
     count = 0
     model.eval()
-    bos = tokenizer.bos_token_id
     with torch.no_grad():
         for s in tqdm(range(0, len(chunks), batch_size), desc="covariance", leave=False):
             batch = chunks[s:s + batch_size]

@@ -43,6 +43,7 @@ def context_prefixes(model, tokenizer, n: int = 20, length: int = 10, seed: int 
     """`n` short texts sampled from the model (top-k 5, seeded), prefixed by "" (the bare prompt)."""
     if n <= 0:
         return [""]
+    model.eval()
     device = next(model.parameters()).device
     starts = [STARTS[i % len(STARTS)] for i in range(n)]
     tokenizer_side = tokenizer.padding_side
@@ -99,6 +100,7 @@ def compute_keys(model, tokenizer, requests: list[EditRequest], layers: list[int
     after the deepest requested layer."""
     from ..models import get_mlp_out
 
+    model.eval()
     texts, ends, owner = [], [], []
     for r_i, r in enumerate(requests):
         cut = r.prompt[:subject_end(r.prompt, r.subject)]  # causal: later text cannot change the key

@@ -14,10 +14,13 @@ and optional portability prompts.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,21 +112,37 @@ def zsre_request(row: dict) -> EditRequest:
         raise UserError(f"zsRE row lacks field {e}") from None
 
 
-def read_counterfact(path, limit: int | None = None) -> list[EditRequest]:
-    return [counterfact_request(r) for r in _load(path)[:limit]]
+def _convert(rows, make, path, strict: bool) -> list[EditRequest]:
+    """Rows -> requests. Unless `strict`, rows that cannot be edited (empty new target, subject
+    not in the prompt) are skipped and counted in a warning; missing fields always raise."""
+    out, bad = [], []
+    for i, row in enumerate(rows):
+        try:
+            out.append(make(row))
+        except UserError as e:
+            if strict or "lacks field" in str(e):
+                raise
+            bad.append(i)
+    if bad:
+        logger.warning("%s: skipped %d rows that cannot be edited (row indices %s)", path, len(bad), bad[:10])
+    return out
 
 
-def read_zsre(path, limit: int | None = None) -> list[EditRequest]:
-    return [zsre_request(r) for r in _load(path)[:limit]]
+def read_counterfact(path, limit: int | None = None, strict: bool = False) -> list[EditRequest]:
+    return _convert(_load(path)[:limit], counterfact_request, path, strict)
 
 
-def read_requests(path, fmt: str = "auto", limit: int | None = None) -> list[EditRequest]:
+def read_zsre(path, limit: int | None = None, strict: bool = False) -> list[EditRequest]:
+    return _convert(_load(path)[:limit], zsre_request, path, strict)
+
+
+def read_requests(path, fmt: str = "auto", limit: int | None = None, strict: bool = False) -> list[EditRequest]:
     """Read edit requests; `fmt` is counterfact, zsre or auto (decided by the first row's fields)."""
     rows = _load(path)[:limit]
     if fmt == "auto":
         fmt = "zsre" if "src" in rows[0] else "counterfact"
     if fmt == "counterfact":
-        return [counterfact_request(r) for r in rows]
+        return _convert(rows, counterfact_request, path, strict)
     if fmt == "zsre":
-        return [zsre_request(r) for r in rows]
+        return _convert(rows, zsre_request, path, strict)
     raise UserError(f"unknown edit data format {fmt!r}; choose counterfact, zsre or auto")

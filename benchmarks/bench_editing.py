@@ -1,0 +1,95 @@
+"""Model editing on SmolLM2-135M with CounterFact requests: MEMIT (batch), ROME (sequential),
+AlphaEdit (sequential), LoRA editing. Prints a table and writes JSON.
+
+    .venv/bin/python benchmarks/bench_editing.py --methods memit --n 100 --out runs/bench_editing
+
+CounterFact probability family (efficacy, paraphrase, neighbourhood scores, before and after),
+wall time of statistics and of editing on this machine. The key statistics C use --n_tokens
+WikiText-2 validation tokens (cached under the zoo cache dir, stats/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--methods", default="memit", help="comma list of memit, rome, alphaedit, lora_edit")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--requests", default=str(DATA / "editing" / "counterfact-edit-1k.json"))
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--layers", default="4-8")
+    ap.add_argument("--rome_layer", default="4")
+    ap.add_argument("--n_tokens", type=int, default=10000)
+    ap.add_argument("--v_steps", type=int, default=25)
+    ap.add_argument("--n_value_prefixes", type=int, default=5)
+    ap.add_argument("--n_key_prefixes", type=int, default=20)
+    ap.add_argument("--seq_batch", type=int, default=10, help="sequential methods: requests per step")
+    ap.add_argument("--out", default="runs/bench_editing")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("transformers", "urllib3", "filelock", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from llm_forget import io
+    from llm_forget.editing.config import EditConfig
+    from llm_forget.editing.metrics_counterfact import counterfact_metrics
+    from llm_forget.editing.requests import read_counterfact
+    from llm_forget.editing.run import apply_edits
+    from llm_forget.models import load_model, load_tokenizer, resolve_model_path
+
+    path = resolve_model_path(a.model)
+    tok = load_tokenizer(path)
+    requests = read_counterfact(a.requests, a.n)
+    out = Path(a.out)
+    results = {"model": a.model, "n_requests": len(requests), "n_tokens": a.n_tokens, "args": vars(a),
+               "machine": {"cpu_threads": torch.get_num_threads(), "python": platform.python_version()},
+               "runs": {}}
+    model = load_model(path, "float32")
+    t = time.perf_counter()
+    pre = counterfact_metrics(model, tok, requests)["summary"]
+    results["pre"] = pre
+    results["pre_eval_seconds"] = time.perf_counter() - t
+    logging.info("pre-edit: %s", pre)
+    for method in a.methods.split(","):
+        cfg = EditConfig(method=method, model=a.model, output_dir=str(out), requests=a.requests,
+                         layers=a.rome_layer if method == "rome" else a.layers, n_tokens=a.n_tokens,
+                         v_steps=a.v_steps, n_value_prefixes=a.n_value_prefixes, n_key_prefixes=a.n_key_prefixes,
+                         mode="batch" if method == "memit" else "sequential",
+                         batch_size=1 if method == "rome" else a.seq_batch, lora_steps=60)
+        model = load_model(path, "float32")
+        t = time.perf_counter()
+        model, res, timings = apply_edits(model, tok, requests, cfg)
+        wall = time.perf_counter() - t
+        with torch.no_grad():
+            post = counterfact_metrics(model, tok, requests)["summary"]
+        results["runs"][method] = {"post": post, "timings": timings, "wall_seconds": wall,
+                                   "layers": cfg.layers, "mode": cfg.mode, "batch_size": cfg.batch_size}
+        logging.info("%s: %s in %.0fs", method, post, wall)
+        io.write_json(out / "bench_editing.json", results)
+    print(f"\n{len(requests)} CounterFact edits on {a.model}; C from {a.n_tokens} WikiText-2 tokens")
+    print(f"{'method':<12}{'efficacy':>10}{'paraphrase':>12}{'neighbour':>11}{'score':>8}{'stats s':>9}{'edit s':>9}")
+    print(f"{'(pre-edit)':<12}{pre['efficacy_score']:>10.3f}{pre['paraphrase_score']:>12.3f}"
+          f"{pre['neighbourhood_score']:>11.3f}{pre['counterfact_score']:>8.3f}")
+    for m, r in results["runs"].items():
+        p = r["post"]
+        print(f"{m:<12}{p['efficacy_score']:>10.3f}{p['paraphrase_score']:>12.3f}{p['neighbourhood_score']:>11.3f}"
+              f"{p['counterfact_score']:>8.3f}{r['timings'].get('stats_seconds', 0):>9.0f}"
+              f"{r['timings']['edit_seconds']:>9.0f}")
+    io.write_json(out / "bench_editing.json", results)
+    print(json.dumps({m: r["post"] for m, r in results["runs"].items()}))
+
+
+if __name__ == "__main__":
+    main()

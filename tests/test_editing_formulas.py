@@ -1,0 +1,178 @@
+"""Unit tests of the editing formulas and metrics on hand-computed values (no model)."""
+
+import math
+
+import pytest
+import torch
+
+from llm_forget.editing.alphaedit import alphaedit_solve, null_space_projection
+from llm_forget.editing.config import parse_layers
+from llm_forget.editing.covariance import second_moment_update
+from llm_forget.editing.hooks import add_to_weight, weight_view
+from llm_forget.editing.lora_edit import kl_base_to_adapted
+from llm_forget.editing.memit import memit_solve
+from llm_forget.editing.metrics_counterfact import harmonic_mean, ngram_entropy, prob_margin, prob_wins
+from llm_forget.editing.metrics_zsre import token_accuracy, unchanged_fraction
+from llm_forget.editing.requests import EditRequest, counterfact_request, zsre_request
+from llm_forget.editing.rome import rome_update
+from llm_forget.editing.task_vectors import apply, negate, select_lambda, task_vector
+from llm_forget.errors import UserError
+
+
+def _spd(d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(d, 3 * d, generator=g, dtype=torch.float64)
+    return A @ A.T / (3 * d)
+
+
+def test_rome_update_maps_key_to_value_on_a_random_linear_layer():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(24, 16)
+    k, v = torch.randn(24), torch.randn(16)
+    upd = rome_update(lin.weight.detach(), k, v, _spd(24))
+    add_to_weight(lin, False, upd)
+    with torch.no_grad():
+        assert torch.allclose(lin(k) - lin.bias, v, atol=1e-4)
+
+
+def test_rome_update_on_conv1d_uses_the_transpose():
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(1)
+    conv = Conv1D(16, 24)  # nf=16 outputs, nx=24 inputs; weight stored (24, 16)
+    k, v = torch.randn(24), torch.randn(16)
+    W = weight_view(conv, True)
+    assert W.shape == (16, 24)
+    add_to_weight(conv, True, rome_update(W.detach(), k, v, _spd(24, 1)))
+    with torch.no_grad():
+        assert torch.allclose(conv(k[None])[0] - conv.bias, v, atol=1e-4)
+
+
+def test_rome_update_leaves_c_orthogonal_keys_alone():
+    C = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
+    W = torch.zeros(2, 3, dtype=torch.float64)
+    k = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    upd = rome_update(W, k, torch.tensor([1.0, 2.0], dtype=torch.float64), C)
+    # u = C^-1 k = e1, so keys with no e1 component are untouched; by hand Δ = [[1,0,0],[2,0,0]]
+    assert torch.allclose(upd, torch.tensor([[1.0, 0, 0], [2.0, 0, 0]], dtype=torch.float64))
+
+
+def test_memit_solve_equals_direct_float64_computation():
+    g = torch.Generator().manual_seed(0)
+    R = torch.randn(12, 5, generator=g)
+    K = torch.randn(20, 5, generator=g)
+    C = _spd(20, 2)
+    lam = 15.0
+    direct = R.double() @ K.double().T @ torch.linalg.inv(lam * C + K.double() @ K.double().T)
+    got = memit_solve(R, K, C, lam)
+    assert got.dtype == torch.float64
+    assert torch.allclose(got, direct, atol=1e-10)
+
+
+def test_null_space_projection_keeps_small_singular_directions():
+    U, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
+    C = U @ torch.diag(torch.tensor([5.0, 3.0, 1.0, 0.5, 1e-3, 1e-4], dtype=torch.float64)) @ U.T
+    P = null_space_projection(C, 2e-2)
+    assert torch.allclose(P @ P, P, atol=1e-10) and torch.allclose(P, P.T, atol=1e-12)
+    assert round(float(torch.trace(P))) == 2
+    assert torch.allclose(P @ U[:, 4], U[:, 4], atol=1e-10) and float((P @ U[:, 0]).norm()) < 1e-10
+
+
+def test_alphaedit_update_lies_in_the_projected_null_space():
+    g = torch.Generator().manual_seed(4)
+    U, _ = torch.linalg.qr(torch.randn(10, 10, dtype=torch.float64, generator=g))
+    s = torch.tensor([4, 3, 2, 1, 0.5, 0.2, 1e-3, 1e-3, 1e-4, 1e-5], dtype=torch.float64)
+    C = U @ torch.diag(s) @ U.T
+    P = null_space_projection(C, 2e-2)
+    K, R = torch.randn(10, 3, generator=g, dtype=torch.float64), torch.randn(7, 3, generator=g, dtype=torch.float64)
+    Kp = torch.randn(10, 2, generator=g, dtype=torch.float64)
+    delta = alphaedit_solve(R, K, P, Kp @ Kp.T, l2=1.0)
+    assert delta.shape == (7, 10)
+    assert torch.allclose(delta @ P, delta, atol=1e-10)  # Δ = ΔP
+    for i in range(6):  # preserved-knowledge directions are not changed
+        assert float((delta @ U[:, i]).norm()) < 1e-10
+
+
+def test_second_moment_update_by_hand():
+    acc = torch.zeros(2, 2, dtype=torch.float64)
+    second_moment_update(acc, torch.tensor([[1.0, 2.0], [3.0, 0.0]]))
+    assert torch.equal(acc, torch.tensor([[10.0, 2.0], [2.0, 4.0]], dtype=torch.float64))
+
+
+def test_task_vector_skips_integer_buffers_and_negates():
+    pre = {"w": torch.tensor([1.0, 2.0]), "pos": torch.tensor([0, 1])}
+    ft = {"w": torch.tensor([1.5, 1.0]), "pos": torch.tensor([0, 1])}
+    tau = task_vector(pre, ft)
+    assert set(tau) == {"w"} and torch.allclose(tau["w"], torch.tensor([0.5, -1.0]))
+    assert torch.allclose(apply(pre, tau, 2.0)["w"], torch.tensor([2.0, 0.0]))
+    # θ_t − λ(θ_r − θ_t) with λ = 2: [1,2] − 2·[0.5,−1] = [0, 4]
+    assert torch.allclose(negate(pre, ft, 2.0)["w"], torch.tensor([0.0, 4.0]))
+    with pytest.raises(UserError):
+        task_vector(pre, {"w": torch.zeros(3), "pos": pre["pos"]})
+
+
+def test_select_lambda_picks_most_forgetting_within_the_utility_budget():
+    rows = [{"lambda": 1, "forget_perplexity": 2.0, "retain_probability": 0.80},
+            {"lambda": 2, "forget_perplexity": 5.0, "retain_probability": 0.76},
+            {"lambda": 4, "forget_perplexity": 50.0, "retain_probability": 0.50}]
+    assert select_lambda(rows, target_utility=0.8, fraction=0.95)["lambda"] == 2  # 0.76 ≥ 0.95·0.8 = 0.76
+    assert select_lambda(rows, target_utility=0.9, fraction=0.95) is None
+
+
+def test_counterfact_probability_family_by_hand():
+    assert prob_wins([0.1, 2.0, 0.5], [1.0, 1.0, 0.4]) == pytest.approx(1 / 3)
+    assert prob_margin([0.0], [math.log(2)]) == pytest.approx(0.5)
+    assert harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)
+    assert harmonic_mean([1.0, 0.0]) == 0.0
+    # "a b a b": bigrams ab, ba, ab -> H2 = H(2/3, 1/3) = 0.9183 bits; trigrams aba, bab -> H3 = 1 bit
+    h2 = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))
+    assert ngram_entropy("a b a b") == pytest.approx((2 / 3 * h2 + 4 / 3 * 1.0) / 2)
+    assert ngram_entropy("x x x x x x") == 0.0
+
+
+def test_zsre_token_accuracy_family_by_hand():
+    assert token_accuracy([5, 6, 7], [5, 0, 7]) == pytest.approx(2 / 3)
+    assert unchanged_fraction([1, 2, 3, 4], [1, 2, 0, 4]) == pytest.approx(0.75)
+    assert math.isnan(token_accuracy([], []))
+
+
+def test_kl_locality_term_by_hand():
+    z = torch.zeros(1, 2)
+    assert float(kl_base_to_adapted(z, z)) == pytest.approx(0.0)
+    # p_base = (1/2, 1/2), p_new = (0.8, 0.2): KL = 0.5 ln(0.5/0.8) + 0.5 ln(0.5/0.2)
+    new = torch.log(torch.tensor([[0.8, 0.2]]))
+    assert float(kl_base_to_adapted(z, new)) == pytest.approx(0.5 * math.log(0.625) + 0.5 * math.log(2.5), rel=1e-5)
+
+
+def test_requests_check_subject_and_formats():
+    with pytest.raises(UserError, match="does not occur"):
+        EditRequest(prompt="Paris is the capital of", subject="Berlin", target_new="Italy")
+    r = EditRequest(prompt="{} plays the", subject="Ada", target_new="harp")
+    assert r.prompt == "Ada plays the"
+    cf = counterfact_request({"case_id": 1, "prompt": "BMW E23, developed by", "subject": "BMW E23",
+                              "target_new": "Suzuki", "ground_truth": "BMW", "rephrase_prompt": "BMW E23 is made by",
+                              "locality_prompt": "BMW M3 is a product of", "locality_ground_truth": "BMW"})
+    assert cf.target_true == "BMW" and cf.neighbourhood == [("BMW M3 is a product of", "BMW")]
+    z = zsre_request({"subject": "UniFirst", "src": "What is the product made by UniFirst?", "alt": "drones",
+                      "answers": ["uniform"], "rephrase": "What does UniFirst make?", "loc": "nq question: x",
+                      "loc_ans": "y"})
+    assert z.target_new == "drones" and z.target_true == "uniform" and z.rephrase == ["What does UniFirst make?"]
+    assert parse_layers("4-6,8") == [4, 5, 6, 8]
+    with pytest.raises(UserError):
+        parse_layers("a")
+
+
+def test_readers_parse_the_shared_editing_files(shared_data):
+    from llm_forget.editing.requests import read_counterfact, read_requests, read_zsre
+
+    cf_path, zs_path = shared_data / "editing" / "counterfact-edit-1k.json", shared_data / "editing" / "zsre_mend_train-1k.json"
+    if not cf_path.exists() or not zs_path.exists():
+        pytest.skip("editing data absent")
+    cf = read_counterfact(cf_path)
+    zs = read_zsre(zs_path)
+    assert len(cf) == 1000 and all(r.subject in r.prompt and r.target_true and r.neighbourhood for r in cf)
+    assert len(zs) == 998 and all(  # two rows have an empty new answer: skipped
+r.subject in r.prompt and r.rephrase for r in zs)
+    assert read_requests(zs_path, limit=3)[0].prompt == zs[0].prompt
+    with pytest.raises(UserError, match="empty target_new"):
+        read_zsre(zs_path, strict=True)
