@@ -56,10 +56,10 @@ class EditConfig:
     reinforced: str | None = _f(None, "task_vector: fine-tuned model (θ_reinf); built from the forget set if unset")
     forget: str = _f("builtin:forget", "task_vector: forget set (reinforcement and validation)")
     retain: str = _f("builtin:retain", "task_vector: retain set (validation of utility)")
-    lambdas: str = _f("0.5,1,2,4,8,12,16", "task_vector: λ grid")
+    lambdas: str = _f("0.25,0.5,0.75,1,2", "task_vector: λ grid")
     fraction: float = _f(0.95, "task_vector: keep retain probability ≥ fraction × the target's")
     reinforce_epochs: float = _f(5.0, "task_vector: epochs of reinforcement on the forget set")
-    reinforce_lr: float = _f(1e-4, "task_vector: learning rate of the reinforcement")
+    reinforce_lr: float = _f(1e-3, "task_vector: learning rate of the reinforcement")
     # misc
     eval: bool = _f(True, "measure both metric families before and after editing")
     fluency_prompts: int = _f(0, "CounterFact fluency: generations on this many edit prompts")
