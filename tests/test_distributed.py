@@ -160,23 +160,28 @@ def test_cached_reference_is_indexed_by_dataset_index(target_path):
 
 def test_grad_diff_two_processes_equal_one_and_sharded_eval_is_exact(target_path, tmp_path):
     """GradDiff, SGD: 2 processes x 4 rows == 1 process x 4 rows x 2 accumulation steps, to 1e-5.
-    The 2-process run also evaluates sharded (eval batch 16: 50 forget rows -> 32 + 18, 400 retain
-    -> 208 + 192); its gathered per-item numbers and its summary must equal a single-process
-    evaluation of the saved weights exactly."""
+    The 2-process run also evaluates sharded (eval batch 16: 50 forget rows -> 32 + 18, 40 retain
+    -> 32 + 8, 20 holdout -> 16 + 4); its gathered per-item numbers and its summary must equal a
+    single-process evaluation of the saved weights exactly."""
     from llm_forget.data.encode import Encoder
     from llm_forget.data.readers import read_rows
     from llm_forget.evaluation.quick import quick_eval
     from llm_forget.models import load_model, load_tokenizer
 
     two, one = tmp_path / "two", tmp_path / "one"
+    sets = {"forget": read_rows("builtin:forget"), "retain": read_rows("builtin:retain")[:40],
+            "holdout": read_rows("builtin:holdout")[:20]}
+    for s in ("retain", "holdout"):  # small evaluation sets keep the test short
+        (tmp_path / f"{s}.json").write_text(json.dumps(sets[s]))
+    small = {"retain": str(tmp_path / "retain.json"), "holdout": str(tmp_path / "holdout.json")}
     launch2("grad_diff", two, 29611, model=target_path, per_device_train_batch_size=4,
-                per_device_eval_batch_size=16, **SGD)
+            per_device_eval_batch_size=16, **small, **SGD)
     names = {x.name for x in two.iterdir()}
     assert {"model", "recipe.yaml", "results.json"} <= names and not any(n.startswith(".") for n in names)
     env = check_env(two, 2, 8)
     assert env["seed"] == 0
     single("grad_diff", one, model=target_path, per_device_train_batch_size="4", gradient_accumulation_steps="2",
-           eval_suite="none", **SGD)
+           eval_suite="none", **small, **SGD)
     a, b, start = weights(two / "model"), weights(one / "model"), weights(Path(target_path))
     assert max_diff(a, start) > 1e-3  # training moved the weights
     assert max_diff(a, b) <= 1e-5
@@ -185,7 +190,6 @@ def test_grad_diff_two_processes_equal_one_and_sharded_eval_is_exact(target_path
     tok = load_tokenizer(str(two / "model"))
     model = load_model(str(two / "model"), "float32")
     enc = Encoder(tok, "Question: {question}\nAnswer:", False, 256, "truncate")
-    sets = {s: read_rows(f"builtin:{s}") for s in ("forget", "retain", "holdout")}
     with torch.no_grad():
         ref = quick_eval(model, enc, sets, 16)
     for s in sets:
