@@ -176,3 +176,19 @@ r.subject in r.prompt and r.rephrase for r in zs)
     assert read_requests(zs_path, limit=3)[0].prompt == zs[0].prompt
     with pytest.raises(UserError, match="empty target_new"):
         read_zsre(zs_path, strict=True)
+
+
+def test_edit_cli_options_and_one_line_errors(tmp_path, capsys):
+    from llm_forget.cli import main
+
+    assert main(["edit", "--options"]) == 0
+    assert "--mom2_weight" in capsys.readouterr().out
+    assert main(["edit", "memit", "--method", "memmit", "--output_dir", str(tmp_path / "x")]) == 2
+    assert "did you mean 'memit'" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"prompt": "Paris is the capital of", "subject": "Berlin", "target_new": "Italy"}]')
+    from llm_forget.editing.requests import read_counterfact
+
+    with pytest.raises(UserError, match="does not occur"):
+        read_counterfact(bad, strict=True)
+    assert read_counterfact(tmp_path / "bad.json") == []
