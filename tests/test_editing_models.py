@@ -102,7 +102,8 @@ def test_locate_then_edit_changes_the_tiny_target_answer(tiny_fact, method, laye
 
     model, tok, req, old = tiny_fact
     cfg = EditConfig(method=method, output_dir="-", requests="-", layers=layers, corpus="builtin:train",
-                     n_tokens=3000, seq_len=128, n_key_prefixes=0, n_value_prefixes=0, mom2_weight=1.0)
+                     n_tokens=2000, seq_len=128, n_key_prefixes=0, n_value_prefixes=0, mom2_weight=1.0,
+                     v_steps=12)
     _, res, timings = apply_edits(model, tok, [req], cfg, progress=False)
     try:
         assert _greedy(model, tok, req.prompt) == req.target_new  # was `old`
@@ -120,12 +121,12 @@ def test_alphaedit_sequential_updates_stay_in_the_null_space(tiny_fact):
 
     model, tok, req, _ = tiny_fact
     arch = arch_for(model)
-    Cs = second_moments(model, tok, [1, 2], "builtin:train", n_tokens=3000, seq_len=128)
+    Cs = second_moments(model, tok, [1, 2], "builtin:train", n_tokens=2000, seq_len=128)
     state = AlphaEditState.from_moments(Cs, 2e-2)
     w0 = {l: get_mlp_out(model, l, arch).weight.detach().clone() for l in (1, 2)}
     req2 = EditRequest(prompt=req.prompt, subject=req.subject, target_new="Riga" if req.target_new != "Riga" else "Oslo")
     res = alphaedit_edit(model, tok, [req, req2], [1, 2], state, [""], [""], arch,
-                         ValueConfig(steps=10, n_prefixes=0), batch_size=1, progress=False)
+                         ValueConfig(steps=8, n_prefixes=0), batch_size=1, progress=False)
     try:
         assert set(state.KpKp) == {1, 2}  # keys of the first edit were kept for the second
         for l in (1, 2):
@@ -135,3 +136,29 @@ def test_alphaedit_sequential_updates_stay_in_the_null_space(tiny_fact):
             assert float((dW - dW @ P).norm()) < 1e-5 * float(dW.norm()) + 1e-6
     finally:
         res.restore()
+
+
+def test_lora_edit_changes_the_answer_and_the_base_is_untouched(tiny_fact):
+    import copy
+
+    from llm_forget.editing.lora_edit import LoraEditConfig, lora_edit
+
+    model, tok, req, old = tiny_fact
+    base = copy.deepcopy(model)
+    req.neighbourhood = [("Question: Where was Ada Brask born?\nAnswer:", "Oslo")]
+    peft_model = lora_edit(base, tok, [req], LoraEditConfig(r=4, steps=25, lr=1e-2, layers=[1, 2]), progress=False)
+    req.neighbourhood = []
+    assert _greedy(peft_model, tok, req.prompt) == req.target_new
+    with peft_model.disable_adapter():
+        assert _greedy(peft_model, tok, req.prompt) == old
+
+
+def test_layer_sweep_reports_each_layer(tiny_fact):
+    from llm_forget.editing.run import layer_sweep
+
+    model, tok, req, old = tiny_fact
+    rows = layer_sweep(model, tok, [req], [1, 2], "builtin:train", n_tokens=2000, seq_len=128, n_key_prefixes=0,
+                       n_value_prefixes=0, v_steps=12)
+    assert [r["layer"] for r in rows] == [1, 2]
+    assert rows[1]["efficacy_score"] == 1.0 and rows[1]["reliability"] == 1.0
+    assert _greedy(model, tok, req.prompt) == old  # each layer's edit was undone
