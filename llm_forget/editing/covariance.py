@@ -55,13 +55,13 @@ def corpus_text(corpus: str) -> tuple[str, str]:
 def _path(model_id: str, layer: int, corpus_hash: str, n: int, dtype: str) -> Path:
     from ..zoo import cache_dir
 
-    return cache_dir() / "stats" / model_id / f"layer{layer}-corpus{corpus_hash}-n{n}-{dtype}.safetensors"
+    return cache_dir() / "stats" / model_id / f"v2-layer{layer}-corpus{corpus_hash}-n{n}-{dtype}.safetensors"
 
 
 def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000, seq_len: int = 256,
                    batch_size: int = 4, arch=None, cache: bool = True, dtype: str = "float64") -> dict[int, torch.Tensor]:
     """C_l = E[k kᵀ] (d_in × d_in, float64) for each layer l, from the first `n_tokens` tokens of
-    `corpus` cut into `seq_len`-token sequences. Cached on disk (see module docstring)."""
+    `corpus` cut into `seq_len`-token sequences (led by the bos token when the tokenizer adds one; its key is not counted). Cached on disk (see module docstring)."""
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
@@ -80,11 +80,16 @@ def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000,
             todo.append(layer)
     if not todo:
         return out
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    head = text[: n_tokens * 16]  # tokenise only what is needed (a token is rarely > 16 characters)
+    ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+    if len(ids) < n_tokens and len(head) < len(text):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) < n_tokens:
         logger.warning("corpus %s has %d tokens, fewer than n_tokens=%d; using all", corpus, len(ids), n_tokens)
     ids = torch.tensor(ids[:n_tokens])
     bos = tokenizer.bos_token_id
+    if bos is not None and list(tokenizer("a")["input_ids"][:1]) != [bos]:
+        bos = None  # start sequences as the tokenizer does: with bos only if it adds one itself
     chunks = list(ids.split(seq_len - (bos is not None)))  # with the bos token, seq_len in all
     modules = {layer: get_mlp_out(model, layer, arch) for layer in todo}
     device = next(model.parameters()).device
@@ -108,6 +113,8 @@ def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000,
                 except StopForward:
                     pass
             m = mask.bool().to(device)
+            if bos is not None:
+                m[:, 0] = False  # the sequence-start token is not text (and its key is an outlier)
             for layer in todo:
                 k = got[layer][m].to("cpu")
                 if acc[layer] is None:
