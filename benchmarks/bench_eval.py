@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/bench_eval.py [--smol-rows 6] [--tofu-smol-limit 8] [--threads 1] [--skip-smol]
 
-1. Token metrics (probability/perplexity, exact memorization, extraction strength, Min-K%, Min-K%++,
-   zlib, truth-ratio variants) on the same model and data, computed
-   a) one forward pass per metric (fixed batches, full logits: how the reference suites do it),
+1. Token metrics (probability/perplexity, exact memorization, extraction strength, LOSS, zlib,
+   Min-K% 20/40, Min-K%++ 20/40, truth ratio, normalised probability) on the same model and data:
+   a) one forward pass per metric (fixed batches, full logits: how the reference suites do it;
+      11 passes: 9 over the answers, truth ratio over correct + perturbed answers, normalised
+      probability over answers + perturbed answers),
    b) one pass for all metrics, same batching and full logits (the design alone),
    c) llm_forget's `score_sequences` (one pass, length-sorted batches, logits only at answer positions).
    Median of 3 runs each; examples/s counts answer rows (each with its paraphrase/perturbed variants).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
@@ -37,12 +40,10 @@ def sequences(tok, rows, correct="paraphrased_answer"):
 
     enc = Encoder(tok, max_length=512)
     ans = [enc.row(r) for r in rows]
-    var = []
-    for r in rows:
-        if correct == "paraphrased_answer" and r.get("paraphrased_answer"):
-            var.append(enc.row(r, "paraphrased_answer"))
-        var += [enc.qa(r["question"], p) for p in r["perturbed_answer"]]
-    return ans, var
+    para = [enc.row(r, "paraphrased_answer") for r in rows
+            if correct == "paraphrased_answer" and r.get("paraphrased_answer")]
+    pert = [enc.qa(r["question"], p) for r in rows for p in r["perturbed_answer"]]
+    return ans, para + pert, {"paraphrased": len(para)}
 
 
 @torch.no_grad()
@@ -61,31 +62,47 @@ def _rows(logits, labels):
         yield logits[i][m], labels[i][m]
 
 
-def per_metric(model, ans, var, pad_id, bs):
-    """One full forward pass per metric, fixed batches (the baseline)."""
+def per_metric(model, ans, var, pad_id, bs, n_var):
+    """One full forward pass per reported metric, fixed batches (how the reference suites compute
+    them): probability, exact memorization, extraction strength, LOSS, zlib, Min-K% 20/40,
+    Min-K%++ 20/40 on the answers; truth ratio on the correct + perturbed answers; normalised
+    probability on the answers + perturbed answers."""
     from llm_forget.evaluation.scoring import extraction_strength, min_k, vocab_moments
 
     def logp_of(lg, y):
         return torch.log_softmax(lg, -1).gather(1, y[:, None]).squeeze(1)
 
-    metrics = {
+    def zpp(lg, y, k):
+        mu, sd = vocab_moments(lg)
+        return min_k((logp_of(lg, y) - mu) / sd, k)
+
+    answer_metrics = {
         "probability": lambda lg, y: float(logp_of(lg, y).mean().neg().exp()),
         "exact_memorization": lambda lg, y: float((lg.argmax(-1) == y).float().mean()),
         "extraction_strength": lambda lg, y: extraction_strength(lg.argmax(-1) == y),
-        "mink": lambda lg, y: [min_k(logp_of(lg, y), k) for k in (20, 40)],
-        "minkpp": lambda lg, y: [min_k((logp_of(lg, y) - vocab_moments(lg)[0]) / vocab_moments(lg)[1], k)
-                                 for k in (20, 40)],
-        "zlib_loss": lambda lg, y: float(-logp_of(lg, y).mean()),
+        "loss": lambda lg, y: float(logp_of(lg, y).mean()),
+        "zlib": lambda lg, y: float(logp_of(lg, y).mean()),
+        "mink_20": lambda lg, y: min_k(logp_of(lg, y), 20),
+        "mink_40": lambda lg, y: min_k(logp_of(lg, y), 40),
+        "minkpp_20": lambda lg, y: zpp(lg, y, 20),
+        "minkpp_40": lambda lg, y: zpp(lg, y, 40),
     }
+    nll = lambda lg, y: float(-logp_of(lg, y).mean())  # noqa: E731
     out = {}
-    for name, fn in metrics.items():
+    for name, fn in answer_metrics.items():
         out[name] = [fn(lg, y) for logits, labels in _passes(model, ans, pad_id, bs) for lg, y in _rows(logits, labels)]
-    out["truth_ratio_nll"] = [float(-logp_of(lg, y).mean()) for logits, labels in _passes(model, var, pad_id, bs)
-                              for lg, y in _rows(logits, labels)]
+    # truth ratio: correct (paraphrase, or the answer when there is none) + perturbed; normalised
+    # probability: answer + perturbed. `var` holds the paraphrases (if any) then perturbed answers.
+    tr_seqs = var if n_var["paraphrased"] else ans + var
+    out["truth_ratio"] = [nll(lg, y) for logits, labels in _passes(model, tr_seqs, pad_id, bs)
+                          for lg, y in _rows(logits, labels)]
+    pert = var[n_var["paraphrased"]:]
+    out["normalised_probability"] = [nll(lg, y) for logits, labels in _passes(model, ans + pert, pad_id, bs)
+                                     for lg, y in _rows(logits, labels)]
     return out
 
 
-def one_pass_plain(model, ans, var, pad_id, bs):
+def one_pass_plain(model, ans, var, pad_id, bs, n_var=None):
     from llm_forget.evaluation.scoring import row_metrics
 
     seqs, full = ans + var, [True] * len(ans) + [False] * len(var)
@@ -97,7 +114,7 @@ def one_pass_plain(model, ans, var, pad_id, bs):
     return out
 
 
-def ours(model, ans, var, pad_id, bs):
+def ours(model, ans, var, pad_id, bs, n_var=None):
     from llm_forget.evaluation.scoring import score_sequences
 
     return score_sequences(model, ans + var, pad_id, bs, full=[True] * len(ans) + [False] * len(var))
@@ -116,7 +133,7 @@ def bench_token(name, path, rows, bs, reps, correct):
     from llm_forget.models import load_model, load_tokenizer
 
     model, tok = load_model(path), load_tokenizer(path)
-    ans, var = sequences(tok, rows, correct)
+    ans, var, n_var = sequences(tok, rows, correct)
     n_tok = sum(len(s["input_ids"]) for s in ans + var)
     res = {"model": name, "rows": len(rows), "sequences": len(ans) + len(var), "tokens": n_tok, "batch_size": bs}
     # the three must agree on the numbers
@@ -124,7 +141,7 @@ def bench_token(name, path, rows, bs, reps, correct):
     b = ours(model, ans, var, tok.pad_token_id, bs)
     res["max_abs_diff_nll"] = max(abs(x["nll"] - y["nll"]) for x, y in zip(a, b))
     for key, fn in (("per_metric", per_metric), ("one_pass_plain", one_pass_plain), ("single_pass", ours)):
-        med, ts = timed(lambda fn=fn: fn(model, ans, var, tok.pad_token_id, bs), reps)
+        med, ts = timed(lambda fn=fn: fn(model, ans, var, tok.pad_token_id, bs, n_var), reps)
         res[key] = {"median_s": med, "runs_s": ts, "examples_per_s": len(rows) / med}
         print(f"  {name} {key}: {med:.2f}s (runs {', '.join(f'{t:.2f}' for t in ts)})", flush=True)
     res["speedup_vs_per_metric"] = res["per_metric"]["median_s"] / res["single_pass"]["median_s"]
@@ -144,7 +161,9 @@ def bench_tofu(name, path, limit, bs):
     groups = {}
     for g, v in res["groups"].items():
         ds = g.split(":", 1)[1] if ":" in g else None
-        scale = full_rows[ds] / res["summary"][f"{ds}_n"] if ds and f"{ds}_n" in res["summary"] else 1.0
+        # batches in the full run / batches in the sample (decoding cost is per batch step on CPU)
+        n = res["summary"].get(f"{ds}_n") if ds else None
+        scale = math.ceil(full_rows[ds] / bs) / math.ceil(n / bs) if n else 1.0
         groups[g] = {"seconds": v["seconds"], "scale": scale}
         est += v["seconds"] * scale
     overhead = wall - sum(v["seconds"] for v in res["groups"].values())  # loading, hashing
@@ -160,9 +179,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--smol-rows", type=int, default=6, help="TOFU forget01 rows for the SmolLM2 token benchmark")
-    ap.add_argument("--tofu-smol-limit", type=int, default=8, help="rows per dataset for the SmolLM2 tofu sample")
+    ap.add_argument("--smol-rows", type=int, default=4, help="TOFU forget01 rows for the SmolLM2 token benchmark")
+    ap.add_argument("--tofu-smol-limit", type=int, default=32, help="rows per dataset for the SmolLM2 tofu sample")
     ap.add_argument("--skip-smol", action="store_true")
+    ap.add_argument("--smol-batch", type=int, default=32, help="batch size of the SmolLM2 tofu sample")
+    ap.add_argument("--only-tofu-smol", action="store_true", help="rerun only the SmolLM2 tofu sample, "
+                    "replacing it in an existing --out file")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_eval.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -171,6 +193,16 @@ def main():
 
     env = {"threads": args.threads, "loadavg_start": os.getloadavg(), "cpu_count": os.cpu_count(),
            "torch": torch.__version__}
+    if args.only_tofu_smol:
+        out = json.loads(Path(args.out).read_text())
+        out["tofu"] = [t for t in out["tofu"] if t["model"] != "smollm2-135m"]
+        r = bench_tofu("smollm2-135m", str(zoo.get("smollm2-135m")), args.tofu_smol_limit, args.smol_batch)
+        r["loadavg"] = [env["loadavg_start"], os.getloadavg()]
+        out["tofu"].append(r)
+        Path(args.out).write_text(json.dumps(out, indent=2))
+        print(f"smollm2 tofu sample ({args.tofu_smol_limit} rows/dataset, batch {args.smol_batch}): "
+              f"{r['wall_s']:.1f}s -> est {r['estimated_full_s']:.0f}s; load {r['loadavg']}")
+        return
     out = {"environment": env, "token": [], "tofu": []}
     rows = read_rows("builtin:all")
     out["token"].append(bench_token("tiny-target", str(zoo.get("tiny-target")), rows, 32, args.reps, "answer"))
@@ -182,7 +214,8 @@ def main():
         out["tofu"].append(bench_tofu("tiny (untrained)", str(zoo.get("tiny")), None, 32))
         print(f"  tofu tiny: {out['tofu'][-1]['wall_s']:.1f}s", flush=True)
         if not args.skip_smol:
-            out["tofu"].append(bench_tofu("smollm2-135m", str(zoo.get("smollm2-135m")), args.tofu_smol_limit, 8))
+            out["tofu"].append(bench_tofu("smollm2-135m", str(zoo.get("smollm2-135m")), args.tofu_smol_limit,
+                                          args.smol_batch))
             print(f"  tofu smollm2 sample: {out['tofu'][-1]['wall_s']:.1f}s -> est "
                   f"{out['tofu'][-1]['estimated_full_s']:.0f}s", flush=True)
     env["loadavg_end"] = os.getloadavg()

@@ -164,8 +164,13 @@ class Evaluator:
         self.batch_size, self.retain, self.retrained, self.reference = batch_size, retain, retrained, reference
         self.variables, self.progress, self.save = variables or {}, progress, save or (lambda: None)
         self.m = cfg["metrics"]
+        max_length = int(cfg.get("max_length", 256))
+        self.max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if self.max_pos and self.max_pos < max_length:
+            logger.info("eval: max_length %d capped at the model's %d positions", max_length, self.max_pos)
+            max_length = self.max_pos
         self.enc = Encoder(tokenizer, cfg.get("prompt_template", "Question: {question}\nAnswer:"),
-                           bool(cfg.get("chat_template", False)), int(cfg.get("max_length", 256)))
+                           bool(cfg.get("chat_template", False)), max_length)
         from ..data.readers import row_hash
 
         for name, r in rows.items():
@@ -269,6 +274,10 @@ class Evaluator:
         with self._bar(len(seqs), f"score {s}") as bar:
             scored = score_sequences(self.model, seqs, self.tok.pad_token_id, self.batch_size, spec["ks"],
                                      spec["minkpp"], full, bar)
+        if self.enc.truncated:
+            logger.warning("eval: %d sequences of %s were cut at max_length=%d", self.enc.truncated, s,
+                           self.enc.max_length)
+            self.enc.truncated = 0
         for it in items:
             it.pop("nll_perturbed", None)
         for (i, kind, j), sc in zip(owner, scored):
@@ -316,8 +325,11 @@ class Evaluator:
         for r in rows:
             n_ref = len(self.tok(" " + r["answer"].strip(), add_special_tokens=False)["input_ids"])
             caps.append(min(cap, math.ceil(1.5 * n_ref) + 8) if fit else cap)
+        prompts = self._prompts(rows)
+        if self.max_pos:  # never run past the model's positions
+            caps = [max(1, min(c, self.max_pos - len(p))) for c, p in zip(caps, prompts)]
         with self._bar(len(rows), f"generate {s}") as bar:
-            texts = greedy(self.model, self.tok, self._prompts(rows), caps, self.batch_size,
+            texts = greedy(self.model, self.tok, prompts, caps, self.batch_size,
                            gc.get("stop", ()), bar)
         scorer = make_scorer()
         for it, r, t in zip(self._items(s), rows, texts):
@@ -345,8 +357,9 @@ class Evaluator:
                                     f"{k}-token prefix")
                 prompts.append(ids[:k])
                 refs.append(self.tok.decode(ids[k:k + cap], skip_special_tokens=True))
+        caps = [max(1, min(cap, self.max_pos - len(p))) if self.max_pos else cap for p in prompts]
         with self._bar(len(prompts), f"verbmem {s}") as bar:
-            texts = greedy(self.model, self.tok, prompts, [cap] * len(prompts), self.batch_size, (), bar)
+            texts = greedy(self.model, self.tok, prompts, caps, self.batch_size, (), bar)
         scorer = make_scorer()
         for it, t, ref in zip(self._items(s), texts, refs):
             it["verbmem_rougeL_f1"] = rouge_l(t, ref, scorer)[1]
