@@ -73,7 +73,7 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     from .data.readers import read_rows
     from .evaluation.quick import quick_eval
     from .models import load_model, load_tokenizer
-    from .recipes_index import shipped
+    from .recipes_index import unlearning_recipes
 
     out = Path(output)
     prepare_output_dir(out, overwrite, False)
@@ -96,7 +96,7 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
         m = load_model(path)
         ev = quick_eval(m, Encoder(load_tokenizer(path)), sets)
         summary[name] = {**ev["summary"], "wall_seconds": ft_seconds / 2}
-    found = shipped()
+    found = unlearning_recipes()
     for name in recipes or list(found):
         logger.info("demo: running recipe %s", name)
         t = time.perf_counter()

@@ -8,7 +8,15 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 
 
 def shipped() -> dict[str, Path]:
+    """Every shipped recipe (unlearning and editing), by name."""
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def unlearning_recipes() -> dict[str, Path]:
+    """The shipped recipes that `llm-forget unlearn` runs (one per unlearning method)."""
+    from .methods import METHODS
+
+    return {k: v for k, v in shipped().items() if k in METHODS}
 
 
 def resolve_recipe(name_or_path: str) -> Path:
