@@ -196,6 +196,15 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         if ref_kind == "cached":  # after the Trainer placed the model on its device; same on every rank
             reference.cache_forget_logps(trainer.model, ds, collate, cfg.per_device_eval_batch_size)
     _log_to_logger(trainer)
+    selector = None
+    if cfg.retain_budget is not None:
+        from .selection import RetainBudgetSelector
+
+        step = max(1, len(retain_enc) // cfg.select_rows)
+        selector = RetainBudgetSelector(forget_enc[: cfg.select_rows], retain_enc[::step][: cfg.select_rows],
+                                        tok.pad_token_id, cfg.retain_budget, cfg.select_every, cfg.select_patience,
+                                        cfg.per_device_eval_batch_size)
+        trainer.add_callback(selector)
     resume_from = get_last_checkpoint(str(out)) if cfg.resume else None
     if cfg.resume and resume_from is None:
         logger.warning("no checkpoint in %s; starting from the beginning", out)
@@ -238,6 +247,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                "counts": {"forget": len(forget_rows), "retain": len(retain_rows or []),
                           "holdout": len(holdout_rows or []), "truncated": encoder.truncated},
                "steps": trainer.state.global_step}
+    if selector is not None:
+        results["selection"] = selector.summary()
     if ev is not None:
         results["summary"] = ev["summary"]
         results["per_item"] = ev["per_item"]

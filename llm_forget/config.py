@@ -48,6 +48,12 @@ class UnlearnConfig(TrainingArguments):
     idk: str | None = _f(None, "idk_po: refusal answers (data spec), default builtin:refusals")
     reference: str = _f("auto", "reference model: auto, copy (frozen copy), adapter (LoRA disabled), cached "
                                 "(forget log-probs computed once up front)")
+    # checkpoint selection (llm_forget/selection.py)
+    retain_budget: float | None = _f(None, "keep the most-forgetting state whose retain perplexity is at most "
+                                           "(1 + retain_budget) x the start; stop early past it (e.g. 0.2)")
+    select_every: int = _f(5, "with retain_budget: measure forget/retain perplexity every N steps")
+    select_patience: int = _f(3, "with retain_budget: stop after N measurements over budget in a row")
+    select_rows: int = _f(100, "with retain_budget: rows of each set used for the measurements")
     # data encoding
     prompt_template: str = _f("Question: {question}\nAnswer:", "prompt for question/answer rows")
     chat_template: bool = _f(False, "wrap questions in the tokenizer's chat template")
@@ -195,6 +201,10 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.reference in ("auto", "copy", "adapter", "cached"), "reference must be auto, copy, adapter or cached"),
         (cfg.overlong in ("truncate", "error"), "overlong must be truncate or error"),
         (cfg.lora_r >= 0, "lora_r must be >= 0"),
+        (cfg.retain_budget is None or cfg.retain_budget >= 0, "retain_budget must be >= 0"),
+        (cfg.retain_budget is None or bool(cfg.retain) and cfg.retain.lower() != "none",
+         "retain_budget needs a retain set"),
+        (cfg.select_every > 0 and cfg.select_rows > 0, "select_every and select_rows must be > 0"),
         (cfg.reference != "adapter" or cfg.lora_r > 0, "reference: adapter needs lora_r > 0"),
     ]
     for ok, msg in checks:
