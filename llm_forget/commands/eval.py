@@ -16,6 +16,8 @@ def add_parser(sub):
     p.add_argument("--limit", type=int, default=None, help="only the first N rows of every dataset")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (on a CPU shared with other jobs, 1 is often fastest)")
     p.add_argument("--chat-template", action="store_true", default=None,
                    help="wrap questions in the tokenizer's chat template (instruct models)")
     p.add_argument("--require-auc-below", type=float, default=None, metavar="X",
@@ -43,6 +45,12 @@ def run(args):
         variables[k.strip()] = v
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     res = evaluate(args.model, args.suite, retain_model=args.retain_model, reference_model=args.reference_model,
                    output=args.output, overwrite=args.overwrite, batch_size=args.batch_size, data_dir=args.data_dir,
                    variables=variables, limit=args.limit, dtype=args.dtype, device=args.device,
