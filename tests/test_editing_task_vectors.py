@@ -1,8 +1,8 @@
 """Task-vector negation on the built-in benchmark with tiny-target, through `llm_forget.edit`.
 
-Measured here (tiny-target, θ_reinf = 5 epochs at lr 1e-3 on the forget set, 2 CPU threads):
-λ = 0.5: forget perplexity 1.114 -> 2.24 (2.0x), retain 1.119 -> 1.38 (1.23x);
-λ = 1:   forget 4.69 (4.2x), retain 2.71 (2.4x). The issue's bar (forget ≥ 3x with retain ≤ 1.5x)
+Measured here (tiny-target, θ_reinf = 5 epochs at lr 1e-3 on the forget set; `llm-forget edit
+task_vector`): forget / retain perplexity 1.130 / 1.129 at λ = 0; λ = 0.5: 2.11 (1.87x) / 1.41
+(1.25x); λ = 0.75: 3.00 (2.65x) / 1.82 (1.61x); λ = 1: 4.65 (4.1x) / 2.41 (2.1x). The issue's bar (forget ≥ 3x with retain ≤ 1.5x)
 is NOT reached by plain negation on this model: forgetting and retain damage grow together.
 The test pins what negation does achieve: forget perplexity rises clearly faster than retain.
 """
@@ -23,8 +23,9 @@ def test_task_vector_negation_forgets_faster_than_it_damages_retain(target_path,
     base, half = rows[0.0], rows[0.5]
     forget_x = half["forget_perplexity"] / base["forget_perplexity"]
     retain_x = half["retain_perplexity"] / base["retain_perplexity"]
-    assert forget_x >= 1.8, forget_x
-    assert retain_x <= 1.3, retain_x
+    assert forget_x >= 1.6, forget_x
+    assert retain_x <= 1.35, retain_x
+    assert forget_x - 1 >= 2 * (retain_x - 1)  # forgetting grows at least twice as fast
     assert rows[1.0]["forget_perplexity"] / base["forget_perplexity"] >= 3.0
     # the chosen λ keeps retain probability ≥ 0.8 x the target's, and its model and τ are saved
     chosen = run.metrics["sweep"]["chosen"]
