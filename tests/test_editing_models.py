@@ -33,7 +33,7 @@ def test_gpt2_conv1d_rome_through_the_api(tmp_path, tiny_path):
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     import llm_forget
-    from llm_forget.editing.locate import compute_keys
+    from llm_forget.editing.locate import compute_keys, context_prefixes
     from llm_forget.editing.requests import EditRequest
     from llm_forget.models import arch_for
 
@@ -49,9 +49,9 @@ def test_gpt2_conv1d_rome_through_the_api(tmp_path, tiny_path):
            "locality_prompt": "Question: Where was Cora Dunmore born?\nAnswer:", "locality_ground_truth": "Oslo"}
     req_file = tmp_path / "cf.json"
     req_file.write_text(json.dumps([row]))
-    run = llm_forget.edit(dict(method="rome", model=str(mdir), requests=str(req_file), corpus="builtin:train",
-                               n_tokens=1500, seq_len=128, layers="1", v_steps=5, n_key_prefixes=2,
-                               n_value_prefixes=1, prefix_length=4, output_dir=str(tmp_path / "run")))
+    llm_forget.edit(dict(method="rome", model=str(mdir), requests=str(req_file), corpus="builtin:train",
+                         n_tokens=1500, seq_len=128, layers="1", v_steps=5, n_key_prefixes=2,
+                         n_value_prefixes=1, prefix_length=4, output_dir=str(tmp_path / "run")))
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(res["post"]) >= {"counterfact", "zsre"} and "neighbourhood_score" in res["pre"]["counterfact"]
     before, after = load_file(str(mdir / "model.safetensors")), load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
@@ -59,14 +59,12 @@ def test_gpt2_conv1d_rome_through_the_api(tmp_path, tiny_path):
     assert changed == ["transformer.h.1.mlp.c_proj.weight"]
     # Conv1D stores W transposed: ΔW (out x in) = (after - before).T
     dW = (after[changed[0]] - before[changed[0]]).T.double()
-    arch = arch_for(model)
-    prefixes = run.model and None  # the run used its own sampled prefixes: recompute k* with the same ones
-    from llm_forget.editing.locate import context_prefixes
-
-    torch.manual_seed(0)
+    # k* with the same seeded prefixes the run sampled (keys at layer 1 are inputs of the edited
+    # projection, so the edit does not change them)
     prefixes = context_prefixes(model, tok, 2, 4, seed=0)
-    k = compute_keys(model, tok, [EditRequest(**{"prompt": row["prompt"], "subject": row["subject"],
-                                                  "target_new": "Lisbon"})], [1], prefixes, arch)[1][0]
+    req = EditRequest(prompt=row["prompt"], subject=row["subject"], target_new="Lisbon")
+    k = compute_keys(model, tok, [req], [1], prefixes, arch_for(model))[1][0]
+    assert res["log"][0]["delta_norm"] > 0
     assert float((dW @ k.double()).norm()) == pytest.approx(res["log"][0]["delta_norm"], rel=1e-3)
 
 

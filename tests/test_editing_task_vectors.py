@@ -9,8 +9,6 @@ The test pins what negation does achieve: forget perplexity rises clearly faster
 
 import json
 
-import pytest
-
 
 def test_task_vector_negation_forgets_faster_than_it_damages_retain(target_path, tmp_path):
     import llm_forget

@@ -60,16 +60,16 @@ def arch_overrides(cfg: EditConfig) -> dict:
     return {k: v for k, v in o.items() if v is not None}
 
 
-def evaluate_edits(model, tok, requests) -> dict:
+def evaluate_edits(model, tok, requests, pre_locality=None) -> dict:
     """Both families: CounterFact probability metrics (needs target_true) and zsRE token accuracy
-    (without locality, which needs the pre-edit argmax: see apply_edits)."""
+    (locality only with `pre_locality`, the unedited model's argmax from `locality_argmax`)."""
     from .metrics_counterfact import counterfact_metrics
     from .metrics_zsre import zsre_metrics
 
     out = {}
     if any(r.target_true for r in requests):
         out["counterfact"] = counterfact_metrics(model, tok, requests)["summary"]
-    out["zsre"] = zsre_metrics(model, tok, requests)["summary"]
+    out["zsre"] = zsre_metrics(model, tok, requests, pre_locality)["summary"]
     return out
 
 
@@ -152,7 +152,7 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
     if cfg.dtype in ("float16", "fp16", "bfloat16", "bf16"):
         logger.warning("editing in %s: statistics and solves still run in fp32/fp64", cfg.dtype)
     results = {"method": cfg.method, "model": cfg.model, "n_requests": len(requests)}
-    from .metrics_zsre import locality_argmax, zsre_metrics
+    from .metrics_zsre import locality_argmax
 
     with torch.no_grad():
         pre_loc = locality_argmax(model, tok, requests) if cfg.eval else None
@@ -160,8 +160,7 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
     model, res, timings = apply_edits(model, tok, requests, cfg)
     if cfg.eval:
         with torch.no_grad():
-            post = evaluate_edits(model, tok, requests)
-            post["zsre"] = zsre_metrics(model, tok, requests, pre_loc)["summary"]
+            post = evaluate_edits(model, tok, requests, pre_loc)
             if cfg.fluency_prompts:
                 from .metrics_counterfact import fluency
 
