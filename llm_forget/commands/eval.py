@@ -7,6 +7,8 @@ def add_parser(sub):
     p.add_argument("--retain-model", default=None,
                    help="model trained without the forget set (folder/zoo name), or its results.json")
     p.add_argument("--reference-model", default=None, help="model for the reference membership attack")
+    p.add_argument("--target-model", default=None,
+                   help="with --suite robustness: the model before unlearning, that attacks recover towards")
     p.add_argument("--data-dir", default=None, help="value of {data_dir} in the suite (e.g. ../shared/data/tofu)")
     p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
                    help="other suite variables, e.g. forget_split=forget05 or text_file=PATH (repeatable)")
@@ -51,6 +53,12 @@ def run(args):
         import torch
 
         torch.set_num_threads(args.threads)
+    from ..evaluation.robustness import is_attack_suite
+
+    if is_attack_suite(args.suite) or args.target_model:  # robustness attacks: llm_forget/evaluation/robustness.py
+        from ..evaluation.robustness import run_cli
+
+        return run_cli(args, variables)
     res = evaluate(args.model, args.suite, retain_model=args.retain_model, reference_model=args.reference_model,
                    output=args.output, overwrite=args.overwrite, batch_size=args.batch_size, data_dir=args.data_dir,
                    variables=variables, limit=args.limit, dtype=args.dtype, device=args.device,
