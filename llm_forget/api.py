@@ -39,6 +39,20 @@ def prepare_output_dir(out: Path, overwrite: bool, resume: bool, model_path: str
     out.mkdir(parents=True, exist_ok=True)
 
 
+def last_complete_checkpoint(out: Path) -> str | None:
+    """The latest OUT/checkpoint-N that was written to the end (trainer_state.json is saved last);
+    a checkpoint cut short by a crash is skipped, with a warning."""
+    import re
+
+    found = sorted((int(m.group(1)), p) for p in Path(out).glob("checkpoint-*")
+                   if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name)))
+    for step, p in reversed(found):
+        if (p / "trainer_state.json").exists():
+            return str(p)
+        logger.warning("checkpoint %s is incomplete (the run stopped while writing it); skipping it", p.name)
+    return None
+
+
 def choose_reference(requested: str, needs: set[str], lora: bool) -> str:
     """none when the method needs no reference; `cached` when it needs only forget log-probs;
     the adapter-disabled base under LoRA; otherwise a frozen copy. Explicit choices are checked."""
@@ -116,12 +130,11 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     `overrides` replace recipe keys. Writes OUTPUT_DIR/{model/, recipe.yaml, results.json}."""
     import torch
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from . import io
     from .data.encode import Encoder
     from .data.readers import overlap, read_rows
-    from .models import load_model, load_tokenizer, resolve_model_path
+    from .models import check_model, load_model, load_tokenizer, resolve_model_path
     from .trainer import Collator, Reference, TrainingDiverged, UnlearnDataset, UnlearnTrainer
 
     if isinstance(config, UnlearnConfig):
@@ -150,6 +163,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
             raise UserError(f"{n} of {len(forget_rows)} forget rows also occur in the retain set; "
                             "remove them or pass --allow_overlap")
     method = method_from_config(cfg)
+    check_model(model_path, cfg.trust_remote_code, cfg.allow_pickle)
     tok = load_tokenizer(model_path, cfg.trust_remote_code)
     encoder = Encoder(tok, cfg.prompt_template, cfg.chat_template, cfg.max_length, cfg.overlong)
     forget_enc = [encoder.row(r) for r in forget_rows]
@@ -205,7 +219,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                                         tok.pad_token_id, cfg.retain_budget, cfg.select_every, cfg.select_patience,
                                         cfg.per_device_eval_batch_size)
         trainer.add_callback(selector)
-    resume_from = get_last_checkpoint(str(out)) if cfg.resume else None
+    resume_from = last_complete_checkpoint(out) if cfg.resume else None
     if cfg.resume and resume_from is None:
         logger.warning("no checkpoint in %s; starting from the beginning", out)
     t0 = time.perf_counter()

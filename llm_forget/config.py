@@ -147,17 +147,21 @@ def _to_argv(d: dict) -> list[str]:
             argv += [f"--{k}", *map(str, v)]
         elif isinstance(v, dict):
             argv += [f"--{k}", json.dumps(v)]
-        else:
-            argv += [f"--{k}", str(v)]
+        else:  # --key=value: a value such as -1e-4 is not mistaken for an option
+            argv += [f"--{k}={v}"]
     return argv
 
 
 def build_config(cls, values: dict):
     """Validate keys against `cls` and build it through HfArgumentParser (types converted)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
     for k in values:
         if k not in names:
             raise UserError(f"unknown option {k!r}{closest(k, names)}")
+    # `--key none` unsets an option whose default is None (e.g. a recipe's retain_budget)
+    values = {k: v for k, v in values.items()
+              if not (isinstance(v, str) and v.lower() in ("none", "null") and fields[k].default is None)}
     parser = _Parser(cls)
     try:
         (cfg,) = parser.parse_args_into_dataclasses(args=_to_argv(values), look_for_args_file=False)

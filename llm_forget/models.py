@@ -126,6 +126,30 @@ def _check_weights(path: str, allow_pickle: bool) -> None:
     raise UserError(f"model folder {path} has no weights (*.safetensors)")
 
 
+def check_model(name_or_path: str, trust_remote_code: bool = False, allow_pickle: bool = False) -> None:
+    """Refuse, before anything is written, a folder that load_model would refuse: pickle weights
+    (unless allowed), no weights, an unreadable config, or a model that is not a causal LM."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    path = resolve_model_path(name_or_path)
+    _check_weights(path, allow_pickle)
+    if not Path(path).is_dir() or Path(path, "adapter_config.json").exists():
+        return
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        raise UserError(f"cannot read model config in {path}: {str(e).splitlines()[0]}") from e
+    if getattr(config, "auto_map", None):
+        return  # remote code: its own classes
+    heads = {c for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() for c in ((v,) if isinstance(v, str) else v)}
+    archs = getattr(config, "architectures", None) or []
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (archs and not set(archs) & heads):
+        what = f"{config.model_type}, {'/'.join(archs)}" if archs else config.model_type
+        raise UserError(f"{path} is not a causal language model ({what}); give a folder saved from a "
+                        "...ForCausalLM model")
+
+
 def load_model(name_or_path: str, dtype: str = "auto", trust_remote_code: bool = False,
                allow_pickle: bool = False, device: str | None = None):
     """Load a causal LM. Only safetensors unless `allow_pickle`; no remote code unless asked.
@@ -169,7 +193,11 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path)
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"cannot load a tokenizer from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                        ) from e
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise UserError(f"tokenizer in {path} has neither a pad nor an eos token")

@@ -115,7 +115,7 @@ def zsre_request(row: dict) -> EditRequest:
 def _convert(rows, make, path, strict: bool) -> list[EditRequest]:
     """Rows -> requests. Unless `strict`, rows that cannot be edited (empty new target, subject
     not in the prompt) are skipped and counted in a warning; missing fields always raise."""
-    out, bad = [], []
+    out, bad, first = [], [], None
     for i, row in enumerate(rows):
         try:
             out.append(make(row))
@@ -123,6 +123,9 @@ def _convert(rows, make, path, strict: bool) -> list[EditRequest]:
             if strict or "lacks field" in str(e):
                 raise
             bad.append(i)
+            first = first or str(e)
+    if bad and not out:
+        raise UserError(f"{path}: none of its {len(bad)} rows can be edited; first: {first}")
     if bad:
         logger.warning("%s: skipped %d rows that cannot be edited (row indices %s)", path, len(bad), bad[:10])
     return out

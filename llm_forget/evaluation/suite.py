@@ -85,6 +85,10 @@ def load_suite(suite: str | Path | dict) -> dict:
         u = sorted(unknown)[0]
         raise UserError(f"suite {cfg['name']}: unknown metric group {u!r}{closest(u, GROUP_ORDER)}; "
                         f"known: {', '.join(GROUP_ORDER)}")
+    mia = cfg["metrics"].get("mia")
+    for k in (mia.get("ks") or ()) if isinstance(mia, dict) else ():
+        if not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 < k <= 100:
+            raise UserError(f"suite {cfg['name']}: Min-K% k must be in (0, 100], got {k!r}")
     for name, d in list(cfg["datasets"].items()):
         if isinstance(d, str):
             cfg["datasets"][name] = {"data": d}
