@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 
 import torch
@@ -217,6 +218,17 @@ class UnlearnTrainer(Trainer):
             if k != "loss":
                 self._parts.setdefault(k, []).append(float(v.detach()))
         return (loss, out) if return_outputs else loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """The Trainer's gradient norm (before clipping), checked before the optimizer step: a
+        non-finite norm stops the run while the weights are still those of the last good step."""
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if norm is not None and not math.isfinite(float(norm)):
+            raise TrainingDiverged(
+                f"gradient norm became {float(norm)} at step {self.state.global_step + 1}; lower learning_rate "
+                f"(now {self.args.learning_rate:g}), keep max_grad_norm > 0 or use float32 weights"
+            )
+        return norm
 
     def log(self, logs: dict, *args, **kwargs):
         for k, vals in self._parts.items():

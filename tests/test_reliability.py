@@ -203,3 +203,52 @@ def test_sigkill_then_resume_is_bit_identical(target_path, tmp_path):
     a, b = load_file(str(full / "model" / "model.safetensors")), load_file(str(run / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"killed at step {kill_at}"
     assert json.loads((run / "results.json").read_text())["steps"] == 12
+
+
+def test_infinite_gradient_norm_stops_before_the_step(target_path, tmp_path):
+    """A finite loss with an infinite gradient (fault injected into one weight's gradient at the
+    second step) stops the run naming the step and what to change; the weights are untouched
+    by that step (the optimizer never ran on the bad gradient)."""
+    import torch
+    from transformers import TrainerCallback
+
+    from llm_forget.config import method_from_config, parse_config
+    from llm_forget.data.encode import Encoder
+    from llm_forget.data.readers import read_rows
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.trainer import Collator, Reference, TrainingDiverged, UnlearnDataset, UnlearnTrainer
+
+    cfg = parse_config(None, {"method": "gradient_ascent", "output_dir": str(tmp_path / "o"), "max_steps": 3,
+                              "per_device_train_batch_size": 4, "optim": "sgd", "learning_rate": 1e-3,
+                              "disable_tqdm": True, "save_strategy": "no"})
+    tok, model = load_tokenizer(target_path), load_model(target_path)
+    enc = Encoder(tok, cfg.prompt_template, False, cfg.max_length)
+    rows = [enc.row(r) for r in read_rows("builtin:forget")[:12]]
+    method = method_from_config(cfg)
+    method.setup(model)
+    trainer = UnlearnTrainer(model=model, args=cfg, train_dataset=UnlearnDataset(rows, None), data_collator=Collator(
+        tok.pad_token_id), processing_class=tok, method=method, reference=Reference("none", model))
+    w = model.get_input_embeddings().weight
+    calls = []
+    w.register_hook(lambda g: (calls.append(1), g * float("inf") if len(calls) == 2 else g)[1])
+    snapshot = {}
+
+    class Snap(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            snapshot.update({k: v.clone() for k, v in model.state_dict().items()})
+
+    trainer.add_callback(Snap())
+    with pytest.raises(TrainingDiverged, match=r"gradient norm became (inf|nan) at step 2; lower learning_rate"):
+        trainer.train()
+    assert len(calls) == 2 and snapshot  # one good step ran, the bad one was refused
+    assert all(torch.equal(v, snapshot[k]) and torch.isfinite(v).all() for k, v in model.state_dict().items())
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    """--debug (or LLM_FORGET_DEBUG=1) lets the error propagate with its traceback."""
+    from llm_forget.cli import main
+    from llm_forget.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="recipe missing.yaml does not exist"):
+        main(["--debug", "unlearn", "missing.yaml", "--output_dir", str(tmp_path / "o")])
