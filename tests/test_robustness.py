@@ -114,3 +114,15 @@ def test_suite_runs_via_api_and_cli(ga_model, target_path, retain_path, tmp_path
     assert "Plum" not in (tmp_path / "out" / "robustness.json").read_text()  # no forget text in results
     assert "quantize" in capsys.readouterr().out
     assert main(["eval", "--suite", str(suite), "--model", ga_model]) == 2  # needs --target-model
+
+
+def test_paraphrased_questions_on_tofu_rows(ga_model, target_path, shared_data):
+    """TOFU rows carry paraphrased_question: the prompts attack asks it (suite variables pick the data)."""
+    tofu = shared_data / "tofu"
+    if not (tofu / "forget01.json").is_file():
+        pytest.skip("TOFU data absent")
+    r = attack(ga_model, target_path, "robustness", only=["prompts"], limit=4,
+               variables={"forget_data": str(tofu / "forget01.json"), "retain_data": str(tofu / "retain90.json")})
+    d = r["attacks"]["prompts"]["paraphrased_question"]["model"]
+    assert d["before"] != d["after"] and 0 < d["after"] < 1
+    assert len(r["forget_ids"]) == 4
