@@ -222,6 +222,9 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     resume_from = last_complete_checkpoint(out) if cfg.resume else None
     if cfg.resume and resume_from is None:
         logger.warning("no checkpoint in %s; starting from the beginning", out)
+    if resume_from and selector is not None:
+        logger.warning("retain_budget selection restarts at %s (its state is not in checkpoints); pass "
+                       "--retain_budget none for a resume that matches an uninterrupted run exactly", resume_from)
     t0 = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=resume_from)
@@ -238,12 +241,13 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     ev = None
     sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # weights split over the ranks
     if cfg.eval_suite and cfg.eval_suite.lower() != "none":  # every rank scores its shard; all get the result
+        from .data.benchmark import truth_ratio_correct_for
         from .evaluation.distributed import sharded_quick_eval
 
         with torch.no_grad():
             ev = sharded_quick_eval(model, encoder, {"forget": forget_rows, "retain": retain_rows or [],
                                                      "holdout": holdout_rows or []}, cfg.per_device_eval_batch_size,
-                                    shard=not sharded)
+                                    shard=not sharded, truth_ratio_correct=truth_ratio_correct_for(forget_rows))
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if sharded else None  # collective
     if not trainer.is_world_process_zero():
         return result

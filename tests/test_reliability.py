@@ -252,3 +252,18 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="recipe missing.yaml does not exist"):
         main(["--debug", "unlearn", "missing.yaml", "--output_dir", str(tmp_path / "o")])
+
+
+def test_resume_skips_a_checkpoint_cut_short(tmp_path):
+    """A kill while a checkpoint is being written leaves it without trainer_state.json (saved last):
+    --resume continues from the previous, complete one."""
+    from llm_forget.api import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path) is None
+    for step, complete in [(2, True), (10, True), (12, False)]:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x")
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-99.tmp").mkdir()
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
