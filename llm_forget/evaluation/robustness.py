@@ -10,7 +10,11 @@ Attacks (each run on the unlearned model AND on the retain model, the baseline f
 - prompts: the forget questions asked differently: paraphrased questions (rows with
   `paraphrased_question`, as TOFU ships), other prompt templates, and the tokenizer's chat template
   when it has one (or without it when the suite uses it).
-- in_context: k retain question/answer examples (seeded) before each forget question.
+- in_context: k retain question/answer examples (seeded) before each forget question, all in the plain
+  prompt template (no chat template).
+
+Run: `llm-forget eval --suite robustness --model UNLEARNED --target-model ORIGINAL --retain-model RETAIN`
+(other data: --var forget_data=... --var retain_data=...), or `attack(...)` below.
 
 Forget metric: the mean over forget rows of the answer probability exp(−mean answer-token NLL) (higher =
 the model knows the answers) and the mean NLL (lower = knows). Recovery of an attack (`recovery`):
