@@ -43,7 +43,8 @@ def bad_inputs(tmp_path_factory, target_path):
     (d / "fields.json").write_text(json.dumps([{"q": "a", "a": "b"}]))
     (d / "latin1.json").write_bytes('[{"question": "Qui est Zoë?", "answer": "Zoë"}]'.encode("latin-1"))
     (d / "forget.json").write_text(json.dumps(_rows(4, canary=True)))
-    (d / "retain.json").write_text(json.dumps([{"question": f"Who is r{i}?", "answer": "Ok."} for i in range(4)]))
+    (d / "retain.json").write_text(json.dumps([{"question": f"Who is r{i}?", "answer": "Ok."} for i in range(4)]
+                                              + _rows(1, canary=True)))  # one row overlaps the forget set
     (d / "suite.yaml").write_text("name: broken\ndatasets:\n  forget: " + str(d / "nowhere.json")
                                   + "\nmetrics:\n  token: [forget]\n")
     (d / "suite_k.yaml").write_text("name: badk\ndatasets:\n  forget: builtin:forget\n  holdout: builtin:holdout\n"
@@ -129,7 +130,8 @@ def test_pickle_weights_load_when_allowed(bad_inputs, target_path):
 
 def test_no_pad_token_fixed_with_warning_and_truncation_counted(bad_inputs, target_path, tmp_path, caplog):
     """A tokenizer without pad token is fixed (eos pads) with a warning; overlong rows are cut and
-    counted in results.json; the canary in the forget rows appears in no output and no log."""
+    counted in results.json; --allow_overlap true accepts a retain set sharing a forget row; the
+    canary in the forget rows appears in no output and no log."""
     from llm_forget.cli import main
     from llm_forget.data.encode import Encoder
     from llm_forget.models import load_tokenizer
@@ -143,7 +145,7 @@ def test_no_pad_token_fixed_with_warning_and_truncation_counted(bad_inputs, targ
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO):
         rc = main(["unlearn", "grad_diff", "--model", str(model), "--forget", str(bad_inputs / "forget.json"),
-                   "--retain", str(bad_inputs / "retain.json"), "--per_device_train_batch_size", "2",
+                   "--retain", str(bad_inputs / "retain.json"), "--allow_overlap", "true", "--per_device_train_batch_size", "2",
                    "--output_dir", str(out), "--max_steps", "1", "--max_length", "24", "--eval_suite", "none",
                    "--retain_budget", "none", "--disable_tqdm", "true"])
     assert rc == 0
@@ -152,9 +154,9 @@ def test_no_pad_token_fixed_with_warning_and_truncation_counted(bad_inputs, targ
     enc = Encoder(tok, "Question: {question}\nAnswer:", False, 24, "truncate")
     for r in json.loads((bad_inputs / "retain.json").read_text()):
         enc.row(r)
-    assert enc.truncated == 0  # the retain rows fit; the 4 forget rows (44 tokens with eos) do not
+    assert enc.truncated == 1  # the short retain rows fit; the forget rows (44 tokens with eos) do not
     results = json.loads((out / "results.json").read_text())
-    assert results["counts"]["truncated"] == 4
+    assert results["counts"]["truncated"] == 4 + 1 and results["counts"]["retain"] == 5
     assert CANARY not in caplog.text
     for p in out.rglob("*"):
         if p.is_file() and p.suffix in (".json", ".jsonl", ".md", ".yaml", ".txt"):
