@@ -86,8 +86,13 @@ def main() -> None:
     for name in names:
         t = time.perf_counter()
         out = ROOT / "benchmarks" / "out" / "robustness" / name
-        unlearn(str(ROOT / "llm_forget" / "recipes" / f"{name}.yaml"), output_dir=str(out), eval_suite="none",
-                overwrite=True)
+        recipe = str(ROOT / "llm_forget" / "recipes" / f"{name}.yaml")
+        if name == "task_vector":  # runs through llm-forget edit (llm_forget/editing/run.py)
+            from llm_forget.editing.run import edit
+
+            edit(recipe, output_dir=str(out), overwrite=True)
+        else:
+            unlearn(recipe, output_dir=str(out), eval_suite="none", overwrite=True)
         t_unlearn = time.perf_counter() - t
         r = attack(str(out / "model"), target, "robustness", retain_model=retain)
         print(f"## {name}\n{format_table(r)}", flush=True)

@@ -345,8 +345,8 @@ def attack(model, target_model, suite="robustness", *, retain_model=None, rows: 
             for bits in a["bits"]:
                 for who, s in subj.items():
                     q = quantize_model(s.model, int(bits))
-                    out.setdefault(f"{int(bits)}bit", {})[who] = _entry(base(who, all_idx),
-                                                                        forget_scores(q, s.enc, forget, batch_size), tgt)
+                    after = forget_scores(q, s.enc, forget, batch_size)
+                    out.setdefault(f"{int(bits)}bit", {})[who] = _entry(base(who, all_idx), after, tgt)
                     del q
         elif kind == "prompts":
             tgt = base("target", all_idx)
@@ -383,8 +383,8 @@ def attack(model, target_model, suite="robustness", *, retain_model=None, rows: 
                 ex = [pool[i] for i in _sample(pool, min(int(k), len(pool)), int(a["seed"]))[0]]
                 for who, s in subj.items():
                     e = s.encoder(few_shot_template(s.template, ex), False)
-                    out.setdefault(f"shots_{int(k)}", {})[who] = _entry(base(who, all_idx),
-                                                                        forget_scores(s.model, e, forget, batch_size), tgt)
+                    after = forget_scores(s.model, e, forget, batch_size)
+                    out.setdefault(f"shots_{int(k)}", {})[who] = _entry(base(who, all_idx), after, tgt)
         out["seconds"] = round(time.perf_counter() - t, 3)
         res["attacks"][name] = out
         for v, d in out.items():
