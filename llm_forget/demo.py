@@ -14,8 +14,13 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = [("forget_perplexity", "forget ppl", "{:.3g}"), ("retain_perplexity", "retain ppl", "{:.3g}"),
            ("forget_exact_memorization", "forget EM", "{:.3f}"), ("retain_exact_memorization", "retain EM", "{:.3f}"),
-           ("forget_extraction_strength", "forget ES", "{:.3f}"), ("mia_auc", "MIA AUC", "{:.3f}"),
+           ("forget_extraction_strength", "forget ES", "{:.3f}"), ("forget_quality", "forget quality", "{:.2g}"),
+           ("model_utility", "utility*", "{:.3f}"), ("mia_auc", "MIA AUC", "{:.3f}"), ("privleak", "privleak", "{:.1f}"),
            ("wall_seconds", "wall s", "{:.1f}")]
+NOTE = ("forget quality: KS-test p-value of the forget truth ratios against the retain model's (high = "
+        "indistinguishable from retraining). utility*: harmonic mean of retain answer probability and retain "
+        "truth ratio on the built-in benchmark (not TOFU's 9-number utility, which needs world knowledge). "
+        "privleak: (AUC - AUC_retain) / AUC_retain x 100, 0 is ideal.")
 
 
 def table(summary: dict) -> str:
@@ -69,9 +74,10 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
              recipes: list[str] | None = None) -> dict:
     from . import io
     from .api import prepare_output_dir, unlearn
+    from .data.benchmark import truth_ratio_correct_for
     from .data.encode import Encoder
     from .data.readers import read_rows
-    from .evaluation.quick import quick_eval
+    from .evaluation.quick import quick_eval, retain_reference
     from .models import load_model, load_tokenizer
     from .recipes_index import unlearning_recipes
 
@@ -91,20 +97,25 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
         retain = finetune(model, "builtin:retain", out / "retain", **kw)["output_dir"]
         ft_seconds = time.perf_counter() - t0
     sets = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
+    encoder = Encoder(load_tokenizer(target))
+    tr = truth_ratio_correct_for(sets["forget"])
+    ref = retain_reference(retain, encoder, sets, truth_ratio_correct=tr)  # the retain model's side, computed once
+
+    def evaluate(path):
+        return quick_eval(load_model(str(path)), encoder, sets, retain=ref, truth_ratio_correct=tr)["summary"]
+
     summary = {}
     for name, path in (("target", target), ("retain", retain)):
-        m = load_model(path)
-        ev = quick_eval(m, Encoder(load_tokenizer(path)), sets)
-        summary[name] = {**ev["summary"], "wall_seconds": ft_seconds / 2}
+        summary[name] = {**evaluate(path), "wall_seconds": ft_seconds / 2}
     found = unlearning_recipes()
     for name in recipes or list(found):
         logger.info("demo: running recipe %s", name)
         t = time.perf_counter()
         res = unlearn(str(found[name]), model=target, output_dir=str(out / "runs" / name), overwrite=True,
-                      disable_tqdm=True)
-        summary[name] = {**res.metrics, "wall_seconds": time.perf_counter() - t}
+                      disable_tqdm=True, eval_suite="none")
+        summary[name] = {**evaluate(res.model_dir), "wall_seconds": time.perf_counter() - t}
     best, ratio = best_recipe(summary)
-    report = (f"# llm_forget demo ({model})\n\n{table(summary)}\n\n"
+    report = (f"# llm_forget demo ({model})\n\n{table(summary)}\n\n{NOTE}\n\n"
               f"Best recipe (largest forget-perplexity gain with retain perplexity within 1.5x of the target): "
               f"**{best}** ({ratio:.1f}x forget perplexity). Total wall time {time.perf_counter() - t0:.0f}s.\n")
     io.write_json(out / "summary.json", summary)

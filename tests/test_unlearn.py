@@ -28,31 +28,48 @@ def _hashes(folder):
 
 
 @pytest.fixture(scope="module")
-def target_metrics(target_path):
-    from llm_forget.data.encode import Encoder
-    from llm_forget.data.readers import read_rows
-    from llm_forget.evaluation.quick import quick_eval
-    from llm_forget.models import load_model, load_tokenizer
+def demo(target_path, retain_path, tmp_path_factory):
+    """The demo runs every shipped recipe once; the tests below read its outputs."""
+    from llm_forget.demo import run_demo
 
-    sets = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
-    return quick_eval(load_model(target_path), Encoder(load_tokenizer(target_path)), sets)["summary"]
+    before = _hashes(target_path)
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    r = run_demo("tiny", out)
+    r["input_unchanged"] = _hashes(target_path) == before
+    return r
+
+
+def test_demo_meets_the_bar(demo):
+    """Core bar: the best recipe raises forget perplexity >= 5x over the target while retain
+    perplexity stays within 1.5x; the demo writes its table, summary and plot."""
+    s = demo["summary"]
+    assert set(s) == {"target", "retain", *BARS}
+    assert demo["best"] is not None and demo["best_ratio"] >= 5.0, demo["report"]
+    assert s[demo["best"]]["retain_perplexity"] <= 1.5 * s["target"]["retain_perplexity"]
+    # the retain model (never saw the forget people) is the gold standard: it does not know them
+    assert s["retain"]["forget_perplexity"] > 3 * s["target"]["forget_perplexity"]
+    assert s["target"]["mia_auc"] > 0.9 and s["target"]["forget_quality"] < 0.01
+    for m in s.values():  # every model gets the evidence columns
+        assert {"forget_quality", "model_utility", "mia_auc", "privleak", "forget_extraction_strength"} <= set(m)
+    out = Path(demo["output"])
+    assert json.loads((out / "summary.json").read_text()).keys() == s.keys()
+    assert (out / "report.md").read_text().startswith("# llm_forget demo")
+    assert (out / "tradeoff.png").stat().st_size > 1000
+    assert demo["input_unchanged"], "the input model was modified"
 
 
 @pytest.mark.parametrize("method", sorted(BARS))
-def test_recipe_forgets_and_retains(method, target_path, target_metrics, tmp_path):
-    before = _hashes(target_path)
-    res = llm_forget.unlearn(str(shipped()[method]), model=target_path, output_dir=str(tmp_path / method),
-                             disable_tqdm=True)
-    f = res.metrics["forget_perplexity"] / target_metrics["forget_perplexity"]
-    r = res.metrics["retain_perplexity"] / target_metrics["retain_perplexity"]
+def test_recipe_forgets_and_retains(method, demo):
+    s = demo["summary"]
+    f = s[method]["forget_perplexity"] / s["target"]["forget_perplexity"]
+    r = s[method]["retain_perplexity"] / s["target"]["retain_perplexity"]
     min_f, max_r = BARS[method]
     assert f >= min_f, f"{method}: forget perplexity only x{f:.2f}"
     assert r <= max_r, f"{method}: retain perplexity x{r:.2f}"
-    assert _hashes(target_path) == before, "the input model was modified"
-    assert (res.model_dir / "model.safetensors").exists() or (res.model_dir / "adapter_model.safetensors").exists()
-    results = json.loads((res.output_dir / "results.json").read_text())
-    assert len(results["per_item"]["forget"]) == results["counts"]["forget"] == 50
-    assert results["environment"]["world_size"] == 1
+    run = Path(demo["output"]) / "runs" / method
+    assert (run / "model" / "model.safetensors").exists()
+    results = json.loads((run / "results.json").read_text())
+    assert results["counts"]["forget"] == 50 and results["environment"]["world_size"] == 1
     sel = results["selection"]  # the retain-budget selection is recorded, and kept its promise on its sample
     chosen = [h for h in sel["history"] if h["step"] == sel["selected_step"]]
     assert chosen and chosen[0]["within_budget"]
@@ -63,6 +80,7 @@ def test_lora_with_adapter_reference(target_path, tmp_path):
                              lora_r=8, learning_rate=1e-3, disable_tqdm=True)
     results = json.loads((res.output_dir / "results.json").read_text())
     assert results["reference"] == "adapter"  # no second copy of the model
+    assert len(results["per_item"]["forget"]) == results["counts"]["forget"] == 50
     assert (res.model_dir / "adapter_model.safetensors").exists()
     merged = llm_forget.unlearn(str(shipped()["grad_diff"]), model=target_path, output_dir=str(tmp_path / "gd_merged"),
                                 lora_r=8, merge=True, max_steps=2, disable_tqdm=True)
@@ -102,10 +120,13 @@ def test_cli_unlearn_and_overrides(target_path, tmp_path):
     (["unlearn", "no_such_recipe"], "unknown recipe"),
     (["unlearn", "npo", "--forget", "missing.json"], "data file missing.json does not exist"),
 ])
-def test_cli_bad_input_one_line(args, message, tmp_path):
-    p = _cli(*args, "--output_dir", str(tmp_path / "o"), cwd=tmp_path)
-    assert p.returncode == 2
-    assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+def test_cli_bad_input_one_line(args, message, tmp_path, capsys, monkeypatch):
+    from llm_forget.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
 
 

@@ -1,8 +1,11 @@
 """The built-in benchmark: fictitious people and facts about them, generated deterministically.
 
 Each person gets `facts_per_person` question/answer rows in TOFU's field layout
-(`question`, `answer`, `paraphrased_answer`, `perturbed_answer`: a list of wrong answers
-written in the paraphrased answer's form), plus `person`, `fact` and `split`. Splits are by person:
+(`question`, `answer`, `paraphrased_answer`, `perturbed_answer`), plus `person`, `fact` and `split`.
+`perturbed_answer` holds wrong answers in the answer's own form ("Figs."), so the truth ratio
+p(perturbed)/p(answer) measures knowledge even in a model trained from scratch (which cannot
+carry a fact over to an unseen paraphrase, as TOFU's pretrained models do);
+`perturbed_paraphrased_answer` holds the same wrong values in the paraphrase's form. Splits are by person:
 `forget` people are to be forgotten, `retain` people are kept, `holdout` people are never
 trained on (non-members for membership inference). Same seed, same benchmark, everywhere.
 """
@@ -86,7 +89,8 @@ def generate(spec: BenchmarkSpec = BenchmarkSpec()) -> list[dict]:
                 "question": q.format(name=name),
                 "answer": f"{value[0].upper()}{value[1:]}.",
                 "paraphrased_answer": para.format(v=value),
-                "perturbed_answer": [para.format(v=w) for w in wrong],
+                "perturbed_answer": [f"{w[0].upper()}{w[1:]}." for w in wrong],
+                "perturbed_paraphrased_answer": [para.format(v=w) for w in wrong],
                 "person": name,
                 "fact": fact,
                 "split": split,
@@ -114,7 +118,13 @@ def corpus(spec: BenchmarkSpec = BenchmarkSpec(n_people=len(FIRST) * len(LAST) /
     """Text to train the tiny model's tokenizer on: every name, value and template."""
     texts = []
     for r in generate(spec):
-        texts += [r["question"], r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]]
+        texts += [r["question"], r["answer"], r["paraphrased_answer"], *r["perturbed_paraphrased_answer"]]
     texts += REFUSALS
     texts += [f"{f} {l}" for f in FIRST for l in LAST]
     return texts
+
+
+def truth_ratio_correct_for(rows: list[dict]) -> str:
+    """Which answer is the truth ratio's denominator for these rows: "answer" for the built-in
+    benchmark (its perturbed answers are in the answer's form), TOFU's "paraphrased_answer" otherwise."""
+    return "answer" if rows and all("perturbed_paraphrased_answer" in r for r in rows) else "paraphrased_answer"
