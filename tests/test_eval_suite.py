@@ -121,16 +121,11 @@ def test_quick_eval_forget_quality_and_keys(target, retain_path, sets):
     for k in ("forget_quality", "model_utility", "privleak", "mia_auc", "forget_extraction_strength",
               "forget_truth_ratio", "retain_truth_ratio"):
         assert k in ev, k
-    # TOFU truth ratio (paraphrase denominator): the tiny target memorised answer strings and barely
-    # transfers them to the paraphrase template, so forget quality separates it only weakly (0.18
-    # measured) while membership inference separates it strongly
-    assert ev["forget_quality"] < 0.5
+    # the built-in benchmark's perturbed answers are in the answer's form: denominator = answer
+    assert ev["forget_quality"] < 0.05  # the target is far from the retain model on the forget set
     assert ev["privleak"] > 50  # forget people still stand out
-    assert 0 < ev["retain_truth_ratio"] <= 1 and 0 < ev["model_utility"] <= 1
-    by_answer = quick_eval(model, enc, sets, retain=retain_reference(retain_path, enc, sets,
-                                                                     truth_ratio_correct="answer"),
-                           truth_ratio_correct="answer")["summary"]
-    assert by_answer["forget_truth_ratio"] < 0.01  # against the answer itself the target is sure
+    assert ev["retain_truth_ratio"] > 0.7  # the target prefers the true answers of retained people (0.83)
+    assert 0 < ev["model_utility"] <= 1
     from llm_forget.models import load_model, load_tokenizer
 
     rm = load_model(retain_path)

@@ -26,8 +26,13 @@ def summarize(items: list[dict]) -> dict:
 
 
 def quick_config(encoder, sets: dict[str, list[dict]], generate: bool = False, minkpp: bool = False,
-                 truth_ratio_correct: str = "paraphrased_answer") -> dict:
-    """The in-memory suite quick_eval runs on `sets` (only non-empty sets)."""
+                 truth_ratio_correct: str | None = None) -> dict:
+    """The in-memory suite quick_eval runs on `sets` (only non-empty sets). truth_ratio_correct:
+    the truth ratio's denominator; None picks it from the rows (data.benchmark.truth_ratio_correct_for)."""
+    if truth_ratio_correct is None:
+        from ..data.benchmark import truth_ratio_correct_for
+
+        truth_ratio_correct = truth_ratio_correct_for(sets.get("forget") or sets.get("retain") or [])
     names = [k for k, v in sets.items() if v]
     has_tr = {k for k in names if all(r.get("perturbed_answer") for r in sets[k])}
     metrics: dict = {"token": names}
@@ -80,13 +85,14 @@ def retain_reference(retain_model, encoder, sets: dict[str, list[dict]], batch_s
 
 
 def quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32, *, retain=None,
-               generate: bool = False, minkpp: bool = False, truth_ratio_correct: str = "paraphrased_answer") -> dict:
+               generate: bool = False, minkpp: bool = False, truth_ratio_correct: str | None = None) -> dict:
     """Token metrics per set (`forget`, `retain`, `holdout`, ...) plus:
     - mia_auc: LOSS attack, forget members vs holdout non-members (0.5 = indistinguishable,
       1 = fully remembered); mia_auc_{attack} for each attack; privleak (→ 0 is ideal; relative
       to the retain model's AUC when `retain` is given, else to 0.5);
-    - forget_truth_ratio / retain_truth_ratio when rows have perturbed answers (TOFU's definition:
-      paraphrased answer as the denominator; `truth_ratio_correct="answer"` uses the answer);
+    - forget_truth_ratio / retain_truth_ratio when rows have perturbed answers; the denominator is
+      `truth_ratio_correct` ("paraphrased_answer" as TOFU, or "answer"; None: chosen from the rows,
+      "answer" for the built-in benchmark whose perturbed answers are in the answer's form);
     - forget_quality (KS p-value vs the retain model's forget truth ratios) when `retain` is given:
       a retain model (loaded or a path) or the dict from `retain_reference` (cheaper when reused);
     - model_utility: harmonic mean of retain probability and retain truth ratio (+ retain ROUGE-L
