@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-ALIASES = {"prompt": "question", "completion": "answer", "src": "question"}
+ALIASES = {"prompt": "question", "completion": "answer", "src": "question", "gt": "answer"}
 
 
 def read_rows(spec: str) -> list[dict]:
