@@ -191,4 +191,5 @@ def test_edit_cli_options_and_one_line_errors(tmp_path, capsys):
 
     with pytest.raises(UserError, match="does not occur"):
         read_counterfact(bad, strict=True)
-    assert read_counterfact(tmp_path / "bad.json") == []
+    with pytest.raises(UserError, match="none of its 1 rows can be edited"):
+        read_counterfact(bad)  # skipping every row would leave nothing to edit
