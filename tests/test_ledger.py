@@ -66,7 +66,7 @@ def runs(tmp_path_factory, target_path):
     (d / "req.json").write_text(json.dumps({"kind": "concept", "data": "builtin:forget", "field": "person",
                                             "value": person}))
     common = dict(model=target_path, retain=str(d / "r.json"), holdout="none", max_steps=1, eval_suite="none",
-                  disable_tqdm=True, per_device_train_batch_size=4)
+                  learning_rate=1e-4, disable_tqdm=True, per_device_train_batch_size=4)
     r1 = unlearn("llm_forget/recipes/grad_diff.yaml", forget=str(d / "f.json"), output_dir=str(d / "run1"), **common)
     r2 = unlearn("llm_forget/recipes/grad_diff.yaml", **{**common, "model": str(r1.model_dir)},
                  request=str(d / "req.json"), output_dir=str(d / "run2"))
