@@ -10,18 +10,6 @@ import torch
 from llm_forget.cli import main
 from llm_forget.exact import sisa
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads per process make tiny-model
-    steps ~30x slower under contention (measured: 0.09 s vs 2.5-5.7 s per step)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 def test_aggregate_logprobs_hand_computed():
     p = torch.tensor([[0.5, 0.5], [0.9, 0.1]]).log()  # two shards, vocabulary of two

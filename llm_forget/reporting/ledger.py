@@ -202,7 +202,7 @@ def verify_chain(entries: list[dict]) -> list[str]:
                             "inserted or reordered)")
         if e.get("prev_hash") != prev:
             problems.append(f"entry {i}: prev_hash does not match the hash of entry {i - 1}"
-                            if i else f"entry 0: prev_hash is not the genesis hash")
+                            if i else "entry 0: prev_hash is not the genesis hash")
         h = entry_hash(e)
         if e.get("hash") != h:
             problems.append(f"entry {i}: content does not match its hash (the entry was edited)")
