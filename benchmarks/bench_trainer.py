@@ -6,7 +6,7 @@ Each configuration runs in its own process (so peak RSS is its own): plain `tran
 fine-tuning on forget+retain rows, and `llm_forget.unlearn` with each method, all with the same
 model, rows, per-step batch (B forget + B retain rows), steps and optimizer. Reports tokens/s
 (tokens of every sequence in the step, prompt and answer), peak RSS, and ratios to plain
-fine-tuning and to GradDiff. Writes benchmarks/out/trainer_<model>.json.
+fine-tuning and to GradDiff. Writes benchmarks/results/trainer_<model>.json and .md.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main():
                      f"{v['peak_rss_mib']:.0f} | {v['peak_rss_mib'] / gd['peak_rss_mib']:.2f} |")
     table = "\n".join(lines)
     print(table)
-    out = Path(__file__).parent / "out"
+    out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"trainer_{a.model}.json").write_text(json.dumps({"args": vars(a), "results": results}, indent=2))
     (out / f"trainer_{a.model}.md").write_text(table + "\n")
