@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -69,18 +68,16 @@ def choose_reference(requested: str, needs: set[str], lora: bool) -> str:
 
 
 def environment(trainer=None) -> dict:
+    """The evaluation suite's environment record plus the training libraries and, given a trainer,
+    world size, distributed type, device, effective batch and seed."""
     import accelerate
     import peft
-    import torch
-    import transformers
     import trl
 
-    from . import __version__
+    from .evaluation.suite import environment as base_environment
 
-    env = {"llm_forget": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-           "peft": peft.__version__, "accelerate": accelerate.__version__, "trl": trl.__version__,
-           "python": platform.python_version(), "machine": platform.machine(),
-           "cpu_threads": torch.get_num_threads()}
+    env = {**base_environment(), "peft": peft.__version__, "accelerate": accelerate.__version__,
+           "trl": trl.__version__}
     if trainer is not None:
         a = trainer.args
         env.update(world_size=a.world_size, distributed_type=str(trainer.accelerator.distributed_type).split(".")[-1],
@@ -102,13 +99,14 @@ def _check_processes(cfg) -> None:
                         "config such as accelerate_configs/cpu_ddp.yaml")
 
 
-def _lora(model, cfg: UnlearnConfig):
-    from peft import LoraConfig, get_peft_model
+def _lora_config(cfg: UnlearnConfig):
+    """The peft LoraConfig of a recipe's lora_* options (used for our trainer and for trl's)."""
+    from peft import LoraConfig
 
     targets = cfg.lora_target_modules
     targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
-    return get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                            target_modules=targets, task_type="CAUSAL_LM"))
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
 
 
 def _log_to_logger(trainer) -> None:
@@ -184,21 +182,16 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     model = load_model(model_path, cfg.dtype, cfg.trust_remote_code, cfg.allow_pickle)
     lora = cfg.lora_r > 0
     if lora and getattr(method, "trainer", None) != "trl_dpo":
-        model = _lora(model, cfg)
+        from peft import get_peft_model
+
+        model = get_peft_model(model, _lora_config(cfg))
     method.setup(model)
     cfg.output_dir = str(out)
 
     if getattr(method, "trainer", None) == "trl_dpo":
         from .idk import build_dpo_trainer
 
-        peft_config = None
-        if lora:
-            from peft import LoraConfig
-
-            t = cfg.lora_target_modules
-            peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                     target_modules=t if t == "all-linear" else t.split(","), task_type="CAUSAL_LM")
-        trainer = build_dpo_trainer(cfg, method, model, tok, encoder, forget_rows, peft_config)
+        trainer = build_dpo_trainer(cfg, method, model, tok, encoder, forget_rows, _lora_config(cfg) if lora else None)
         ref_kind = "trl"
     else:
         ds = UnlearnDataset(forget_enc, retain_enc, seed=cfg.seed)
