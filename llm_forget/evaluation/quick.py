@@ -9,16 +9,8 @@ from __future__ import annotations
 
 import time
 
-from ..data.encode import pad
 from .mia import auc  # noqa: F401  (re-exported: older callers import it from here)
 from .suite import Evaluator, token_summary
-
-
-def batches(encoder, rows: list[dict], batch_size: int, answer_key: str = "answer"):
-    enc = [encoder.row(r, answer_key) for r in rows]
-    pad_id = encoder.tokenizer.pad_token_id
-    for s in range(0, len(enc), batch_size):
-        yield pad(enc[s:s + batch_size], pad_id)
 
 
 def summarize(items: list[dict]) -> dict:
