@@ -155,6 +155,9 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         forget_rows = read_rows(cfg.forget)
     retain_rows = read_rows(cfg.retain) if cfg.retain and cfg.retain.lower() != "none" else None
     holdout_rows = read_rows(cfg.holdout) if cfg.holdout and cfg.holdout.lower() != "none" else None
+    if cfg.retain_budget is not None and cfg.select_target == "holdout" and not holdout_rows:
+        raise UserError("select_target holdout needs holdout rows (--holdout FILE): people or documents never "
+                        "trained on, whose perplexity the forget set should reach")
     if retain_rows:
         n = overlap(forget_rows, retain_rows)
         if n and not cfg.allow_overlap:
@@ -208,9 +211,12 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         from .selection import RetainBudgetSelector
 
         step = max(1, len(retain_enc) // cfg.select_rows)
+        holdout_enc = None
+        if cfg.select_target == "holdout":
+            holdout_enc = [encoder.row(r) for r in holdout_rows[: cfg.select_rows]]
         selector = RetainBudgetSelector(forget_enc[: cfg.select_rows], retain_enc[::step][: cfg.select_rows],
                                         tok.pad_token_id, cfg.retain_budget, cfg.select_every, cfg.select_patience,
-                                        cfg.per_device_eval_batch_size)
+                                        cfg.per_device_eval_batch_size, holdout_items=holdout_enc)
         trainer.add_callback(selector)
     resume_from = last_complete_checkpoint(out) if cfg.resume else None
     if cfg.resume and resume_from is None:

@@ -6,6 +6,14 @@ keeps (in memory) the weights with the highest forget perplexity among the state
 perplexity is at most (1 + b) x the starting one. Training stops early once retain perplexity
 exceeds the budget `patience` evaluations in a row; at the end the selected weights are restored.
 The selection history goes into results.json, so the choice is auditable.
+
+With `select_target: holdout` the goal is not "as much forgetting as possible" but "the forget set
+looks like data the model never saw": the callback also measures the perplexity of holdout rows
+(people never trained on) and keeps, within the budget, the state whose forget perplexity is closest
+to the holdout perplexity, |log(ppl_forget / ppl_holdout)| smallest. Going past it over-unlearns
+(forget rows become *less* likely than unseen ones, which membership inference and TOFU's forget
+quality both detect), so training also stops once forget perplexity has exceeded the holdout
+perplexity `patience` evaluations in a row.
 """
 
 from __future__ import annotations
@@ -43,11 +51,13 @@ class RetainBudgetSelector(TrainerCallback):
     """Keep the most-forgetting state within a retain-perplexity budget (see module docstring)."""
 
     def __init__(self, forget_items: list[dict], retain_items: list[dict], pad_id: int, budget: float,
-                 every: int = 5, patience: int = 2, batch_size: int = 32):
+                 every: int = 5, patience: int = 2, batch_size: int = 32, holdout_items: list[dict] | None = None):
         def batches(items):
             return [pad(items[s:s + batch_size], pad_id) for s in range(0, len(items), batch_size)]
 
         self.forget, self.retain = batches(forget_items), batches(retain_items)
+        self.holdout = batches(holdout_items) if holdout_items else None
+        self.target = "holdout" if holdout_items else "max"
         self.budget, self.every, self.patience = budget, every, patience
         self.history: list[dict] = []
         self.best_state = None
@@ -55,6 +65,7 @@ class RetainBudgetSelector(TrainerCallback):
         self.best_forget = -math.inf
         self.start_retain = None
         self._over = 0
+        self._past = 0
 
     def _trainable(self, model):
         return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
@@ -64,9 +75,16 @@ class RetainBudgetSelector(TrainerCallback):
         if self.start_retain is None:
             self.start_retain = r
         ok = r <= (1 + self.budget) * self.start_retain
-        self.history.append({"step": step, "forget_perplexity": f, "retain_perplexity": r, "within_budget": ok})
-        if ok and f > self.best_forget:
-            self.best_forget, self.best_step, self.best_state = f, step, self._trainable(model)
+        rec = {"step": step, "forget_perplexity": f, "retain_perplexity": r, "within_budget": ok}
+        score = f
+        if self.holdout is not None:  # closeness to the holdout perplexity (higher = closer)
+            h = set_perplexity(model, self.holdout)
+            score = -abs(math.log(f / h))
+            rec["holdout_perplexity"] = h
+            self._past = self._past + 1 if f > h else 0
+        self.history.append(rec)
+        if ok and score > self.best_forget:
+            self.best_forget, self.best_step, self.best_state = score, step, self._trainable(model)
         self._over = 0 if ok else self._over + 1
         return ok
 
@@ -81,6 +99,10 @@ class RetainBudgetSelector(TrainerCallback):
                 logger.info("retain perplexity over budget for %d evaluations; stopping at step %d",
                             self._over, state.global_step)
                 control.should_training_stop = True
+            elif self._past >= self.patience:
+                logger.info("forget perplexity above the holdout's for %d evaluations; stopping at step %d",
+                            self._past, state.global_step)
+                control.should_training_stop = True
 
     def on_train_end(self, args, state, control, model=None, **kw):
         if not self.history or self.history[-1]["step"] != state.global_step:
@@ -90,9 +112,11 @@ class RetainBudgetSelector(TrainerCallback):
             with torch.no_grad():
                 for k, v in self.best_state.items():
                     params[k].copy_(v.to(params[k].device))
-            logger.info("selected step %s: forget perplexity %.3g within a retain budget of +%g%%",
-                        self.best_step, self.best_forget, 100 * self.budget)
+            best = next(h for h in self.history if h["step"] == self.best_step)
+            logger.info("selected step %s: forget perplexity %.3g%s within a retain budget of +%g%%", self.best_step,
+                        best["forget_perplexity"], f" (holdout {best['holdout_perplexity']:.3g})"
+                        if "holdout_perplexity" in best else "", 100 * self.budget)
 
     def summary(self) -> dict:
-        return {"budget": self.budget, "selected_step": self.best_step, "start_retain_perplexity": self.start_retain,
-                "history": self.history}
+        return {"budget": self.budget, "target": self.target, "selected_step": self.best_step,
+                "start_retain_perplexity": self.start_retain, "history": self.history}

@@ -133,3 +133,31 @@ def test_cli_bad_input_one_line(args, message, tmp_path, capsys, monkeypatch):
 def test_help_is_fast_and_lists_commands():
     p = _cli("--help")
     assert p.returncode == 0 and "unlearn" in p.stdout and "demo" in p.stdout
+
+
+def test_select_target_holdout_stops_where_forget_looks_unseen(target_path, tmp_path):
+    """select_target holdout keeps the within-budget state whose forget perplexity is closest to the
+    holdout perplexity (people never trained on): no state measured is closer, and training stopped
+    once forgetting went past the holdout (over-unlearning). Without holdout rows it is a usage error."""
+    import math
+
+    from llm_forget.errors import UserError
+
+    # a loose retain budget, so that the forget perplexity can reach the holdout's (5.3 at the start)
+    res = llm_forget.unlearn(str(shipped()["kl"]), model=target_path, output_dir=str(tmp_path / "kl_h"),
+                             select_target="holdout", retain_budget=5.0, select_patience=2, eval_suite="none",
+                             disable_tqdm=True)
+    sel = json.loads((res.output_dir / "results.json").read_text())["selection"]
+    assert sel["target"] == "holdout"
+    hist = sel["history"]
+    gap = {h["step"]: abs(math.log(h["forget_perplexity"] / h["holdout_perplexity"])) for h in hist
+           if h["within_budget"]}
+    assert min(gap, key=gap.get) == sel["selected_step"]
+    assert gap[sel["selected_step"]] < 0.25, hist  # reached the holdout's perplexity within 28 %
+    assert hist[0]["forget_perplexity"] < 0.5 * hist[0]["holdout_perplexity"]  # the target knew the forget set
+    assert all(h["forget_perplexity"] > h["holdout_perplexity"] for h in hist[-2:]), hist  # stopped past it
+    assert hist[-1]["step"] < 120  # 20 epochs of 6 steps were planned
+    with pytest.raises(UserError, match="select_target holdout needs holdout rows"):
+        llm_forget.unlearn(str(shipped()["kl"]), model=target_path, output_dir=str(tmp_path / "x"),
+                           select_target="holdout", holdout="none")
+    assert not (tmp_path / "x").exists()
