@@ -5,7 +5,8 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-trainer bench-eval bench-tofu-tiny bench-tofu-smollm2 bench-editing \
+	bench-robustness bench-sisa bench-ddp clean
 
 $(BIN)/llm-forget: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +22,28 @@ demo: install
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
-bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run_all.py
+# Benchmarks (BENCHMARKS.md): each writes benchmarks/results/*.json and prints its table. Long: minutes
+# to an hour each on a 2-core CPU; `make bench` runs them all, one after another.
+BENCH := HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python benchmarks
+
+bench-trainer: install
+	$(BENCH)/bench_trainer.py --model tiny-target --steps 30 --runs 3
+bench-eval: install
+	$(BENCH)/bench_eval.py
+bench-tofu-tiny: install
+	$(BENCH)/tofu_protocol.py --scale tiny --threads 1
+bench-tofu-smollm2: install
+	$(BENCH)/tofu_protocol.py --scale smollm2 --threads 2
+bench-editing: install
+	$(BENCH)/bench_editing.py --methods memit,rome,alphaedit,lora_edit --n 100
+bench-robustness: install
+	$(BENCH)/bench_robustness.py
+bench-sisa: install
+	$(BENCH)/sisa_cost.py
+bench-ddp: install
+	$(BENCH)/ddp_parity.py
+
+bench: bench-trainer bench-eval bench-tofu-tiny bench-tofu-smollm2 bench-robustness bench-sisa bench-ddp bench-editing
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
