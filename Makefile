@@ -31,9 +31,11 @@ bench-trainer: install
 bench-eval: install
 	$(BENCH)/bench_eval.py
 bench-tofu-tiny: install
-	$(BENCH)/tofu_protocol.py --scale tiny --threads 1
+	$(BENCH)/tofu_protocol.py --scale tiny --threads 1 --select-targets max,holdout
 bench-tofu-smollm2: install
-	$(BENCH)/tofu_protocol.py --scale smollm2 --threads 2
+	$(BENCH)/tofu_protocol.py --scale smollm2 --threads 2 --select-targets holdout --robustness none
+	$(BENCH)/tofu_protocol.py --scale smollm2 --threads 2 --select-targets holdout --robustness none \
+		--recipes npo --lr npo=1e-4 --select-every 2
 bench-editing: install
 	$(BENCH)/bench_editing.py --methods memit,rome,alphaedit,lora_edit --n 100
 bench-robustness: install

@@ -62,7 +62,7 @@ class RetainBudgetSelector(TrainerCallback):
         self.history: list[dict] = []
         self.best_state = None
         self.best_step = None
-        self.best_forget = -math.inf
+        self.best_score = -math.inf
         self.start_retain = None
         self._over = 0
         self._past = 0
@@ -76,15 +76,15 @@ class RetainBudgetSelector(TrainerCallback):
             self.start_retain = r
         ok = r <= (1 + self.budget) * self.start_retain
         rec = {"step": step, "forget_perplexity": f, "retain_perplexity": r, "within_budget": ok}
-        score = f
+        score = f  # higher is better: forget perplexity, or closeness to the holdout below
         if self.holdout is not None:  # closeness to the holdout perplexity (higher = closer)
             h = set_perplexity(model, self.holdout)
             score = -abs(math.log(f / h))
             rec["holdout_perplexity"] = h
             self._past = self._past + 1 if f > h else 0
         self.history.append(rec)
-        if ok and score > self.best_forget:
-            self.best_forget, self.best_step, self.best_state = score, step, self._trainable(model)
+        if ok and score > self.best_score:
+            self.best_score, self.best_step, self.best_state = score, step, self._trainable(model)
         self._over = 0 if ok else self._over + 1
         return ok
 
