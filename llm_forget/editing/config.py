@@ -29,7 +29,7 @@ class EditConfig:
     batch_size: int = _f(1, "requests per step in sequential mode")
     # locate-then-edit
     layers: str = _f("4,5,6,7,8", "edited layers: ROME uses the first; MEMIT/AlphaEdit the range (comma list or a-b)")
-    corpus: str = _f("/work/shared/data/text/wikitext2_valid.txt", "text for the key statistics C = E[kkᵀ]")
+    corpus: str = _f("../shared/data/text/wikitext2_valid.txt", "text for the key statistics C = E[kkᵀ]")
     n_tokens: int = _f(20000, "corpus tokens used for C")
     seq_len: int = _f(256, "corpus sequence length")
     mom2_weight: float = _f(15000.0, "MEMIT λ (weight of C₀ against the new keys)")
