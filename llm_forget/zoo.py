@@ -61,8 +61,8 @@ def _atomic_build(dest: Path, build) -> Path:
     return dest
 
 
-def build_tiny_tokenizer(vocab_size: int):
-    """Byte-level BPE trained on the benchmark corpus, with <s>, </s> and <pad>."""
+def build_tiny_tokenizer(vocab_size: int, texts=None, max_length: int = TINY["max_position_embeddings"]):
+    """Byte-level BPE trained on `texts` (default: the built-in benchmark corpus), with <s>, </s> and <pad>."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -73,16 +73,18 @@ def build_tiny_tokenizer(vocab_size: int):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus() if texts is None else texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   model_max_length=TINY["max_position_embeddings"])
+                                   model_max_length=max_length)
 
 
-def build_tiny(out: Path, settings: dict = TINY) -> None:
+def build_tiny(out: Path, settings: dict = TINY, texts=None) -> None:
+    """A randomly initialised (seeded) tiny Llama and its BPE tokenizer, trained on `texts` (default: the
+    built-in benchmark corpus), saved to `out`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = build_tiny_tokenizer(settings["vocab_size"])
+    tok = build_tiny_tokenizer(settings["vocab_size"], texts, settings["max_position_embeddings"])
     cfg = {k: v for k, v in settings.items() if k != "seed"}
     config = LlamaConfig(**cfg, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
