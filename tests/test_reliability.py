@@ -92,6 +92,10 @@ MATRIX = [  # id, argv (after the command), expected message
      "data file B:nowhere.json does not exist"),
     ("eval_min_k_out_of_range", ["eval", "--model", "tiny-target", "--suite", "B:suite_k.yaml", "--output", "OUT"],
      "Min-K% k must be in (0, 100]"),
+    ("select_target_unknown", ["unlearn", "npo", "--select_target", "closest"],
+     "select_target must be max or holdout, not 'closest'"),
+    ("select_target_holdout_without_holdout", ["unlearn", "npo", "--select_target", "holdout", "--holdout", "none"],
+     "select_target holdout needs holdout rows"),
     ("edit_subject_not_in_prompt", ["edit", "rome", "--model", "tiny-target", "--requests", "B:edit.json",
                                     "--eval", "false"], "subject 'Germany' does not occur in its prompt"),
 ]
