@@ -141,3 +141,9 @@ def test_window_spans_and_perplexity():
     scored = sum(e - f for _, e, f in text_ppl.window_spans(1000, 64, 48))
     assert scored == 999  # every token but the first is scored exactly once
     assert text_ppl.perplexity(2 * math.log(3), 2) == pytest.approx(3.0)
+
+
+def test_right_padded():
+    assert scoring.right_padded(torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]]))
+    assert not scoring.right_padded(torch.tensor([[1, 1, 1], [0, 1, 1]]))  # left padding
+    assert not scoring.right_padded(torch.tensor([[1, 0, 1]]))  # a hole

@@ -93,6 +93,31 @@ def test_generation_batch_invariant_and_left_padded(target, sets):
     assert sum(rouge_l(t, r["answer"])[0] for t, r in zip(a, rows)) / len(rows) > 0.8
 
 
+def test_greedy_rows_leave_the_batch_yet_match_generate(target, tiny_path, sets):
+    """The KV-cache loop (finished rows dropped from the batch) gives exactly what
+    `model.generate` gives, cut per row at EOS, the row's own cap and stop strings."""
+    from llm_forget.evaluation.generation import _greedy_cached, _greedy_generate, _has_selectable_cache, _Rows, eos_ids
+    from llm_forget.data.encode import pad
+    from llm_forget.models import load_model, load_tokenizer
+
+    untrained = (load_model(tiny_path), load_tokenizer(tiny_path))  # never emits EOS: runs to its caps
+    for model, tok in (target, untrained):
+        assert _has_selectable_cache(model)
+        enc = Encoder(tok)
+        rows = sets["forget"][:5] + sets["retain"][:5]
+        prompts = [enc.prompt_ids(r["question"]) for r in rows]
+        caps = [3, 30, 7, 1, 16, 30, 5, 12, 2, 9]
+        b = pad([{"input_ids": p, "labels": p} for p in prompts], tok.pad_token_id, side="left")
+        eos = eos_ids(model, tok)
+        got, want = (_Rows(caps, eos, tok, ["\nQuestion:"]) for _ in range(2))
+        with torch.no_grad():
+            _greedy_cached(model, b["input_ids"], b["attention_mask"], got)
+        _greedy_generate(model, b["input_ids"], b["attention_mask"], want, eos, tok.pad_token_id)
+        assert got.new == want.new
+        assert all(len(x) <= c for x, c in zip(got.new, caps))
+        assert len(got.new[3]) == 1  # a cap of one token
+
+
 def _loss_auc(model, tok, sets):
     from llm_forget.evaluation.mia import auc
     from llm_forget.evaluation.scoring import score_sequences
@@ -147,6 +172,15 @@ def test_evaluate_end_to_end_resume_and_cli(tmp_path, target_path, retain_path, 
               "kl_forget", "param_distance", "mia_auc_minkpp_20", "mia_auc_zlib"):
         assert k in s, k
     assert s["kl_forget"] > s["kl_retain"]  # the target differs from the retain model most on the forget set
+    # the token pass computed the KL (retain model run on the same batches): equal to a pass of its own
+    from llm_forget.evaluation.consistency import next_token_kl
+    from llm_forget.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(target_path)
+    alone = next_token_kl(load_model(target_path), load_model(retain_path),
+                          [Encoder(tok).row(r) for r in read_rows("builtin:forget")[:12]], tok.pad_token_id, 5)
+    assert [x["kl_retain"] for x in res["per_item"]["forget"]] == pytest.approx(alone, abs=1e-5)
+    assert res["groups"]["consistency"]["seconds"] < res["groups"]["token:forget"]["seconds"]
     text = (out / "results.json").read_text()
     data = json.loads(text)
     assert data["models"]["model"]["hash"] and data["models"]["retain"]["hash"]

@@ -14,7 +14,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..data.encode import IGNORE, pad
 
 
 def kl_rows(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
@@ -43,24 +42,10 @@ def param_distance(model, other) -> float | None:
     return math.sqrt(tot)
 
 
-@torch.no_grad()
 def next_token_kl(model, retrained, encoded: list[dict], pad_id: int, batch_size: int = 32) -> list[float]:
     """Per sequence: mean over answer-token positions of KL(p_retrained ‖ p_model).
     Both models see the same batches (same tokenizer required)."""
-    from .scoring import answer_logits
+    from .scoring import score_sequences
 
-    model.eval()
-    retrained.eval()
-    dev_a, dev_b = next(model.parameters()).device, next(retrained.parameters()).device
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
-    out: list[float | None] = [None] * len(encoded)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        b = pad([encoded[i] for i in idx], pad_id)
-        la, targets = answer_logits(model, {k: v.to(dev_a) for k, v in b.items()})
-        lb, _ = answer_logits(retrained, {k: v.to(dev_b) for k, v in b.items()})
-        lb = lb.to(la.device)
-        for j, i in enumerate(idx):
-            m = targets[j] != IGNORE
-            out[i] = float(kl_rows(lb[j][m], la[j][m]).mean())
-    return out
+    got = score_sequences(model, encoded, pad_id, batch_size, full=[False] * len(encoded), other=retrained)
+    return [x["kl_other"] for x in got]

@@ -47,21 +47,6 @@ def cut_at_stop(text: str, stop_strings) -> str:
     return text[:cut]
 
 
-class _RowStop:
-    """Per-row stopping: a row is done at its own cap or once a stop string appears."""
-
-    def __init__(self, prompt_len, caps, tokenizer, stop_strings):
-        self.prompt_len, self.caps, self.tok, self.stops = prompt_len, caps, tokenizer, list(stop_strings or ())
-
-    def __call__(self, input_ids, scores, **kwargs):
-        n_new = input_ids.shape[1] - self.prompt_len
-        done = self.caps.to(input_ids.device) <= n_new
-        if self.stops:
-            tails = self.tok.batch_decode(input_ids[:, self.prompt_len:][:, -12:], skip_special_tokens=True)
-            done |= torch.tensor([any(s in t for s in self.stops) for t in tails], device=input_ids.device)
-        return done
-
-
 def eos_ids(model, tokenizer) -> list[int]:
     ids = set()
     if tokenizer.eos_token_id is not None:
@@ -72,35 +57,122 @@ def eos_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def _accepts(model, name: str) -> bool:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the wrapped model
+    try:
+        return name in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _Rows:
+    """Per-row bookkeeping of one generation batch: tokens so far and whether each row is done
+    (its cap reached, EOS emitted, or a stop string in the decoded tail)."""
+
+    def __init__(self, caps: list[int], eos: list[int], tokenizer, stop_strings):
+        self.caps, self.eos, self.tok, self.stops = caps, set(eos), tokenizer, list(stop_strings or ())
+        self.new: list[list[int]] = [[] for _ in caps]
+
+    def push(self, rows: list[int], tokens: list[int]) -> list[bool]:
+        done = []
+        for r, t in zip(rows, tokens):
+            if t in self.eos:
+                done.append(True)
+                continue
+            self.new[r].append(t)
+            d = len(self.new[r]) >= self.caps[r]
+            if not d and self.stops:
+                tail = self.tok.decode(self.new[r][-12:], skip_special_tokens=True)
+                d = any(s in tail for s in self.stops)
+            done.append(d)
+        return done
+
+
+@torch.no_grad()
+def _greedy_cached(model, ids, mask, rows: _Rows) -> None:
+    """Greedy decoding with the model's KV cache; rows that are done leave the batch (their
+    cache rows are dropped), so a long answer never makes the finished rows run on."""
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    kw = {"position_ids": pos} if _accepts(model, "position_ids") else {}
+    first = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    name = "cache" if _accepts(model, "cache") else "past_key_values"  # transformers >= 5.2x: `cache`
+    out = model(input_ids=ids, attention_mask=mask, use_cache=True, **kw, **first)
+    cache, active = _cache_of(out), torch.arange(ids.shape[0], device=ids.device)
+    logits, last = out.logits[:, -1], pos[:, -1]
+    while True:
+        nxt = logits.argmax(-1)
+        done = rows.push(active.tolist(), nxt.tolist())
+        keep = torch.tensor([not d for d in done], device=ids.device)
+        if not bool(keep.any()):
+            return
+        if not bool(keep.all()):
+            cache.batch_select_indices(keep.nonzero().squeeze(1))
+            active, nxt, mask, last = active[keep], nxt[keep], mask[keep], last[keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+        last = last + 1
+        if kw:
+            kw["position_ids"] = last[:, None]
+        out = model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True, **{name: cache}, **kw)
+        cache, logits = _cache_of(out), out.logits[:, -1]
+
+
+def _cache_of(out):
+    c = getattr(out, "cache", None)
+    return c if c is not None else out.past_key_values
+
+
+def _greedy_generate(model, ids, mask, rows: _Rows, eos: list[int], pad_id: int) -> None:
+    """Fallback for models without a batch-selectable KV cache: `model.generate`, then the same
+    per-row cut (EOS, cap, stop strings)."""
+    from transformers import GenerationConfig
+
+    cap = max(rows.caps)
+    if hasattr(model, "generation_config"):
+        cfg = GenerationConfig(max_new_tokens=cap, do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad_id)
+        gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
+    else:
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=cap, eos_token_id=eos[0],
+                             pad_token_id=pad_id)
+    for r, toks in enumerate(gen[:, ids.shape[1]:].tolist()):
+        for t in toks:
+            if rows.push([r], [t])[0]:
+                break
+
+
+def _has_selectable_cache(model) -> bool:
+    from transformers import PreTrainedModel
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return isinstance(base, PreTrainedModel) and getattr(base, "_supports_cache_class", True) is not False
+
+
 @torch.no_grad()
 def greedy(model, tokenizer, prompts: list[list[int]], caps: list[int], batch_size: int = 32,
            stop_strings=(), progress=None) -> list[str]:
-    """Greedy continuations of token-id `prompts`, each cut at EOS, its cap and stop strings."""
-    from transformers import GenerationConfig, StoppingCriteriaList
+    """Greedy continuations of token-id `prompts`, each cut at EOS, its cap and stop strings.
 
+    Batches are left-padded; a row leaves its batch as soon as it is done, so the cost is the
+    tokens actually generated, not batch size x the longest answer."""
     model.eval()
     device = next(model.parameters()).device
     eos = eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    cached = _has_selectable_cache(model)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[str | None] = [None] * len(prompts)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         b = pad([{"input_ids": prompts[i], "labels": prompts[i]} for i in idx], pad_id, side="left")
         ids, mask = b["input_ids"].to(device), b["attention_mask"].to(device)
-        bcaps = torch.tensor([caps[i] for i in idx])
-        cfg = GenerationConfig(max_new_tokens=int(bcaps.max()), do_sample=False, num_beams=1,
-                               eos_token_id=eos, pad_token_id=pad_id)
-        stop = StoppingCriteriaList([_RowStop(ids.shape[1], bcaps, tokenizer, stop_strings)])
-        gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg, stopping_criteria=stop)
-        new = gen[:, ids.shape[1]:].tolist()
+        rows = _Rows([max(1, caps[i]) for i in idx], eos, tokenizer, stop_strings)
+        if cached:
+            _greedy_cached(model, ids, mask, rows)
+        else:
+            _greedy_generate(model, ids, mask, rows, eos, pad_id)
         for j, i in enumerate(idx):
-            toks = new[j][: caps[i]]
-            for k, t in enumerate(toks):
-                if t in eos:
-                    toks = toks[:k]
-                    break
-            out[i] = cut_at_stop(tokenizer.decode(toks, skip_special_tokens=True), stop_strings).strip()
+            out[i] = cut_at_stop(tokenizer.decode(rows.new[j], skip_special_tokens=True), stop_strings).strip()
         if progress is not None:
             progress.update(len(idx))
     return out

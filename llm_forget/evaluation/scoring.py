@@ -15,7 +15,9 @@ Speed: `score_sequences` sorts sequences by length (little padding), runs every 
 item (answer, paraphrase, perturbed answers) through the same batches, and asks the model for
 logits only at positions that predict an answer token (`logits_to_keep`), so the vocabulary
 projection never runs on prompt or padding positions. Rows marked `full=False` get only
-nll/nll_sum/n_tokens (truth-ratio variants need nothing else).
+nll/nll_sum/n_tokens (truth-ratio variants need nothing else). Batches are right-padded, so
+the model runs without an attention mask: causal attention never reaches the trailing pads, the
+numbers are identical, and attention takes its fast causal path.
 """
 
 from __future__ import annotations
@@ -103,13 +105,22 @@ def _accepts_logits_to_keep(model) -> bool:
         return False
 
 
+def right_padded(mask: torch.Tensor) -> bool:
+    """True when every row of the 0/1 mask is ones then zeros (padding only at the end)."""
+    m = mask.bool()
+    return bool((m[:, 1:] <= m[:, :-1]).all()) and bool(m[:, 0].all())
+
+
 def answer_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, targets) aligned: logits[:, j] predicts targets[:, j]; targets are -100 outside
     answers. Only positions that predict some row's answer token are projected to the vocabulary."""
     labels = batch["labels"]
     targets = labels[:, 1:]
     keep = (targets != IGNORE).any(0).nonzero().squeeze(1)  # positions t predicting labels[t+1]
-    kw = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    mask = batch["attention_mask"]
+    if right_padded(mask):
+        mask = None  # causal attention never sees the trailing pads: exact, and SDPA's fast causal path
+    kw = dict(input_ids=batch["input_ids"], attention_mask=mask)
     if _accepts_logits_to_keep(model):
         logits = model(**kw, logits_to_keep=keep).logits
     else:
@@ -119,9 +130,13 @@ def answer_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 32, ks=(20.0, 40.0),
-                    minkpp: bool = True, full: list[bool] | None = None, progress=None) -> list[dict]:
+                    minkpp: bool = True, full: list[bool] | None = None, progress=None, other=None) -> list[dict]:
     """Metrics of every encoded sequence ({input_ids, labels}), in input order, one forward pass
-    per batch. Batches are formed after sorting by length; results do not depend on batch size."""
+    per batch. Batches are formed after sorting by length; results do not depend on batch size.
+    `other`: a second model (same tokenizer) run on the same batches; each row then also gets
+    kl_other = mean over answer positions of KL(p_other ‖ p_model) (consistency.kl_rows)."""
+    from .consistency import kl_rows
+
     model.eval()
     device = next(model.parameters()).device
     full = [True] * len(encoded) if full is None else full
@@ -131,9 +146,14 @@ def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 3
         idx = order[s:s + batch_size]
         b = {k: v.to(device) for k, v in pad([encoded[i] for i in idx], pad_id).items()}
         logits, targets = answer_logits(model, b)
+        if other is not None:
+            od = next(other.parameters()).device
+            lo = answer_logits(other, {k: v.to(od) for k, v in b.items()})[0].to(logits.device)
         for j, i in enumerate(idx):
             m = targets[j] != IGNORE
             out[i] = row_metrics(logits[j][m], targets[j][m], ks, minkpp, full[i])
+            if other is not None:
+                out[i]["kl_other"] = float(kl_rows(lo[j][m], logits[j][m]).mean())
         if progress is not None:
             progress.update(len(idx))
     return out

@@ -168,6 +168,7 @@ class Evaluator:
         self.batch_size, self.retain, self.retrained, self.reference = batch_size, retain, retrained, reference
         self.variables, self.progress, self.save = variables or {}, progress, save or (lambda: None)
         self.m = cfg["metrics"]
+        self._kl_of: dict[str, str] = {}  # dataset -> retained model whose next-token KL the token pass stored
         max_length = int(cfg.get("max_length", 256))
         self.max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         if self.max_pos and self.max_pos < max_length:
@@ -275,9 +276,16 @@ class Evaluator:
                     seqs.append(self.enc.qa(r["question"], p))
                     owner.append((i, "perturbed", j))
                     full.append(False)
+        other = self._consistency_model(s)  # the retrained model runs here on the answers, not in a pass of its own
+        ans = [k for k, f in enumerate(full) if f]
+        var = [k for k, f in enumerate(full) if not f]
+        scored = [None] * len(seqs)
         with self._bar(len(seqs), f"score {s}") as bar:
-            scored = score_sequences(self.model, seqs, self.tok.pad_token_id, self.batch_size, spec["ks"],
-                                     spec["minkpp"], full, bar)
+            for part, kw in ((ans, {"other": other}), (var, {})):
+                got = score_sequences(self.model, [seqs[k] for k in part], self.tok.pad_token_id, self.batch_size,
+                                      spec["ks"], spec["minkpp"], [full[k] for k in part], bar, **kw)
+                for k, g in zip(part, got):
+                    scored[k] = g
         if self.enc.truncated:
             logger.warning("eval: %d sequences of %s were cut at max_length=%d", self.enc.truncated, s,
                            self.enc.max_length)
@@ -287,6 +295,9 @@ class Evaluator:
         for (i, kind, j), sc in zip(owner, scored):
             it = items[i]
             if kind == "answer":
+                it.pop("kl_retain", None)
+                if "kl_other" in sc:
+                    sc["kl_retain"] = sc.pop("kl_other")
                 it.update(sc)
                 text = rows[i].get("answer", rows[i].get("text", ""))
                 it["zlib"] = zlib_score(sc["nll"], text)
@@ -300,6 +311,20 @@ class Evaluator:
                 it["truth_ratio"] = truth_ratio(correct, it["nll_perturbed"])
                 it["probability_normalised"] = normalised_probability(it["nll"], it["nll_perturbed"])
         self._sum(**{f"{s}_{k}": v for k, v in token_summary(items).items()})
+        if other is not None:
+            self._kl_of[s] = self._retained_id()
+
+    def _retained_id(self):
+        return (self.retain or {}).get("models", {}).get("model", {}).get("hash")
+
+    def _consistency_model(self, s: str):
+        """The retrained model when dataset `s` gets next-token KL and both tokenizers match."""
+        if self.retrained is None or s not in _as_list(self.m.get("consistency", {}).get("sets")):
+            return None
+        other, other_tok = self.retrained
+        if len(other_tok) != len(self.tok) or other_tok.get_vocab() != self.tok.get_vocab():
+            return None
+        return other
 
     def reference_nll(self, s: str) -> None:
         from ..data.encode import Encoder
@@ -439,10 +464,12 @@ class Evaluator:
                 logger.warning("eval: retain model has another tokenizer; next-token KL skipped")
             else:
                 for s in sets:
-                    seqs = [self.enc.row(r) for r in self.rows[s]]
-                    kl = next_token_kl(self.model, other, seqs, self.tok.pad_token_id, self.batch_size)
-                    for it, v in zip(self._items(s), kl):
-                        it["kl_retain"] = v
+                    if self._kl_of.get(s) != self._retained_id() or self._retained_id() is None:
+                        seqs = [self.enc.row(r) for r in self.rows[s]]
+                        kl = next_token_kl(self.model, other, seqs, self.tok.pad_token_id, self.batch_size)
+                        for it, v in zip(self._items(s), kl):
+                            it["kl_retain"] = v
+                    kl = [it["kl_retain"] for it in self._items(s)]
                     out[f"kl_{s}"] = sum(kl) / len(kl)
             d = param_distance(self.model, other)
             if d is not None:
@@ -558,6 +585,19 @@ def _retain_suite(cfg: dict) -> dict:
     return r
 
 
+def _preload(cfg: dict) -> None:
+    """Import what later metric groups need (rouge-score pulls in nltk: ≈ 1.5 s; scipy.stats
+    ≈ 0.7 s) on a background thread while the models load and the token pass runs."""
+    import importlib
+    import threading
+
+    m = cfg["metrics"]
+    mods = (["rouge_score.rouge_scorer"] if {"generation", "knowmem", "verbmem"} & set(m) else []) + \
+        (["scipy.stats"] if "forget_quality" in m else [])
+    if mods:
+        threading.Thread(target=lambda: [importlib.import_module(x) for x in mods], daemon=True).start()
+
+
 def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, output=None, overwrite: bool = False,
              batch_size: int = 32, data_dir=None, variables: dict | None = None, limit: int | None = None,
              dtype: str = "auto", device: str | None = None, seed: int = 0, progress: bool = True,
@@ -608,6 +648,7 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
             res = old
     t0 = time.perf_counter()
     torch.manual_seed(seed)
+    _preload(cfg)
 
     # retain model: results read from disk or computed now
     retain, retrained = None, None
@@ -646,13 +687,17 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
     res["variables"] = variables
     res["environment"] = {**environment(mdl), "seed": seed, "batch_size": batch_size}
 
-    def save():
-        if out is not None:
+    last = [time.perf_counter()]
+
+    def save(force: bool = False):
+        """Results are written at the end and, for resuming, whenever 10 s of work are unsaved."""
+        if out is not None and (force or time.perf_counter() - last[0] > 10):
             io.write_json(out / "results.json", res)
+            last[0] = time.perf_counter()
 
     ev = Evaluator(mdl, tok, cfg, rows, res, batch_size=batch_size, retain=retain, retrained=retrained,
                    reference=reference, variables=variables, progress=progress, save=save)
     ev.run()
     res["wall_seconds"] = round(time.perf_counter() - t0, 3)
-    save()
+    save(force=True)
     return res
