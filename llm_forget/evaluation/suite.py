@@ -24,10 +24,12 @@ Suite YAML (see llm_forget/suites/*.yaml, also reachable as eval/ at the reposit
 
 Performance design: each set gets ONE teacher-forced scoring pass (`token:SET`) that covers the
 answer, the paraphrased answer and every perturbed answer of every row; truth ratio, MIA, forget
-quality and model utility are then arithmetic on stored per-item numbers. Each generating
-metric generates once per set (`generation:SET`); knowmem, ROUGE and greedy agreement reuse it.
-Results are written after every group, and a re-run skips groups already computed for the same
-model and the same group settings (unless `overwrite`).
+quality and model utility are then arithmetic on stored per-item numbers; on the consistency
+sets the retrained model runs on the same answer batches, so next-token KL costs no pass of the
+evaluated model. Each generating metric generates once per set (`generation:SET`), with finished
+rows leaving the batch; knowmem, ROUGE and greedy agreement reuse it.
+Results are written at the end and whenever 10 s of work are unsaved, and a re-run skips groups
+already computed for the same model and the same group settings (unless `overwrite`).
 """
 
 from __future__ import annotations
