@@ -111,7 +111,7 @@ def test_greedy_rows_leave_the_batch_yet_match_generate(target, tiny_path, sets)
         eos = eos_ids(model, tok)
         got, want = (_Rows(caps, eos, tok, ["\nQuestion:"]) for _ in range(2))
         with torch.no_grad():
-            _greedy_cached(model, b["input_ids"], b["attention_mask"], got)
+            assert _greedy_cached(model, b["input_ids"], b["attention_mask"], got)
         _greedy_generate(model, b["input_ids"], b["attention_mask"], want, eos, tok.pad_token_id)
         assert got.new == want.new
         assert all(len(x) <= c for x, c in zip(got.new, caps))

@@ -91,22 +91,25 @@ class _Rows:
 
 
 @torch.no_grad()
-def _greedy_cached(model, ids, mask, rows: _Rows) -> None:
+def _greedy_cached(model, ids, mask, rows: _Rows) -> bool:
     """Greedy decoding with the model's KV cache; rows that are done leave the batch (their
-    cache rows are dropped), so a long answer never makes the finished rows run on."""
+    cache rows are dropped), so a long answer never makes the finished rows run on. False
+    (nothing generated) when the model's cache cannot drop rows."""
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     kw = {"position_ids": pos} if _accepts(model, "position_ids") else {}
     first = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     name = "cache" if _accepts(model, "cache") else "past_key_values"  # transformers >= 5.2x: `cache`
     out = model(input_ids=ids, attention_mask=mask, use_cache=True, **kw, **first)
     cache, active = _cache_of(out), torch.arange(ids.shape[0], device=ids.device)
+    if not hasattr(cache, "batch_select_indices"):
+        return False  # a cache type that cannot drop rows: the caller falls back to generate()
     logits, last = out.logits[:, -1], pos[:, -1]
     while True:
         nxt = logits.argmax(-1)
         done = rows.push(active.tolist(), nxt.tolist())
         keep = torch.tensor([not d for d in done], device=ids.device)
         if not bool(keep.any()):
-            return
+            return True
         if not bool(keep.all()):
             cache.batch_select_indices(keep.nonzero().squeeze(1))
             active, nxt, mask, last = active[keep], nxt[keep], mask[keep], last[keep]
@@ -167,9 +170,7 @@ def greedy(model, tokenizer, prompts: list[list[int]], caps: list[int], batch_si
         b = pad([{"input_ids": prompts[i], "labels": prompts[i]} for i in idx], pad_id, side="left")
         ids, mask = b["input_ids"].to(device), b["attention_mask"].to(device)
         rows = _Rows([max(1, caps[i]) for i in idx], eos, tokenizer, stop_strings)
-        if cached:
-            _greedy_cached(model, ids, mask, rows)
-        else:
+        if not (cached and _greedy_cached(model, ids, mask, rows)):
             _greedy_generate(model, ids, mask, rows, eos, pad_id)
         for j, i in enumerate(idx):
             out[i] = cut_at_stop(tokenizer.decode(rows.new[j], skip_special_tokens=True), stop_strings).strip()
