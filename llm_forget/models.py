@@ -86,6 +86,17 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
           "float16": "float16", "fp16": "float16", "auto": "auto"}
 
 
+def accepts(model, name: str) -> bool:
+    """Whether the model's forward (a peft wrapper's wrapped model) takes keyword `name`."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return name in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """A zoo name (`tiny`, `smollm2-135m`) becomes its cached folder; a local folder stays;
     anything else is treated as a Hub id (works only when online)."""

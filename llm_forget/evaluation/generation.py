@@ -13,6 +13,7 @@ import hashlib
 import torch
 
 from ..data.encode import pad
+from ..models import accepts
 
 
 def rouge_l(prediction: str, reference: str, scorer=None) -> tuple[float, float]:
@@ -57,16 +58,6 @@ def eos_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def _accepts(model, name: str) -> bool:
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the wrapped model
-    try:
-        return name in inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 class _Rows:
     """Per-row bookkeeping of one generation batch: tokens so far and whether each row is done
     (its cap reached, EOS emitted, or a stop string in the decoded tail)."""
@@ -96,9 +87,9 @@ def _greedy_cached(model, ids, mask, rows: _Rows) -> bool:
     cache rows are dropped), so a long answer never makes the finished rows run on. False
     (nothing generated) when the model's cache cannot drop rows."""
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    kw = {"position_ids": pos} if _accepts(model, "position_ids") else {}
-    first = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    name = "cache" if _accepts(model, "cache") else "past_key_values"  # transformers >= 5.2x: `cache`
+    kw = {"position_ids": pos} if accepts(model, "position_ids") else {}
+    first = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+    name = "cache" if accepts(model, "cache") else "past_key_values"  # transformers >= 5.2x: `cache`
     out = model(input_ids=ids, attention_mask=mask, use_cache=True, **kw, **first)
     cache, active = _cache_of(out), torch.arange(ids.shape[0], device=ids.device)
     if not hasattr(cache, "batch_select_indices"):

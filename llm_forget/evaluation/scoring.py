@@ -22,12 +22,12 @@ numbers are identical, and attention takes its fast causal path.
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
 
 from ..data.encode import IGNORE, pad
+from ..models import accepts
 
 
 def extraction_strength(correct: torch.Tensor) -> float:
@@ -98,13 +98,6 @@ def token_metrics(logits: torch.Tensor, labels: torch.Tensor, ks=(20.0, 40.0), m
     return rows
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def right_padded(mask: torch.Tensor) -> bool:
     """True when every row of the 0/1 mask is ones then zeros (padding only at the end)."""
     m = mask.bool()
@@ -121,7 +114,7 @@ def answer_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     if right_padded(mask):
         mask = None  # causal attention never sees the trailing pads: exact, and SDPA's fast causal path
     kw = dict(input_ids=batch["input_ids"], attention_mask=mask)
-    if _accepts_logits_to_keep(model):
+    if accepts(model, "logits_to_keep"):
         logits = model(**kw, logits_to_keep=keep).logits
     else:
         logits = model(**kw).logits[:, keep]
