@@ -13,7 +13,7 @@ Suite YAML (see llm_forget/suites/*.yaml, also reachable as eval/ at the reposit
     metrics:
       token: [forget, retain, holdout]                # one teacher-forced pass per set
       truth_ratio: {forget: [forget], retain: [retain]}
-      generation: {sets: [forget, retain], max_new_tokens: 200, stop: ["\\nQuestion:"]}
+      generation: {sets: [forget, retain], max_new_tokens: 200, stop: ["\\nQuestion:"]}  # batch_size: 2x --batch-size
       knowmem: {sets: [...], max_new_tokens: 32}       # ROUGE-L F1 of QA answers
       verbmem: {sets: [...], prefix_tokens: 128, max_new_tokens: 128}
       mia: {members: forget, nonmembers: holdout, headline: loss}
@@ -360,7 +360,7 @@ class Evaluator:
         if self.max_pos:  # never run past the model's positions
             caps = [max(1, min(c, self.max_pos - len(p))) for c, p in zip(caps, prompts)]
         with self._bar(len(rows), f"generate {s}") as bar:
-            texts = greedy(self.model, self.tok, prompts, caps, self.batch_size,
+            texts = greedy(self.model, self.tok, prompts, caps, self._gen_batch(gc),
                            gc.get("stop", ()), bar)
         scorer = make_scorer()
         for it, r, t in zip(self._items(s), rows, texts):
@@ -369,6 +369,12 @@ class Evaluator:
         n = len(rows)
         self._sum(**{f"{s}_rougeL_recall": sum(x["rougeL_recall"] for x in self._items(s)) / n,
                      f"{s}_rougeL_f1": sum(x["rougeL_f1"] for x in self._items(s)) / n})
+
+    def _gen_batch(self, gc: dict) -> int:
+        """Rows generated together: the group's `batch_size`, else twice the scoring batch (a
+        generating row holds a KV cache, not a sequence of vocabulary logits, and leaves the
+        batch when done, so larger batches only save per-step overhead)."""
+        return int(gc.get("batch_size") or 2 * self.batch_size)
 
     def verbmem(self, s: str, vc: dict) -> None:
         """Continuation of a prefix: QA rows (prompt = question text, reference = answer) or text
@@ -390,7 +396,7 @@ class Evaluator:
                 refs.append(self.tok.decode(ids[k:k + cap], skip_special_tokens=True))
         caps = [max(1, min(cap, self.max_pos - len(p))) if self.max_pos else cap for p in prompts]
         with self._bar(len(prompts), f"verbmem {s}") as bar:
-            texts = greedy(self.model, self.tok, prompts, caps, self.batch_size, (), bar)
+            texts = greedy(self.model, self.tok, prompts, caps, self._gen_batch(gc), (), bar)
         scorer = make_scorer()
         for it, t, ref in zip(self._items(s), texts, refs):
             it["verbmem_rougeL_f1"] = rouge_l(t, ref, scorer)[1]
