@@ -396,7 +396,7 @@ class Evaluator:
                 refs.append(self.tok.decode(ids[k:k + cap], skip_special_tokens=True))
         caps = [max(1, min(cap, self.max_pos - len(p))) if self.max_pos else cap for p in prompts]
         with self._bar(len(prompts), f"verbmem {s}") as bar:
-            texts = greedy(self.model, self.tok, prompts, caps, self._gen_batch(gc), (), bar)
+            texts = greedy(self.model, self.tok, prompts, caps, self._gen_batch(vc), (), bar)
         scorer = make_scorer()
         for it, t, ref in zip(self._items(s), texts, refs):
             it["verbmem_rougeL_f1"] = rouge_l(t, ref, scorer)[1]
