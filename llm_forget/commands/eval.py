@@ -14,7 +14,8 @@ def add_parser(sub):
                    help="other suite variables, e.g. forget_split=forget05 or text_file=PATH (repeatable)")
     p.add_argument("--output", default=None, help="folder for results.json (default: print only)")
     p.add_argument("--overwrite", action="store_true", help="recompute groups already in OUTPUT/results.json")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default 32)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="sequences per scoring pass (default 32); generation batches twice as many rows")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows of every dataset")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
