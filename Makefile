@@ -37,7 +37,10 @@ bench-tofu-smollm2: install
 	$(BENCH)/tofu_protocol.py --scale smollm2 --threads 2 --select-targets holdout --robustness none \
 		--recipes npo --lr npo=1e-4 --select-every 2
 bench-editing: install
-	$(BENCH)/bench_editing.py --methods memit,rome,alphaedit,lora_edit --n 100
+	$(BENCH)/bench_editing.py --methods memit --n 100 --lambdas 3000,10000,30000,100000 --clamp_norm 4 \
+	    --n_tokens 50000 --n_value_prefixes 2 --n_key_prefixes 5 --out runs/bench_editing_memit_sweep
+	$(BENCH)/bench_editing.py --methods alphaedit,rome,lora_edit --n 100 --n_tokens 50000 \
+	    --n_value_prefixes 2 --n_key_prefixes 5 --out runs/bench_editing_seq
 bench-robustness: install
 	$(BENCH)/bench_robustness.py
 bench-sisa: install

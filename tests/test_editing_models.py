@@ -110,6 +110,40 @@ def test_locate_then_edit_changes_the_tiny_target_answer(tiny_fact, method, laye
     assert _greedy(model, tok, req.prompt) == old  # restore() puts the original weights back
 
 
+def test_value_targets_are_cached_per_model_and_settings(tiny_fact, tmp_path, monkeypatch, caplog):
+    """A second run reads every z from disk (same values); other v* settings or other weights miss."""
+    import logging
+
+    from llm_forget.editing.locate import ValueConfig
+    from llm_forget.editing.memit import value_targets
+    from llm_forget.models import arch_for, get_mlp_out
+
+    monkeypatch.setenv("LLM_FORGET_CACHE", str(tmp_path))
+    model, tok, req, _ = tiny_fact
+    arch, cfg = arch_for(model), ValueConfig(steps=6, n_prefixes=0)
+    with caplog.at_level(logging.INFO, logger="llm_forget.editing.memit"):
+        z1 = value_targets(model, tok, [req], 2, [""], arch, cfg, progress=False)
+        assert "read from the cache" not in caplog.text
+        assert len(list((tmp_path / "targets").rglob("*.safetensors"))) == 1
+        z2 = value_targets(model, tok, [req], 2, [""], arch, cfg, progress=False)
+        assert "1 of 1 targets read from the cache" in caplog.text
+        assert torch.equal(z1, z2)
+        caplog.clear()
+        value_targets(model, tok, [req], 2, [""], arch, ValueConfig(steps=7, n_prefixes=0), progress=False)
+        assert "read from the cache" not in caplog.text  # other v* settings
+        w = get_mlp_out(model, 0, arch).weight
+        orig = w.detach().clone()
+        with torch.no_grad():
+            w.add_(1e-3)
+        try:
+            value_targets(model, tok, [req], 2, [""], arch, cfg, progress=False)
+        finally:
+            with torch.no_grad():
+                w.copy_(orig)  # the module-scoped model must come back bit for bit
+        assert "read from the cache" not in caplog.text  # edited weights: a new model hash
+    assert len(list((tmp_path / "targets").rglob("*.safetensors"))) == 3
+
+
 def test_alphaedit_sequential_updates_stay_in_the_null_space(tiny_fact):
     from llm_forget.editing.alphaedit import AlphaEditState, alphaedit_edit
     from llm_forget.editing.covariance import second_moments
