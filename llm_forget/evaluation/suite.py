@@ -595,7 +595,8 @@ def _retain_suite(cfg: dict) -> dict:
 
 def _preload(cfg: dict) -> None:
     """Import what later metric groups need (rouge-score pulls in nltk: ≈ 1.5 s; scipy.stats
-    ≈ 0.7 s) on a background thread while the models load and the token pass runs."""
+    ≈ 0.7 s) on a background thread while the token pass runs (its work is in C, outside the GIL;
+    started during model loading it would only slow the loading down)."""
     import importlib
     import threading
 
@@ -656,7 +657,6 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
             res = old
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    _preload(cfg)
 
     # retain model: results read from disk or computed now
     retain, retrained = None, None
@@ -705,6 +705,7 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
 
     ev = Evaluator(mdl, tok, cfg, rows, res, batch_size=batch_size, retain=retain, retrained=retrained,
                    reference=reference, variables=variables, progress=progress, save=save)
+    _preload(cfg)
     ev.run()
     res["wall_seconds"] = round(time.perf_counter() - t0, 3)
     save(force=True)
