@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 def kl_rows(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) = Σ_v p(v) (log p(v) − log q(v)) per row of logits (n, V) -> (n,). Lower = closer."""
     lp = F.log_softmax(logits_p.float(), -1)
