@@ -133,6 +133,7 @@ def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 3
     model.eval()
     device = next(model.parameters()).device
     full = [True] * len(encoded) if full is None else full
+    other_device = next(other.parameters()).device if other is not None else None
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
     out: list[dict | None] = [None] * len(encoded)
     for s in range(0, len(order), batch_size):
@@ -140,8 +141,7 @@ def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 3
         b = {k: v.to(device) for k, v in pad([encoded[i] for i in idx], pad_id).items()}
         logits, targets = answer_logits(model, b)
         if other is not None:
-            od = next(other.parameters()).device
-            lo = answer_logits(other, {k: v.to(od) for k, v in b.items()})[0].to(logits.device)
+            lo = answer_logits(other, {k: v.to(other_device) for k, v in b.items()})[0].to(logits.device)
         for j, i in enumerate(idx):
             m = targets[j] != IGNORE
             out[i] = row_metrics(logits[j][m], targets[j][m], ks, minkpp, full[i])

@@ -319,14 +319,16 @@ class Evaluator:
     def _retained_id(self):
         return (self.retain or {}).get("models", {}).get("model", {}).get("hash")
 
+    def _same_tokenizer(self) -> bool:
+        """The retrained model reads the same token ids (next-token KL compares them position by position)."""
+        other_tok = self.retrained[1]
+        return len(other_tok) == len(self.tok) and other_tok.get_vocab() == self.tok.get_vocab()
+
     def _consistency_model(self, s: str):
         """The retrained model when dataset `s` gets next-token KL and both tokenizers match."""
         if self.retrained is None or s not in _as_list(self.m.get("consistency", {}).get("sets")):
             return None
-        other, other_tok = self.retrained
-        if len(other_tok) != len(self.tok) or other_tok.get_vocab() != self.tok.get_vocab():
-            return None
-        return other
+        return self.retrained[0] if self._same_tokenizer() else None
 
     def reference_nll(self, s: str) -> None:
         from ..data.encode import Encoder
@@ -467,12 +469,12 @@ class Evaluator:
             if len(theirs) == len(mine) and None not in theirs:
                 out[f"agreement_{s}"] = agreement(mine, theirs)
         if self.retrained is not None:
-            other, other_tok = self.retrained
-            if len(other_tok) != len(self.tok) or other_tok.get_vocab() != self.tok.get_vocab():
+            other = self.retrained[0]
+            if not self._same_tokenizer():
                 logger.warning("eval: retain model has another tokenizer; next-token KL skipped")
             else:
                 for s in sets:
-                    if self._kl_of.get(s) != self._retained_id() or self._retained_id() is None:
+                    if self._retained_id() is None or self._kl_of.get(s) != self._retained_id():
                         seqs = [self.enc.row(r) for r in self.rows[s]]
                         kl = next_token_kl(self.model, other, seqs, self.tok.pad_token_id, self.batch_size)
                         for it, v in zip(self._items(s), kl):
@@ -695,13 +697,14 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
     res["variables"] = variables
     res["environment"] = {**environment(mdl), "seed": seed, "batch_size": batch_size}
 
-    last = [time.perf_counter()]
+    last = time.perf_counter()
 
     def save(force: bool = False):
         """Results are written at the end and, for resuming, whenever 10 s of work are unsaved."""
-        if out is not None and (force or time.perf_counter() - last[0] > 10):
+        nonlocal last
+        if out is not None and (force or time.perf_counter() - last > 10):
             io.write_json(out / "results.json", res)
-            last[0] = time.perf_counter()
+            last = time.perf_counter()
 
     ev = Evaluator(mdl, tok, cfg, rows, res, batch_size=batch_size, retain=retain, retrained=retrained,
                    reference=reference, variables=variables, progress=progress, save=save)
