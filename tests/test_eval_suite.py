@@ -118,6 +118,15 @@ def test_greedy_rows_leave_the_batch_yet_match_generate(target, tiny_path, sets)
         assert len(got.new[3]) == 1  # a cap of one token
 
 
+def test_generation_batch_is_twice_the_scoring_batch_unless_the_suite_sets_it(target):
+    from llm_forget.evaluation.suite import Evaluator, load_suite
+
+    model, tok = target
+    ev = Evaluator(model, tok, load_suite("quick"), {}, {"per_item": {}}, batch_size=8, progress=False)
+    assert ev._gen_batch({"sets": ["forget"]}) == 16
+    assert ev._gen_batch({"sets": ["forget"], "batch_size": 5}) == 5
+
+
 def _loss_auc(model, tok, sets):
     from llm_forget.evaluation.mia import auc
     from llm_forget.evaluation.scoring import score_sequences

@@ -49,6 +49,8 @@ def bad_inputs(tmp_path_factory, target_path):
                                   + "\nmetrics:\n  token: [forget]\n")
     (d / "suite_k.yaml").write_text("name: badk\ndatasets:\n  forget: builtin:forget\n  holdout: builtin:holdout\n"
                                     "metrics:\n  mia: {members: forget, nonmembers: holdout, ks: [0, 150]}\n")
+    (d / "suite_gen.yaml").write_text("name: badgen\ndatasets:\n  forget: builtin:forget\n"
+                                      "metrics:\n  generation: {sets: [forget], batch_size: 0}\n")
     (d / "edit.json").write_text(json.dumps([{"case_id": 7, "prompt": "The capital of France is",
                                               "subject": "Germany", "target_new": "Rome"}]))
     # an encoder (BERT), not a causal LM, with safetensors weights
@@ -92,6 +94,8 @@ MATRIX = [  # id, argv (after the command), expected message
      "data file B:nowhere.json does not exist"),
     ("eval_min_k_out_of_range", ["eval", "--model", "tiny-target", "--suite", "B:suite_k.yaml", "--output", "OUT"],
      "Min-K% k must be in (0, 100]"),
+    ("eval_generation_batch_size_zero", ["eval", "--model", "tiny-target", "--suite", "B:suite_gen.yaml",
+                                         "--output", "OUT"], "generation batch_size must be a positive integer"),
     ("select_target_unknown", ["unlearn", "npo", "--select_target", "closest"],
      "select_target must be max or holdout, not 'closest'"),
     ("select_target_holdout_without_holdout", ["unlearn", "npo", "--select_target", "holdout", "--holdout", "none"],

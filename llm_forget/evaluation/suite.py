@@ -87,6 +87,10 @@ def load_suite(suite: str | Path | dict) -> dict:
         u = sorted(unknown)[0]
         raise UserError(f"suite {cfg['name']}: unknown metric group {u!r}{closest(u, GROUP_ORDER)}; "
                         f"known: {', '.join(GROUP_ORDER)}")
+    for g in ("generation", "knowmem", "verbmem"):
+        bs = cfg["metrics"][g].get("batch_size") if isinstance(cfg["metrics"].get(g), dict) else None
+        if bs is not None and (not isinstance(bs, int) or isinstance(bs, bool) or bs < 1):
+            raise UserError(f"suite {cfg['name']}: {g} batch_size must be a positive integer, got {bs!r}")
     mia = cfg["metrics"].get("mia")
     for k in (mia.get("ks") or ()) if isinstance(mia, dict) else ():
         if not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 < k <= 100:
