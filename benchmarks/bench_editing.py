@@ -36,8 +36,8 @@ def main(argv=None):
     ap.add_argument("--seq_batch", type=int, default=10, help="sequential methods: requests per step")
     ap.add_argument("--mom2_weight", type=float, default=15000.0, help="MEMIT λ")
     ap.add_argument("--lambdas", default=None,
-                    help="MEMIT only: comma list of λ; the targets z are computed once and each λ is solved and "
-                         "measured on the restored weights (a cheap λ sweep)")
+                    help="MEMIT only: comma list of λ, one run each from the unedited weights; the targets z "
+                         "are computed by the first and read from the targets cache by the others (a cheap sweep)")
     ap.add_argument("--clamp_norm", type=float, default=None, help="v* clamp (default per method)")
     ap.add_argument("--out", default="runs/bench_editing")
     a = ap.parse_args(argv)
@@ -67,84 +67,37 @@ def main(argv=None):
     results["pre"] = pre
     results["pre_eval_seconds"] = time.perf_counter() - t
     logging.info("pre-edit: %s", pre)
-    for method in a.methods.split(","):
-        if method == "memit" and a.lambdas:
-            results["memit_sweep"] = memit_sweep(model, path, tok, requests, a, results, out)
-            continue
+    runs = [(m, lam) for m in a.methods.split(",")
+            for lam in ([float(x) for x in a.lambdas.split(",")] if m == "memit" and a.lambdas else [a.mom2_weight])]
+    for method, lam in runs:
+        name = f"memit@{lam:g}" if method == "memit" and a.lambdas else method
         cfg = EditConfig(method=method, model=a.model, output_dir=str(out), requests=a.requests,
                          layers=a.rome_layer if method == "rome" else a.layers, n_tokens=a.n_tokens,
                          v_steps=a.v_steps, n_value_prefixes=a.n_value_prefixes, n_key_prefixes=a.n_key_prefixes,
                          mode="batch" if method == "memit" else "sequential",
                          batch_size=1 if method == "rome" else a.seq_batch, lora_steps=60,
-                         mom2_weight=a.mom2_weight, clamp_norm=a.clamp_norm)
-        model = load_model(path, "float32")
+                         mom2_weight=lam, clamp_norm=a.clamp_norm)
+        model = load_model(path, "float32")  # every run starts from the unedited weights
         t = time.perf_counter()
         model, res, timings = apply_edits(model, tok, requests, cfg)
         wall = time.perf_counter() - t
         with torch.no_grad():
             post = counterfact_metrics(model, tok, requests)["summary"]
-        results["runs"][method] = {"post": post, "timings": timings, "wall_seconds": wall,
-                                   "layers": cfg.layers, "mode": cfg.mode, "batch_size": cfg.batch_size}
-        logging.info("%s: %s in %.0fs", method, post, wall)
+        results["runs"][name] = {"post": post, "timings": timings, "wall_seconds": wall, "layers": cfg.layers,
+                                 "mode": cfg.mode, "batch_size": cfg.batch_size, "mom2_weight": lam}
+        logging.info("%s: %s in %.0fs", name, post, wall)
         io.write_json(out / "bench_editing.json", results)
     print(f"\n{len(requests)} CounterFact edits on {a.model}; C from {a.n_tokens} WikiText-2 tokens")
-    print(f"{'method':<12}{'efficacy':>10}{'paraphrase':>12}{'neighbour':>11}{'score':>8}{'stats s':>9}{'edit s':>9}")
-    print(f"{'(pre-edit)':<12}{pre['efficacy_score']:>10.3f}{pre['paraphrase_score']:>12.3f}"
+    print(f"{'method':<14}{'efficacy':>10}{'paraphrase':>12}{'neighbour':>11}{'score':>8}{'stats s':>9}{'edit s':>9}")
+    print(f"{'(pre-edit)':<14}{pre['efficacy_score']:>10.3f}{pre['paraphrase_score']:>12.3f}"
           f"{pre['neighbourhood_score']:>11.3f}{pre['counterfact_score']:>8.3f}")
     for m, r in results["runs"].items():
         p = r["post"]
-        print(f"{m:<12}{p['efficacy_score']:>10.3f}{p['paraphrase_score']:>12.3f}{p['neighbourhood_score']:>11.3f}"
+        print(f"{m:<14}{p['efficacy_score']:>10.3f}{p['paraphrase_score']:>12.3f}{p['neighbourhood_score']:>11.3f}"
               f"{p['counterfact_score']:>8.3f}{r['timings'].get('stats_seconds', 0):>9.0f}"
               f"{r['timings']['edit_seconds']:>9.0f}")
     io.write_json(out / "bench_editing.json", results)
     print(json.dumps({m: r["post"] for m, r in results["runs"].items()}))
-
-
-def memit_sweep(model, path, tok, requests, a, results, out):
-    """MEMIT at several λ from one computation of the targets z (the costly part: one v*
-    optimisation per request). Each λ starts from the unedited weights."""
-    import torch
-
-    from llm_forget import io
-    from llm_forget.editing.config import EditConfig, parse_layers
-    from llm_forget.editing.covariance import second_moments
-    from llm_forget.editing.locate import context_prefixes
-    from llm_forget.editing.memit import distribute, memit_solve, value_targets
-    from llm_forget.editing.metrics_counterfact import counterfact_metrics
-    from llm_forget.editing.result import EditResult
-    from llm_forget.editing.run import value_config
-    from llm_forget.models import arch_for, load_model
-
-    cfg = EditConfig(method="memit", model=a.model, output_dir=str(out), requests=a.requests, layers=a.layers,
-                     n_tokens=a.n_tokens, v_steps=a.v_steps, n_value_prefixes=a.n_value_prefixes,
-                     n_key_prefixes=a.n_key_prefixes, clamp_norm=a.clamp_norm)
-    model = load_model(path, "float32")
-    arch = arch_for(model)
-    layers = parse_layers(cfg.layers)
-    t = time.perf_counter()
-    Cs = second_moments(model, tok, layers, cfg.corpus, cfg.n_tokens, cfg.seq_len, arch=arch)
-    stats = time.perf_counter() - t
-    kp = context_prefixes(model, tok, cfg.n_key_prefixes, cfg.prefix_length, cfg.seed)
-    vp = kp[: cfg.n_value_prefixes + 1]
-    t = time.perf_counter()
-    zs = value_targets(model, tok, requests, layers[-1], vp, arch, value_config(cfg))
-    z_seconds = time.perf_counter() - t
-    sweep = {"stats_seconds": stats, "z_seconds": z_seconds, "clamp_norm": value_config(cfg).clamp_norm, "runs": []}
-    for lam in [float(x) for x in a.lambdas.split(",")]:
-        res = EditResult(model)
-        t = time.perf_counter()
-        distribute(model, tok, requests, layers, zs, kp, arch, lambda layer, R, K: memit_solve(R, K, Cs[layer], lam),
-                   res)
-        solve_seconds = time.perf_counter() - t
-        with torch.no_grad():
-            post = counterfact_metrics(model, tok, requests)["summary"]
-        res.restore()
-        sweep["runs"].append({"lambda": lam, "post": post, "distribute_seconds": solve_seconds,
-                              "edit_seconds_one_run": z_seconds + solve_seconds})
-        logging.info("memit λ=%g: %s (%.0fs to distribute)", lam, post, solve_seconds)
-        results["memit_sweep"] = sweep
-        io.write_json(out / "bench_editing.json", results)
-    return sweep
 
 
 if __name__ == "__main__":
