@@ -167,8 +167,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     check_model(model_path, cfg.trust_remote_code, cfg.allow_pickle)
     tok = load_tokenizer(model_path, cfg.trust_remote_code)
     encoder = Encoder(tok, cfg.prompt_template, cfg.chat_template, cfg.max_length, cfg.overlong)
-    forget_enc = [encoder.row(r) for r in forget_rows]
-    retain_enc = [encoder.row(r) for r in retain_rows] if retain_rows else None
+    forget_enc = encoder.rows(forget_rows)
+    retain_enc = encoder.rows(retain_rows) if retain_rows else None
     if encoder.truncated:
         logger.warning("%d sequences were longer than max_length=%d and were truncated", encoder.truncated,
                        cfg.max_length)
@@ -213,7 +213,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         step = max(1, len(retain_enc) // cfg.select_rows)
         holdout_enc = None
         if cfg.select_target == "holdout":
-            holdout_enc = [encoder.row(r) for r in holdout_rows[: cfg.select_rows]]
+            holdout_enc = encoder.rows(holdout_rows[: cfg.select_rows])
         selector = RetainBudgetSelector(forget_enc[: cfg.select_rows], retain_enc[::step][: cfg.select_rows],
                                         tok.pad_token_id, cfg.retain_budget, cfg.select_every, cfg.select_patience,
                                         cfg.per_device_eval_batch_size, holdout_items=holdout_enc)

@@ -45,7 +45,7 @@ def finetune(model: str, data: str | list[dict], output_dir: str | Path, *, epoc
     path = resolve_model_path(model)
     tok = load_tokenizer(path)
     enc = Encoder(tok, prompt_template, chat_template, max_length)
-    items = [enc.row(r) for r in rows]
+    items = enc.rows(rows)
     set_seed(seed)
     m = load_model(path, dtype)
     if lora_r:

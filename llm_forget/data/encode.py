@@ -39,27 +39,49 @@ class Encoder:
         return self.template.format(question=question)
 
     def prompt_ids(self, question: str) -> list[int]:
-        tok = self.tokenizer
-        ids = tok(self.prompt_text(question), add_special_tokens=not self.chat)["input_ids"]
-        return list(ids)
+        return self.prompt_ids_many([question])[0]
+
+    def prompt_ids_many(self, questions: list[str]) -> list[list[int]]:
+        """Token ids of each question's prompt: one tokenizer call for the distinct questions."""
+        distinct = list(dict.fromkeys(questions))
+        ids = self._encode([self.prompt_text(q) for q in distinct], not self.chat)
+        by_q = dict(zip(distinct, ids))
+        return [list(by_q[q]) for q in questions]
 
     def qa(self, question: str, answer: str) -> dict:
         """input_ids and labels for one question/answer pair (answer tokens + eos labelled)."""
-        tok = self.tokenizer
-        p = self.prompt_ids(question)
-        a = list(tok(" " + answer.strip(), add_special_tokens=False)["input_ids"])
-        if tok.eos_token_id is not None:
-            a.append(tok.eos_token_id)
-        return self._fit(p + a, [IGNORE] * len(p) + a)
+        return self.qa_many([(question, answer)])[0]
+
+    def qa_many(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        """qa() of many pairs, tokenized in two batched calls (the same ids as one by one)."""
+        prompts = self.prompt_ids_many([q for q, _ in pairs])
+        answers = self._encode([" " + a.strip() for _, a in pairs], False)
+        eos = self.tokenizer.eos_token_id
+        out = []
+        for p, a in zip(prompts, answers):
+            a = list(a) + ([eos] if eos is not None else [])
+            out.append(self._fit(p + a, [IGNORE] * len(p) + a))
+        return out
 
     def text(self, text: str) -> dict:
-        ids = list(self.tokenizer(text)["input_ids"])
-        return self._fit(ids, list(ids))
+        return self.rows([{"text": text}])[0]
 
     def row(self, row: dict, answer_key: str = "answer") -> dict:
-        if "question" in row:
-            return self.qa(row["question"], row[answer_key])
-        return self.text(row["text"])
+        return self.rows([row], answer_key)[0]
+
+    def rows(self, rows: list[dict], answer_key: str = "answer") -> list[dict]:
+        """row() of every row, in order: question/answer rows through qa_many, text rows in one call."""
+        out: list[dict | None] = [None] * len(rows)
+        qa = [i for i, r in enumerate(rows) if "question" in r]
+        for i, x in zip(qa, self.qa_many([(rows[i]["question"], rows[i][answer_key]) for i in qa])):
+            out[i] = x
+        texts = [i for i, r in enumerate(rows) if "question" not in r]
+        for i, ids in zip(texts, self._encode([rows[i]["text"] for i in texts], True)):
+            out[i] = self._fit(list(ids), list(ids))
+        return out
+
+    def _encode(self, texts: list[str], special: bool) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=special)["input_ids"] if texts else []
 
     def _fit(self, ids: list[int], labels: list[int]) -> dict:
         if len(ids) > self.max_length:
@@ -68,7 +90,7 @@ class Encoder:
                                 "raise max_length or set overlong: truncate")
             self.truncated += 1
             ids, labels = ids[: self.max_length], labels[: self.max_length]
-        if all(x == IGNORE for x in labels):
+        if labels.count(IGNORE) == len(labels):
             raise UserError(f"a prompt fills all of max_length={self.max_length} tokens, leaving no answer; "
                             "raise max_length")
         return {"input_ids": ids, "labels": labels}

@@ -116,7 +116,7 @@ def forget_scores(model, encoder, rows: list[dict], batch_size: int = 32, questi
     """{"probability": mean exp(−nll), "nll": mean nll} over rows (answer tokens only)."""
     from .scoring import score_sequences
 
-    seqs = [encoder.qa(r[question_key], r["answer"]) for r in rows]
+    seqs = encoder.qa_many([(r[question_key], r["answer"]) for r in rows])
     sc = score_sequences(model, seqs, encoder.tokenizer.pad_token_id, batch_size, full=[False] * len(seqs))
     nll = [x["nll"] for x in sc]
     return {"probability": sum(math.exp(-v) for v in nll) / len(nll), "nll": sum(nll) / len(nll)}
@@ -143,7 +143,7 @@ def relearn_steps(model, encoder, train_rows: list[dict], steps, *, learning_rat
     for p in m.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(m.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    enc = [encoder.row(r) for r in train_rows]
+    enc = encoder.rows(train_rows)
     rng = random.Random(seed)
     device = next(m.parameters()).device
     order, done = [], 0

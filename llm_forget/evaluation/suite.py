@@ -268,20 +268,18 @@ class Evaluator:
         from .tofu import normalised_probability, truth_ratio
 
         rows, items = self.rows[s], self._items(s)
-        seqs, owner, full = [], [], []
+        seqs = self.enc.rows(rows)
+        owner, full, pairs = [(i, "answer", None) for i in range(len(rows))], [True] * len(rows), []
         for i, r in enumerate(rows):
-            seqs.append(self.enc.row(r))
-            owner.append((i, "answer", None))
-            full.append(True)
             if spec["variants"] and "question" in r and r.get("perturbed_answer"):
                 if spec["correct"] == "paraphrased_answer" and r.get("paraphrased_answer"):
-                    seqs.append(self.enc.row(r, "paraphrased_answer"))
+                    pairs.append((r["question"], r["paraphrased_answer"]))
                     owner.append((i, "paraphrased", None))
-                    full.append(False)
                 for j, p in enumerate(_as_list(r["perturbed_answer"])):
-                    seqs.append(self.enc.qa(r["question"], p))
+                    pairs.append((r["question"], p))
                     owner.append((i, "perturbed", j))
-                    full.append(False)
+        seqs += self.enc.qa_many(pairs)
+        full += [False] * len(pairs)
         other = self._consistency_model(s)  # the retrained model runs here on the answers, not in a pass of its own
         ans = [k for k, f in enumerate(full) if f]
         var = [k for k, f in enumerate(full) if not f]
@@ -340,7 +338,7 @@ class Evaluator:
 
         ref_model, _, ref_tok = self.reference[0], self.reference[1], self.reference[2]
         enc = Encoder(ref_tok, self.enc.template, self.enc.chat, self.enc.max_length)
-        seqs = [enc.row(r) for r in self.rows[s]]
+        seqs = enc.rows(self.rows[s])
         with self._bar(len(seqs), f"reference {s}") as bar:
             sc = score_sequences(ref_model, seqs, ref_tok.pad_token_id, self.batch_size,
                                  full=[False] * len(seqs), progress=bar)
@@ -348,7 +346,7 @@ class Evaluator:
             it["nll_reference"] = x["nll"]
 
     def _prompts(self, rows):
-        return [self.enc.prompt_ids(r["question"]) for r in rows]
+        return self.enc.prompt_ids_many([r["question"] for r in rows])
 
     def generation(self, s: str, gc: dict) -> None:
         from .generation import greedy, make_scorer, rouge_l, text_hash
@@ -358,10 +356,8 @@ class Evaluator:
             raise UserError(f"generation on dataset {s} needs question/answer rows")
         cap = int(gc.get("max_new_tokens", 200))
         fit = gc.get("fit_to_answer", True)
-        caps = []
-        for r in rows:
-            n_ref = len(self.tok(" " + r["answer"].strip(), add_special_tokens=False)["input_ids"])
-            caps.append(min(cap, math.ceil(1.5 * n_ref) + 8) if fit else cap)
+        refs = self.tok([" " + r["answer"].strip() for r in rows], add_special_tokens=False)["input_ids"]
+        caps = [min(cap, math.ceil(1.5 * len(ids)) + 8) if fit else cap for ids in refs]
         prompts = self._prompts(rows)
         if self.max_pos:  # never run past the model's positions
             caps = [max(1, min(c, self.max_pos - len(p))) for c, p in zip(caps, prompts)]
@@ -389,12 +385,14 @@ class Evaluator:
 
         k, cap = int(vc.get("prefix_tokens", 128)), int(vc.get("max_new_tokens", 128))
         prompts, refs = [], []
-        for r in self.rows[s]:
+        rows = self.rows[s]
+        encoded = self.tok([r["question"] if "question" in r else r["text"] for r in rows])["input_ids"]
+        for r, ids in zip(rows, encoded):
+            ids = list(ids)
             if "question" in r:
-                prompts.append(list(self.tok(r["question"])["input_ids"]))
+                prompts.append(ids)
                 refs.append(r["answer"])
             else:
-                ids = list(self.tok(r["text"])["input_ids"])
                 if len(ids) <= k:
                     raise UserError(f"verbmem dataset {s}: a text has {len(ids)} tokens, not more than the "
                                     f"{k}-token prefix")
@@ -479,7 +477,7 @@ class Evaluator:
             else:
                 for s in sets:
                     if self._retained_id() is None or self._kl_of.get(s) != self._retained_id():
-                        seqs = [self.enc.row(r) for r in self.rows[s]]
+                        seqs = self.enc.rows(self.rows[s])
                         kl = next_token_kl(self.model, other, seqs, self.tok.pad_token_id, self.batch_size)
                         for it, v in zip(self._items(s), kl):
                             it["kl_retain"] = v

@@ -369,7 +369,7 @@ def _encode(cfg: SisaConfig, tok, rows: list[dict]) -> dict:
     from ..data.readers import row_hash
 
     encoder = Encoder(tok, cfg.prompt_template, cfg.chat_template, cfg.max_length)
-    return {row_hash(r): encoder.row(r) for r in rows}, encoder
+    return dict(zip(map(row_hash, rows), encoder.rows(rows))), encoder
 
 
 def _evaluate(model: SisaModel, encoder, sets: dict, batch: int) -> dict:
