@@ -76,6 +76,84 @@ def test_batch_size_does_not_change_numbers(target, sets):
                 assert x[k] == pytest.approx(y[k], abs=1e-5), k
 
 
+def test_encoder_tokenizes_in_batches_with_the_ids_of_one_by_one(target, sets):
+    """Encoder.rows tokenizes all prompts and answers in two calls; the ids and labels are those
+    of tokenizing each prompt and answer alone, question/answer and text rows mixed, in order."""
+    _, tok = target
+    enc = Encoder(tok, max_length=40)
+    rows = sets["forget"][:5] + [{"text": "a plain text row"}] + sets["retain"][:3]
+    got = enc.rows(rows)
+    for r, g in zip(rows, got):
+        if "question" in r:
+            p = tok(f"Question: {r['question']}\nAnswer:")["input_ids"]
+            a = tok(" " + r["answer"].strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            ids, labels = (p + a)[:40], ([-100] * len(p) + a)[:40]
+        else:
+            ids = labels = tok(r["text"])["input_ids"]
+        assert g == {"input_ids": ids, "labels": labels}
+    assert enc.truncated == sum(1 for r, g in zip(rows, got) if len(g["input_ids"]) == 40)
+
+
+def _assert_same_rows(a, b, tol=1e-5):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert x[k] == pytest.approx(y[k], abs=tol), k
+
+
+def _gpt2(tok):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=64, n_layer=2, n_head=2,
+                                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_shared_prompt_scoring_equals_whole_sequences(target, sets, arch):
+    """Each prompt runs once and its answers continue its KV cache, at their own positions: every
+    number equals the whole-sequence pass (to 1e-5) on Llama (rotary) and GPT-2 (learned
+    positions, Conv1D), with answers of many lengths in one batch."""
+    from llm_forget.evaluation.scoring import batch_metrics, score_sequences
+    from llm_forget.evaluation.shared_prompt import prefix_groups, score_shared
+
+    model, tok = target
+    model = model if arch == "llama" else _gpt2(tok)
+    seqs = _seqs(tok, sets["forget"][:8] + sets["holdout"][:4])
+    full = [i % 3 == 0 for i in range(len(seqs))]
+    pp = arch == "llama"  # Min-K%++ divides by the spread of p: near zero for an untrained model's flat p
+    groups = prefix_groups(seqs)
+    assert len(groups) == 12 and sorted(sum(groups.values(), [])) == list(range(len(seqs)))
+    shared = score_shared(model, seqs, groups, tok.pad_token_id, 5,
+                          lambda lg, tg, idx: batch_metrics(lg, tg, minkpp=pp, full=[full[i] for i in idx]), chunk=7)
+    assert shared is not None  # the cached path really ran
+    whole = score_sequences(model, seqs, tok.pad_token_id, 5, minkpp=pp, full=full, share_prompts=False)
+    _assert_same_rows(shared, whole)
+    _assert_same_rows(score_sequences(model, seqs, tok.pad_token_id, 64, minkpp=pp, full=full), whole)
+
+
+def test_shared_prompts_need_a_plain_cache_and_repeated_prompts(target, sets):
+    """A sliding-window cache (Mistral) or prompts that do not repeat: every sequence runs whole."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from llm_forget.evaluation.scoring import batch_metrics, score_sequences
+    from llm_forget.evaluation.shared_prompt import prefix_groups, score_shared
+
+    _, tok = target
+    torch.manual_seed(0)
+    mistral = MistralForCausalLM(MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                               sliding_window=16)).eval()
+    seqs = _seqs(tok, sets["forget"][:4])
+    assert score_shared(mistral, seqs, prefix_groups(seqs), tok.pad_token_id, 4, batch_metrics) is None
+    _assert_same_rows(score_sequences(mistral, seqs, tok.pad_token_id, 4),
+                      score_sequences(mistral, seqs, tok.pad_token_id, 4, share_prompts=False), tol=0)
+    enc = Encoder(tok)
+    assert prefix_groups([enc.row(r) for r in sets["forget"][:6]]) is None  # one answer per prompt
+    assert prefix_groups([enc.text("plain text rows have no prompt")] * 4) is None
+
+
 def test_generation_batch_invariant_and_left_padded(target, sets):
     from llm_forget.evaluation.generation import greedy
 
@@ -93,9 +171,11 @@ def test_generation_batch_invariant_and_left_padded(target, sets):
     assert sum(rouge_l(t, r["answer"])[0] for t, r in zip(a, rows)) / len(rows) > 0.8
 
 
-def test_greedy_rows_leave_the_batch_yet_match_generate(target, tiny_path, sets):
-    """The KV-cache loop (finished rows dropped from the batch) gives exactly what
-    `model.generate` gives, cut per row at EOS, the row's own cap and stop strings."""
+@pytest.mark.parametrize("compact_at", [0.0, 0.25, 1.0])
+def test_greedy_rows_leave_the_batch_yet_match_generate(target, tiny_path, sets, compact_at):
+    """The KV-cache loop gives exactly what `model.generate` gives, cut per row at EOS, the row's
+    own cap and stop strings, whether finished rows leave the batch at once (0), once they are a
+    quarter of it (the default), or stay to the end at their last position (1)."""
     from llm_forget.evaluation.generation import _greedy_cached, _greedy_generate, _has_selectable_cache, _Rows, eos_ids
     from llm_forget.data.encode import pad
     from llm_forget.models import load_model, load_tokenizer
@@ -111,7 +191,7 @@ def test_greedy_rows_leave_the_batch_yet_match_generate(target, tiny_path, sets)
         eos = eos_ids(model, tok)
         got, want = (_Rows(caps, eos, tok, ["\nQuestion:"]) for _ in range(2))
         with torch.no_grad():
-            assert _greedy_cached(model, b["input_ids"], b["attention_mask"], got)
+            assert _greedy_cached(model, b["input_ids"], b["attention_mask"], got, compact_at)
         _greedy_generate(model, b["input_ids"], b["attention_mask"], want, eos, tok.pad_token_id)
         assert got.new == want.new
         assert all(len(x) <= c for x, c in zip(got.new, caps))
