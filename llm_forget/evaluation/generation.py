@@ -82,10 +82,11 @@ class _Rows:
 
 
 @torch.no_grad()
-def _greedy_cached(model, ids, mask, rows: _Rows) -> bool:
-    """Greedy decoding with the model's KV cache; rows that are done leave the batch (their
-    cache rows are dropped), so a long answer never makes the finished rows run on. False
-    (nothing generated) when the model's cache cannot drop rows."""
+def _greedy_cached(model, ids, mask, rows: _Rows, compact_at: float = 0.25) -> bool:
+    """Greedy decoding with the model's KV cache. A row that is done stops counting at once; the
+    finished rows leave the batch (their cache rows are dropped) once they are `compact_at` of it,
+    so neither a long answer nor re-copying the cache at every finished row slows the batch.
+    False (nothing generated) when the model's cache cannot drop rows."""
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     kw = {"position_ids": pos} if accepts(model, "position_ids") else {}
     first = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
@@ -95,17 +96,20 @@ def _greedy_cached(model, ids, mask, rows: _Rows) -> bool:
     if not hasattr(cache, "batch_select_indices"):
         return False  # a cache type that cannot drop rows: the caller falls back to generate()
     logits, last = out.logits[:, -1], pos[:, -1]
+    live = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
     while True:
         nxt = logits.argmax(-1)
-        done = rows.push(active.tolist(), nxt.tolist())
-        keep = torch.tensor([not d for d in done], device=ids.device)
-        if not bool(keep.any()):
+        at = live.nonzero().squeeze(1)
+        done = rows.push(active[at].tolist(), nxt[at].tolist())
+        live[at[torch.tensor(done, dtype=torch.bool, device=ids.device)]] = False
+        n_live = int(live.sum())
+        if n_live == 0:
             return True
-        if not bool(keep.all()):
-            cache.batch_select_indices(keep.nonzero().squeeze(1))
-            active, nxt, mask, last = active[keep], nxt[keep], mask[keep], last[keep]
+        if n_live <= (1 - compact_at) * live.numel():
+            cache.batch_select_indices(at := live.nonzero().squeeze(1))
+            active, nxt, mask, last, live = active[at], nxt[at], mask[at], last[at], live[at]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
-        last = last + 1
+        last = last + live  # a finished row, still in the batch, stays at its last position
         if kw:
             kw["position_ids"] = last[:, None]
         out = model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True, **{name: cache}, **kw)
