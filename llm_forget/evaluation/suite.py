@@ -283,9 +283,11 @@ class Evaluator:
         other = self._consistency_model(s)  # the retrained model runs here on the answers, not in a pass of its own
         ans = [k for k, f in enumerate(full) if f]
         var = [k for k, f in enumerate(full) if not f]
+        # the answers go with their variants (one shared prompt each) unless the retrained model runs on them
+        parts = ((ans, {"other": other}), (var, {})) if other is not None else ((list(range(len(seqs))), {}),)
         scored = [None] * len(seqs)
         with self._bar(len(seqs), f"score {s}") as bar:
-            for part, kw in ((ans, {"other": other}), (var, {})):
+            for part, kw in parts:
                 got = score_sequences(self.model, [seqs[k] for k in part], self.tok.pad_token_id, self.batch_size,
                                       spec["ks"], spec["minkpp"], [full[k] for k in part], bar, **kw)
                 for k, g in zip(part, got):
