@@ -8,7 +8,8 @@
       11 passes: 9 over the answers, truth ratio over correct + perturbed answers, normalised
       probability over answers + perturbed answers),
    b) one pass for all metrics, same batching and full logits (the design alone),
-   c) llm_forget's `score_sequences` (one pass, length-sorted batches, logits only at answer positions).
+   c) llm_forget's `score_sequences` (one pass, length-sorted batches, logits only at answer positions,
+      each prompt run once for all its answers).
    Median of 3 runs each; examples/s counts answer rows (each with its paraphrase/perturbed variants).
 2. The tofu.yaml suite (forget01 layout, ../shared/data/tofu): full with the tiny model; for
    SmolLM2-135M a sample (first N rows of every dataset) scaled per metric group to the full row

@@ -97,6 +97,12 @@ def accepts(model, name: str) -> bool:
         return False
 
 
+def cache_of(out):
+    """The KV cache a forward returned (`cache` in transformers >= 5.2x, else `past_key_values`)."""
+    c = getattr(out, "cache", None)
+    return c if c is not None else getattr(out, "past_key_values", None)
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """A zoo name (`tiny`, `smollm2-135m`) becomes its cached folder; a local folder stays;
     anything else is treated as a Hub id (works only when online)."""

@@ -13,7 +13,7 @@ import hashlib
 import torch
 
 from ..data.encode import pad
-from ..models import accepts
+from ..models import accepts, cache_of
 
 
 def rouge_l(prediction: str, reference: str, scorer=None) -> tuple[float, float]:
@@ -92,7 +92,7 @@ def _greedy_cached(model, ids, mask, rows: _Rows, compact_at: float = 0.25) -> b
     first = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
     name = "cache" if accepts(model, "cache") else "past_key_values"  # transformers >= 5.2x: `cache`
     out = model(input_ids=ids, attention_mask=mask, use_cache=True, **kw, **first)
-    cache, active = _cache_of(out), torch.arange(ids.shape[0], device=ids.device)
+    cache, active = cache_of(out), torch.arange(ids.shape[0], device=ids.device)
     if not hasattr(cache, "batch_select_indices"):
         return False  # a cache type that cannot drop rows: the caller falls back to generate()
     logits, last = out.logits[:, -1], pos[:, -1]
@@ -113,12 +113,7 @@ def _greedy_cached(model, ids, mask, rows: _Rows, compact_at: float = 0.25) -> b
         if kw:
             kw["position_ids"] = last[:, None]
         out = model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True, **{name: cache}, **kw)
-        cache, logits = _cache_of(out), out.logits[:, -1]
-
-
-def _cache_of(out):
-    c = getattr(out, "cache", None)
-    return c if c is not None else out.past_key_values
+        cache, logits = cache_of(out), out.logits[:, -1]
 
 
 def _greedy_generate(model, ids, mask, rows: _Rows, eos: list[int], pad_id: int) -> None:

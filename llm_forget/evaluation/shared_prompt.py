@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..data.encode import IGNORE, pad
-from ..models import accepts
+from ..models import accepts, cache_of
 
 
 def prefix_groups(encoded: list[dict]) -> dict[tuple, list[int]] | None:
@@ -43,11 +43,6 @@ def plain_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     if not layers or any(type(layer) is not DynamicLayer for layer in layers):
         return None
     return [(layer.keys, layer.values) for layer in layers]
-
-
-def _cache_of(out):
-    c = getattr(out, "cache", None)
-    return c if c is not None else getattr(out, "past_key_values", None)
 
 
 @torch.no_grad()
@@ -82,7 +77,7 @@ def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad
             mask = pre_mask[s:s + batch_size]
             o = model(input_ids=pre["input_ids"][s:s + batch_size].to(device), attention_mask=mask,
                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, **first)
-            kv = plain_kv(_cache_of(o))
+            kv = plain_kv(cache_of(o))
             if kv is None:
                 return None
             for layer, (k, v) in enumerate(kv):
