@@ -76,7 +76,6 @@ def tradeoff_plot(runs: list[tuple[str, dict]], path) -> Path:
     ax.set_ylabel("forget quality, KS p-value (higher = more forgotten)")
     ax.set_title("forgetting vs keeping")
     fig.tight_layout()
-    from .. import io  # noqa: F401  (atomic write below)
     import tempfile
 
     path = Path(path)
