@@ -97,6 +97,12 @@ def accepts(model, name: str) -> bool:
         return False
 
 
+def cache_kwarg(model) -> str | None:
+    """The keyword a model's forward takes its KV cache by (`cache` in transformers >= 5.2x,
+    `past_key_values` before), or None when it takes none."""
+    return next((k for k in ("cache", "past_key_values") if accepts(model, k)), None)
+
+
 def cache_of(out):
     """The KV cache a forward returned (`cache` in transformers >= 5.2x, else `past_key_values`)."""
     c = getattr(out, "cache", None)

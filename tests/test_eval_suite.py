@@ -70,10 +70,7 @@ def test_batch_size_does_not_change_numbers(target, sets):
     seqs = _seqs(tok, sets["forget"][:10] + sets["holdout"][:10])
     runs = [score_sequences(model, seqs, tok.pad_token_id, batch_size=b) for b in (1, 7, 64)]
     for other in runs[1:]:
-        for x, y in zip(runs[0], other):
-            assert x.keys() == y.keys()
-            for k in x:
-                assert x[k] == pytest.approx(y[k], abs=1e-5), k
+        _assert_same_rows(runs[0], other)
 
 
 def test_encoder_tokenizes_in_batches_with_the_ids_of_one_by_one(target, sets):

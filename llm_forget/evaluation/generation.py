@@ -13,7 +13,7 @@ import hashlib
 import torch
 
 from ..data.encode import pad
-from ..models import accepts, cache_of
+from ..models import accepts, cache_kwarg, cache_of
 
 
 def rouge_l(prediction: str, reference: str, scorer=None) -> tuple[float, float]:
@@ -90,7 +90,7 @@ def _greedy_cached(model, ids, mask, rows: _Rows, compact_at: float = 0.25) -> b
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     kw = {"position_ids": pos} if accepts(model, "position_ids") else {}
     first = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
-    name = "cache" if accepts(model, "cache") else "past_key_values"  # transformers >= 5.2x: `cache`
+    name = cache_kwarg(model) or "past_key_values"
     out = model(input_ids=ids, attention_mask=mask, use_cache=True, **kw, **first)
     cache, active = cache_of(out), torch.arange(ids.shape[0], device=ids.device)
     if not hasattr(cache, "batch_select_indices"):

@@ -115,12 +115,11 @@ def batch_metrics(logits: torch.Tensor, targets: torch.Tensor, ks=(20.0, 40.0), 
     n_tok = m.sum(1)
     if bool((n_tok == 0).any()):
         raise ValueError("a row has no answer tokens")
-    lg = logits  # upcast to fp32 a chunk at a time (a bf16 batch never gets a whole fp32 copy)
     y = targets.clamp(min=0).unsqueeze(-1)
-    logp = torch.empty(targets.shape, dtype=torch.float32, device=lg.device)
-    step = max(1, (1 << 24) // max(1, lg.shape[1] * lg.shape[2]))
-    for s in range(0, lg.shape[0], step):
-        logp[s:s + step] = torch.log_softmax(lg[s:s + step].float(), -1).gather(-1, y[s:s + step]).squeeze(-1)
+    logp = torch.empty(targets.shape, dtype=torch.float32, device=logits.device)
+    step = max(1, (1 << 24) // max(1, logits.shape[1] * logits.shape[2]))
+    for s in range(0, logits.shape[0], step):  # upcast one chunk at a time: a bf16 batch never gets a whole fp32 copy
+        logp[s:s + step] = torch.log_softmax(logits[s:s + step].float(), -1).gather(-1, y[s:s + step]).squeeze(-1)
     logp = logp.masked_fill(~m, 0.0)
     nll_sum = -logp.sum(1)
     nll, nll_sum, n_tok = (nll_sum / n_tok).tolist(), nll_sum.tolist(), n_tok.tolist()
@@ -128,7 +127,7 @@ def batch_metrics(logits: torch.Tensor, targets: torch.Tensor, ks=(20.0, 40.0), 
     out = []
     for j, f in enumerate(full):
         if f:
-            out.append(row_metrics(lg[j][m[j]], targets[j][m[j]], ks, minkpp, True, logp[j][m[j]]))
+            out.append(row_metrics(logits[j][m[j]], targets[j][m[j]], ks, minkpp, True, logp[j][m[j]]))
         else:
             out.append({"nll": nll[j], "nll_sum": nll_sum[j], "n_tokens": n_tok[j]})
     return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..data.encode import IGNORE, pad
-from ..models import accepts, cache_of
+from ..models import accepts, cache_kwarg, cache_of
 
 
 def prefix_groups(encoded: list[dict]) -> dict[tuple, list[int]] | None:
@@ -57,10 +57,8 @@ def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad
 
     from .scoring import answer_logits
 
-    if not accepts(model, "position_ids"):
-        return None
-    name = "cache" if accepts(model, "cache") else "past_key_values" if accepts(model, "past_key_values") else None
-    if name is None:
+    name = cache_kwarg(model)
+    if name is None or not accepts(model, "position_ids"):
         return None
     first = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
     device = next(model.parameters()).device
@@ -71,22 +69,15 @@ def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad
         part = prefixes[c:c + chunk]
         pre = pad([{"input_ids": list(p), "labels": list(p)} for p in part], pad_id, side="left")
         pre_mask = pre["attention_mask"].to(device)
-        keys: list[list[torch.Tensor]] = []
-        values: list[list[torch.Tensor]] = []
+        batches = []  # per prompt batch: per layer (keys, values)
         for s in range(0, len(part), batch_size):
             mask = pre_mask[s:s + batch_size]
             o = model(input_ids=pre["input_ids"][s:s + batch_size].to(device), attention_mask=mask,
                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, **first)
-            kv = plain_kv(cache_of(o))
-            if kv is None:
+            batches.append(plain_kv(cache_of(o)))
+            if batches[-1] is None:
                 return None
-            for layer, (k, v) in enumerate(kv):
-                if layer == len(keys):
-                    keys.append([])
-                    values.append([])
-                keys[layer].append(k)
-                values[layer].append(v)
-        kv = [(torch.cat(k), torch.cat(v)) for k, v in zip(keys, values)]
+        kv = [(torch.cat([k for k, _ in layer]), torch.cat([v for _, v in layer])) for layer in zip(*batches)]
         members = [(k, i) for i, p in enumerate(part) for k in groups[p]]
         members.sort(key=lambda x: -(len(encoded[x[0]]["input_ids"]) - len(part[x[1]])))
         for b in range(0, len(members), batch_size):
