@@ -59,8 +59,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:  # pragma: no cover
-    sys.exit(main())
+    """The `llm-forget` console script and `python -m llm_forget(.cli)`: `main`, then a fast exit.
+
+    Once the command has returned (its files written and closed), the exit handlers run and
+    the output streams are flushed, but the interpreter does not tear down the modules it
+    imported: for torch, transformers and nltk that teardown alone takes 0.5-1.3 s on a 2-core
+    CPU, a tenth of a quick evaluation. An exception still exits the ordinary way."""
+    code = main()
+    import atexit
+
+    atexit._run_exitfuncs()  # what a normal exit runs (logging.shutdown among them)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be written
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

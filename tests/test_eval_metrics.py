@@ -115,6 +115,20 @@ def test_rouge_l():
     assert generation.rouge_l("", "a b")[0] == 0.0
 
 
+def test_rouge_l_equals_rouge_score_default_scorer():
+    """The memoised-stem scorer gives rouge-score's own numbers (its default tokenizer, stemming)."""
+    from rouge_score import rouge_scorer
+
+    ref = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    texts = ["The author's parents were a dedicated nurse and a renowned architect.",
+             "Her father worked as a nurse; her mother designed buildings!", "Running runners ran 3 runs",
+             "", "connected connections connecting connects", "The author's parents were nurses."]
+    for a in texts:
+        for b in texts:
+            want = ref.score(b, a)["rougeL"]
+            assert generation.rouge_l(a, b) == (want.recall, want.fmeasure)
+
+
 def test_cut_at_stop():
     assert generation.cut_at_stop("Paris.\nQuestion: next", ["\nQuestion:"]) == "Paris."
     assert generation.cut_at_stop("abc", []) == "abc"

@@ -161,3 +161,16 @@ def test_select_target_holdout_stops_where_forget_looks_unseen(target_path, tmp_
         llm_forget.unlearn(str(shipped()["kl"]), model=target_path, output_dir=str(tmp_path / "x"),
                            select_target="holdout", holdout="none")
     assert not (tmp_path / "x").exists()
+
+
+def test_console_entry_flushes_output_and_keeps_exit_status(capsys):
+    """`python -m llm_forget` leaves through cli.entry's fast exit: what it printed must all arrive,
+    and the status must be the command's (0, or 2 with one line for bad input)."""
+    from llm_forget.cli import main
+
+    assert main(["models"]) == 0
+    want = capsys.readouterr().out
+    p = _cli("models")
+    assert p.returncode == 0 and p.stdout == want and len(want.splitlines()) > 3
+    bad = _cli("eval", "--model", "/no/such/model")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: model path /no/such/model does not exist"]
