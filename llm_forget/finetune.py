@@ -31,13 +31,15 @@ def finetune(model: str, data: str | list[dict], output_dir: str | Path, *, epoc
              learning_rate: float = 1e-3, batch_size: int = 32, seed: int = 0, max_length: int = 256,
              prompt_template: str = "Question: {question}\nAnswer:", chat_template: bool = False,
              warmup_ratio: float = 0.05, weight_decay: float = 0.0, lora_r: int = 0,
-             dtype: str = "auto", progress: bool = True) -> dict:
+             dtype: str = "auto", progress: bool = True, max_steps: int = -1, lr_scheduler_type: str = "cosine",
+             answer_eos: bool = True) -> dict:
     """Fine-tune `model` (folder or zoo name) on `data` (rows or a data spec); save to `output_dir`.
-    Returns {"output_dir", "train_seconds", "steps", "final_loss"}."""
+    `max_steps` > 0 overrides `epochs`; `answer_eos=False` leaves the eos closing each answer out
+    of the loss. Returns {"output_dir", "train_seconds", "steps", "final_loss"}."""
     from transformers import Trainer, TrainingArguments, set_seed
 
     from . import io
-    from .data.encode import Encoder, pad
+    from .data.encode import IGNORE, Encoder, pad
     from .data.readers import read_rows
     from .models import load_model, load_tokenizer, resolve_model_path
 
@@ -46,6 +48,8 @@ def finetune(model: str, data: str | list[dict], output_dir: str | Path, *, epoc
     tok = load_tokenizer(path)
     enc = Encoder(tok, prompt_template, chat_template, max_length)
     items = enc.rows(rows)
+    if not answer_eos:
+        items = [{**e, "labels": [IGNORE if y == tok.eos_token_id else y for y in e["labels"]]} for e in items]
     set_seed(seed)
     m = load_model(path, dtype)
     if lora_r:
@@ -59,7 +63,8 @@ def finetune(model: str, data: str | list[dict], output_dir: str | Path, *, epoc
     scratch = tempfile.mkdtemp(prefix="llm_forget_ft.")
     args = TrainingArguments(output_dir=scratch, num_train_epochs=epochs, learning_rate=learning_rate,
                              per_device_train_batch_size=batch_size, warmup_steps=warmup_ratio,
-                             weight_decay=weight_decay, lr_scheduler_type="cosine", save_strategy="no",
+                             weight_decay=weight_decay, lr_scheduler_type=lr_scheduler_type, save_strategy="no",
+                             max_steps=max_steps,
                              report_to="none", logging_steps=50, seed=seed, disable_tqdm=not progress,
                              remove_unused_columns=False)
     trainer = Trainer(model=m, args=args, train_dataset=_Rows(items),

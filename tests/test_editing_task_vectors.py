@@ -1,40 +1,45 @@
 """Task-vector negation on the built-in benchmark with tiny-target, through `llm_forget.edit`.
 
-Measured here (tiny-target, θ_reinf = 5 epochs at lr 1e-3 on the forget set; `llm-forget edit
-task_vector`): forget / retain perplexity 1.130 / 1.129 at λ = 0; λ = 0.5: 2.11 (1.87x) / 1.41
-(1.25x); λ = 0.75: 3.00 (2.65x) / 1.82 (1.61x); λ = 1: 4.65 (4.1x) / 2.41 (2.1x). The issue's bar (forget ≥ 3x with retain ≤ 1.5x)
-is NOT reached by plain negation on this model: forgetting and retain damage grow together.
-The test pins what negation does achieve: forget perplexity rises clearly faster than retain.
+The shipped recipe (recipes/task_vector.yaml) fine-tunes the target on the forget set and, with
+the same settings and steps, on the retain set, and negates τ = τ_forget − τ_retain. Measured
+through `llm-forget edit recipes/task_vector.yaml` (forget ×, retain × at the chosen λ):
+seed 0: 4.05x / 1.47x, seed 1: 4.07x / 1.47x, seed 2: 3.60x / 1.35x. Plain negation of τ_forget
+alone (retain_weight 0), same fine-tune: 2.73x at 1.49x (seed 0), 2.25x / 2.29x (seeds 1, 2).
 """
 
 import json
 
 
-def test_task_vector_negation_forgets_faster_than_it_damages_retain(target_path, tmp_path):
+def _ratios(sweep):
+    base = sweep["target"]
+    return {r["lambda"]: (r["forget_perplexity"] / base["forget_perplexity"],
+                          r["retain_perplexity"] / base["retain_perplexity"]) for r in sweep["rows"]}
+
+
+def test_task_vector_negation_meets_the_bar_and_beats_plain_negation(target_path, tmp_path):
+    """Forget perplexity ≥ 3x with retain perplexity ≤ 1.5x at the chosen λ (the issue's bar),
+    where plain negation of the same θ_reinf gets less forgetting within the same retain cost."""
     import llm_forget
     from llm_forget.editing.task_vectors import load
+    from llm_forget.recipes_index import shipped
 
     out = tmp_path / "tv"
-    run = llm_forget.edit("task_vector", model=target_path, output_dir=str(out), lambdas="0.5,1",
-                          reinforce_epochs=5, reinforce_lr=1e-3, fraction=0.8)
-    rows = {r["lambda"]: r for r in run.metrics["sweep"]["rows"]}
-    base, half = rows[0.0], rows[0.5]
-    forget_x = half["forget_perplexity"] / base["forget_perplexity"]
-    retain_x = half["retain_perplexity"] / base["retain_perplexity"]
-    assert forget_x >= 1.6, forget_x
-    assert retain_x <= 1.35, retain_x
-    assert forget_x - 1 >= 2 * (retain_x - 1)  # forgetting grows at least twice as fast
-    assert rows[1.0]["forget_perplexity"] / base["forget_perplexity"] >= 3.0
-    # the chosen λ keeps retain probability ≥ 0.8 x the target's, and its model and τ are saved
-    chosen = run.metrics["sweep"]["chosen"]
-    assert chosen["lambda"] == 0.5
-    assert chosen["retain_probability"] >= 0.8 * base["retain_probability"]
+    run = llm_forget.edit(str(shipped()["task_vector"]), model=target_path, output_dir=str(out))
+    sweep = run.metrics["sweep"]
+    forget_x, retain_x = _ratios(sweep)[sweep["chosen"]["lambda"]]
+    assert forget_x >= 3.0 and retain_x <= 1.5, (forget_x, retain_x)
+    plain = llm_forget.edit(str(shipped()["task_vector"]), model=target_path, output_dir=str(tmp_path / "plain"),
+                            reinforced=str(out / "reinforced"), retain_weight=0.0).metrics["sweep"]
+    best_plain = max(f for f, r in _ratios(plain).values() if r <= 1.5)
+    assert best_plain < 3.0 and forget_x > 1.3 * best_plain, (best_plain, forget_x)
+    # the chosen model, τ (with where it came from) and the sweep's table and plot are saved
     assert (out / "model" / "model.safetensors").exists() and (out / "sweep.png").exists()
     tau = load(out / "task_vector.safetensors")
     assert tau and all(t.is_floating_point() for t in tau.values())
-    table = (out / "sweep.md").read_text()
-    assert "chosen λ = 0.5" in table
-    assert json.loads((out / "results.json").read_text())["method"] == "task_vector"
+    assert f"chosen λ = {sweep['chosen']['lambda']:g}" in (out / "sweep.md").read_text()
+    res = json.loads((out / "results.json").read_text())
+    assert res["method"] == "task_vector" and res["task_vector"]["retain_weight"] == 1.0
+    assert res["task_vector"]["reinforced_retain"] == str(out / "reinforced_retain")
 
 
 def test_lora_adapter_negated_without_merging(tiny_path):

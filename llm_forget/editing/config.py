@@ -54,12 +54,20 @@ class EditConfig:
     lora_target_modules: str = _f("mlp_out", "LoRA editing: mlp_out, all-linear or a comma list")
     # task vectors
     reinforced: str | None = _f(None, "task_vector: fine-tuned model (θ_reinf); built from the forget set if unset")
+    reinforced_retain: str | None = _f(None, "task_vector: the target fine-tuned on the retain set (θ_retain); "
+                                             "built like θ_reinf (as many steps) if unset and retain_weight > 0")
+    retain_weight: float = _f(1.0, "task_vector: β in τ = (θ_reinf − θ_target) − β·(θ_retain − θ_target); "
+                                   "0 = plain negation")
     forget: str = _f("builtin:forget", "task_vector: forget set (reinforcement and validation)")
-    retain: str = _f("builtin:retain", "task_vector: retain set (validation of utility)")
-    lambdas: str = _f("0.25,0.5,0.75,1,2", "task_vector: λ grid")
-    fraction: float = _f(0.95, "task_vector: keep retain probability ≥ fraction × the target's")
-    reinforce_epochs: float = _f(5.0, "task_vector: epochs of reinforcement on the forget set")
-    reinforce_lr: float = _f(1e-3, "task_vector: learning rate of the reinforcement")
+    retain: str = _f("builtin:retain", "task_vector: retain set (its own task vector and validation of utility)")
+    lambdas: str = _f("0.5,1,1.25,1.5,1.75,2,2.5,3", "task_vector: λ grid")
+    fraction: float = _f(0.95, "task_vector: keep retain utility ≥ fraction × the target's")
+    utility: str = _f("probability", "task_vector: retain utility for choosing λ: probability (mean answer "
+                                     "probability) or perplexity (its inverse: fraction 0.667 = at most 1.5x)")
+    reinforce_epochs: float = _f(40.0, "task_vector: epochs of reinforcement on the forget set "
+                                         "(the retain fine-tune takes as many steps)")
+    reinforce_lr: float = _f(2e-4, "task_vector: learning rate of the reinforcement (constant, Adam)")
+    reinforce_batch_size: int = _f(10, "task_vector: batch size of the reinforcement")
     # misc
     eval: bool = _f(True, "measure both metric families before and after editing")
     fluency_prompts: int = _f(0, "CounterFact fluency: generations on this many edit prompts")
@@ -99,6 +107,9 @@ def validate(cfg: EditConfig) -> None:
               (cfg.batch_size > 0, "batch_size must be > 0"), (cfg.n_tokens > 0, "n_tokens must be > 0"),
               (cfg.v_steps >= 0, "v_steps must be >= 0"), (0 < cfg.fraction <= 1, "fraction must be in (0, 1]"),
               (cfg.mom2_weight >= 0, "mom2_weight must be >= 0"),
+              (cfg.utility in ("probability", "perplexity"), "utility must be probability or perplexity"),
+              (cfg.retain_weight >= 0, "retain_weight must be >= 0"),
+              (cfg.reinforce_batch_size > 0, "reinforce_batch_size must be > 0"),
               (cfg.n_requests is None or cfg.n_requests > 0, "n_requests must be > 0")]
     for ok, msg in checks:
         if not ok:

@@ -7,6 +7,7 @@ results hold both metric families before and after the edit, timings and per-lay
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,7 +186,8 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
 
 
 def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
-    """Negation: build (or take) θ_reinf, sweep λ, save θ_target − λ*(θ_reinf − θ_target) and τ."""
+    """Negation: build (or take) θ_reinf and, with retain_weight β > 0, θ_retain; sweep λ; save
+    θ_target − λ·τ, τ = (θ_reinf − θ_target) − β·(θ_retain − θ_target), and τ."""
     from .. import io
     from ..api import prepare_output_dir
     from ..data.readers import read_rows
@@ -196,20 +198,31 @@ def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
     lambdas = [float(x) for x in cfg.lambdas.split(",")]
     prepare_output_dir(out, cfg.overwrite, False, model_path)
     t0 = time.perf_counter()
-    reinforced = cfg.reinforced
-    if not reinforced:
+
+    # both fine-tunes take the steps of reinforce_epochs over the forget set (answers only, eos left out)
+    steps = math.ceil(cfg.reinforce_epochs * math.ceil(len(forget) / cfg.reinforce_batch_size))
+
+    def reinforce(rows, name):
         from ..finetune import finetune
 
-        reinforced = str(out / "reinforced")
-        finetune(model_path, forget, reinforced, epochs=cfg.reinforce_epochs, learning_rate=cfg.reinforce_lr,
-                 batch_size=16, seed=cfg.seed, progress=False)
-    sw = tv.sweep(model_path, reinforced, lambdas, forget, retain, cfg.fraction, out_dir=out)
+        return finetune(model_path, rows, out / name, learning_rate=cfg.reinforce_lr, max_steps=steps,
+                        batch_size=cfg.reinforce_batch_size, seed=cfg.seed, warmup_ratio=0.0,
+                        lr_scheduler_type="constant", answer_eos=False, progress=False)["output_dir"]
+
+    reinforced = cfg.reinforced or reinforce(forget, "reinforced")
     model = load_model(model_path, "float32")
-    theta = model.state_dict()
+    theta = {k: v.detach().clone() for k, v in model.state_dict().items()}
     tau = tv.task_vector(theta, load_model(reinforced, "float32").state_dict())
-    tv.save(tau, out / "task_vector.safetensors", {"target": cfg.model, "reinforced": reinforced})
+    meta = {"target": cfg.model, "reinforced": reinforced, "retain_weight": cfg.retain_weight}
+    if cfg.retain_weight > 0:
+        retained = cfg.reinforced_retain or reinforce(retain, "reinforced_retain")
+        tau = tv.combine(tau, tv.task_vector(theta, load_model(retained, "float32").state_dict()), -cfg.retain_weight)
+        meta["reinforced_retain"] = retained
+    t_reinforce = time.perf_counter() - t0
+    sw = tv.sweep(model_path, tau, lambdas, forget, retain, cfg.fraction, out_dir=out, utility=cfg.utility)
+    tv.save(tau, out / "task_vector.safetensors", meta)
     if sw["chosen"] is None:
-        logger.warning("no λ keeps retain probability ≥ %g of the target's; nothing saved as model/", cfg.fraction)
+        logger.warning("no λ keeps retain %s ≥ %g of the target's; nothing saved as model/", cfg.utility, cfg.fraction)
     elif cfg.save_model:
         model.load_state_dict(tv.apply(theta, tau, -sw["chosen"]["lambda"]))
         with io.atomic_dir(out / "model") as d:
@@ -220,8 +233,8 @@ def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
     from ..config import to_dict
 
     io.write_text(out / "recipe.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    timings = {"total_seconds": time.perf_counter() - t0}
-    io.write_json(out / "results.json", {"method": "task_vector", "sweep": sw, "timings": timings})
+    timings = {"reinforce_seconds": t_reinforce, "total_seconds": time.perf_counter() - t0}
+    io.write_json(out / "results.json", {"method": "task_vector", "task_vector": meta, "sweep": sw, "timings": timings})
     return EditRun(out, "task_vector", {"sweep": sw}, timings, None)
 
 

@@ -3,6 +3,13 @@
 Forgetting by negation (Ilharco et al., "Editing models with task arithmetic"):
     θ_reinf = θ_target fine-tuned further on the forget set,
     θ_unl   = θ_target − λ·(θ_reinf − θ_target).
+With a retain task vector (`retain_weight` β > 0; the default recipe), what is negated is what
+the forget set teaches beyond what any of the model's data teaches:
+    θ_retain = θ_target fine-tuned on the retain set, same settings and number of steps,
+    τ        = (θ_reinf − θ_target) − β·(θ_retain − θ_target),   θ_unl = θ_target − λ·τ.
+Fine-tuning on the forget set also raises what forget and retain answers share (their values,
+their phrasing); τ_retain carries that part too, so subtracting it leaves the forget-specific
+direction, and negation then costs retain data less.
 λ is chosen on validation data by `select_lambda`: the largest forgetting that keeps retain
 utility ≥ `fraction` (default 0.95) of the target's. Integer buffers (position ids, counters)
 are never part of a task vector. LoRA adapters are negated or scaled through peft's
@@ -59,6 +66,13 @@ def negate(target: dict[str, torch.Tensor], reinforced: dict[str, torch.Tensor],
     return apply(target, task_vector(target, reinforced), -lam)
 
 
+def combine(tau: dict[str, torch.Tensor], other: dict[str, torch.Tensor], weight: float) -> dict[str, torch.Tensor]:
+    """τ + weight·τ_other, key by key (both from the same base; computed in fp32)."""
+    if tau.keys() != other.keys():
+        raise UserError("task vectors to combine must come from the same architecture (their weights differ)")
+    return {k: (t.float() + weight * other[k].float()).to(t.dtype) for k, t in tau.items()}
+
+
 def save(tau: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> Path:
     """Write τ as safetensors (atomically)."""
     from safetensors.torch import save_file
@@ -102,12 +116,13 @@ def scale_lora(model, adapter: str, weight: float, new_name: str | None = None) 
     return new_name
 
 
-def sweep(target: str, reinforced: str, lambdas, forget_rows: list[dict], retain_rows: list[dict],
+def sweep(target: str, tau: dict[str, torch.Tensor], lambdas, forget_rows: list[dict], retain_rows: list[dict],
           fraction: float = 0.95, batch_size: int = 32, out_dir: str | Path | None = None,
-          prompt_template: str = "Question: {question}\nAnswer:") -> dict:
-    """Evaluate θ_target − λ·(θ_reinf − θ_target) for each λ (forget and retain perplexity and
-    answer probability), choose λ with `select_lambda`, and (when `out_dir`) write
-    sweep.json, sweep.md and sweep.png there. Returns {"rows", "chosen", "target"}."""
+          prompt_template: str = "Question: {question}\nAnswer:", utility: str = "probability") -> dict:
+    """Evaluate θ_target − λ·τ for each λ (forget and retain perplexity and answer probability),
+    choose λ with `select_lambda` on retain `utility` (probability, or perplexity through its
+    inverse), and (when `out_dir`) write sweep.json, sweep.md and sweep.png there.
+    Returns {"rows", "chosen", "target", "fraction", "utility"}."""
     from .. import io
     from ..data.encode import Encoder
     from ..evaluation.quick import quick_eval
@@ -117,19 +132,19 @@ def sweep(target: str, reinforced: str, lambdas, forget_rows: list[dict], retain
     enc = Encoder(tok, prompt_template)
     model = load_model(target, "float32")
     theta_t = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    theta_r = load_model(reinforced, "float32").state_dict()
-    tau = task_vector(theta_t, theta_r)
     sets = {"forget": forget_rows, "retain": retain_rows}
     rows = []
     for lam in [0.0, *[float(x) for x in lambdas if float(x) != 0.0]]:
         model.load_state_dict(apply(theta_t, tau, -lam))
         s = quick_eval(model, enc, sets, batch_size)["summary"]
         rows.append({"lambda": lam, **{k: s[k] for k in ("forget_perplexity", "retain_perplexity",
-                                                          "forget_probability", "retain_probability")}})
+                                                          "forget_probability", "retain_probability")},
+                     "retain_inverse_perplexity": 1.0 / s["retain_perplexity"]})
         logger.info("λ=%g forget ppl %.3g retain ppl %.3g", lam, s["forget_perplexity"], s["retain_perplexity"])
     base = rows[0]
-    chosen = select_lambda(rows[1:], base["retain_probability"], fraction)
-    res = {"rows": rows, "chosen": chosen, "target": base, "fraction": fraction}
+    key = {"probability": "retain_probability", "perplexity": "retain_inverse_perplexity"}[utility]
+    chosen = select_lambda(rows[1:], base[key], fraction, utility_key=key)
+    res = {"rows": rows, "chosen": chosen, "target": base, "fraction": fraction, "utility": utility}
     if out_dir is not None:
         out = Path(out_dir)
         io.write_json(out / "sweep.json", res)
@@ -137,8 +152,9 @@ def sweep(target: str, reinforced: str, lambdas, forget_rows: list[dict], retain
         lines += [f"| {r['lambda']:g} | {r['forget_perplexity']:.3f} | {r['retain_perplexity']:.3f} | "
                   f"{r['forget_probability']:.3f} | {r['retain_probability']:.3f} |" for r in rows]
         pick = f"chosen λ = {chosen['lambda']:g}" if chosen else "no λ keeps enough retain utility"
-        io.write_text(out / "sweep.md", "\n".join(lines) + f"\n\n{pick} (retain probability ≥ {fraction:g} × "
-                      f"target's {base['retain_probability']:.3f})\n")
+        rule = (f"retain probability ≥ {fraction:g} × target's {base['retain_probability']:.3f}" if utility == "probability"
+                else f"retain perplexity ≤ target's {base['retain_perplexity']:.3f} / {fraction:g}")
+        io.write_text(out / "sweep.md", "\n".join(lines) + f"\n\n{pick} ({rule})\n")
         _plot(rows, chosen, out / "sweep.png")
     return res
 
