@@ -111,6 +111,19 @@ def test_task_vector_skips_integer_buffers_and_negates():
         task_vector(pre, {"w": torch.zeros(3), "pos": pre["pos"]})
 
 
+def test_forget_minus_retain_task_vector():
+    """τ_forget − β·τ_retain, key by key; vectors of other architectures are refused."""
+    from llm_forget.editing.task_vectors import combine
+
+    tau_f = {"w": torch.tensor([0.5, -1.0]), "b": torch.tensor([2.0])}
+    tau_r = {"w": torch.tensor([0.25, 1.0]), "b": torch.tensor([-1.0])}
+    got = combine(tau_f, tau_r, -2.0)
+    assert torch.allclose(got["w"], torch.tensor([0.0, -3.0])) and torch.allclose(got["b"], torch.tensor([4.0]))
+    assert torch.equal(combine(tau_f, tau_r, 0.0)["w"], tau_f["w"])  # β = 0: plain negation's vector
+    with pytest.raises(UserError):
+        combine(tau_f, {"w": tau_r["w"]}, -1.0)
+
+
 def test_select_lambda_picks_most_forgetting_within_the_utility_budget():
     rows = [{"lambda": 1, "forget_perplexity": 2.0, "retain_probability": 0.80},
             {"lambda": 2, "forget_perplexity": 5.0, "retain_probability": 0.76},
