@@ -129,6 +129,23 @@ def test_rouge_l_equals_rouge_score_default_scorer():
             assert generation.rouge_l(a, b) == (want.recall, want.fmeasure)
 
 
+def test_generation_stops_at_the_token_completing_a_stop_string(tiny_path):
+    """A row is done at the token that completes a stop string, whether the tail is decoded only
+    when a token bears the stop string's (ASCII) last character or, for a non-ASCII ending, at
+    every token; the text is then cut before it."""
+    from llm_forget.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_path)
+    ids = tok("Paris is big.\nQuestion: what next? More text", add_special_tokens=False)["input_ids"]
+    for stops in (["\nQuestion:"], ["\nQuestion:", "nexté"]):
+        rows = generation._Rows([len(ids)], [], tok, stops)
+        assert (rows.ends is None) == (len(stops) == 2)
+        done = [rows.push([0], [t])[0] for t in ids]
+        k = done.index(True)
+        assert "\nQuestion:" in tok.decode(ids[:k + 1]) and "\nQuestion:" not in tok.decode(ids[:k])
+        assert generation.cut_at_stop(tok.decode(rows.new[0]), stops) == "Paris is big."
+
+
 def test_cut_at_stop():
     assert generation.cut_at_stop("Paris.\nQuestion: next", ["\nQuestion:"]) == "Paris."
     assert generation.cut_at_stop("abc", []) == "abc"

@@ -78,6 +78,20 @@ class _Rows:
     def __init__(self, caps: list[int], eos: list[int], tokenizer, stop_strings):
         self.caps, self.eos, self.tok, self.stops = caps, set(eos), tokenizer, list(stop_strings or ())
         self.new: list[list[int]] = [[] for _ in caps]
+        # A stop string first appears when the token bearing its last character arrives. When every
+        # stop string ends in an ASCII character (whose byte no other token can supply), only such
+        # tokens need the tail decoded; otherwise every token does.
+        ends = {s[-1] for s in self.stops if s}
+        self.ends = ends if all(c.isascii() for c in ends) else None
+        self.may_stop: dict[int, bool] = {}
+
+    def _may_stop(self, t: int) -> bool:
+        if self.ends is None:
+            return True
+        if t not in self.may_stop:
+            piece = self.tok.decode([t], skip_special_tokens=True)
+            self.may_stop[t] = any(c in piece for c in self.ends)
+        return self.may_stop[t]
 
     def push(self, rows: list[int], tokens: list[int]) -> list[bool]:
         done = []
@@ -87,7 +101,7 @@ class _Rows:
                 continue
             self.new[r].append(t)
             d = len(self.new[r]) >= self.caps[r]
-            if not d and self.stops:
+            if not d and self.stops and self._may_stop(t):
                 tail = self.tok.decode(self.new[r][-12:], skip_special_tokens=True)
                 d = any(s in tail for s in self.stops)
             done.append(d)
