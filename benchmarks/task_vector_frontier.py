@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    from llm_forget.data.encode import IGNORE, Encoder, pad
+    from llm_forget.data.encode import Encoder, pad, without_eos_labels
     from llm_forget.data.readers import read_rows
     from llm_forget.evaluation.quick import quick_eval
     from llm_forget.models import load_model, load_tokenizer, resolve_model_path
@@ -45,8 +45,7 @@ def main() -> None:
     sets = {"forget": forget, "retain": retain}
     train = enc.rows(forget)
     if a.no_eos:
-        train = [{"input_ids": e["input_ids"], "labels": [IGNORE if y == tok.eos_token_id else y for y in e["labels"]]}
-                 for e in train]
+        train = without_eos_labels(train, tok.eos_token_id)
     theta = {k: v.clone() for k, v in base.state_dict().items()}
 
     def ppl(model):

@@ -39,7 +39,7 @@ def finetune(model: str, data: str | list[dict], output_dir: str | Path, *, epoc
     from transformers import Trainer, TrainingArguments, set_seed
 
     from . import io
-    from .data.encode import IGNORE, Encoder, pad
+    from .data.encode import Encoder, pad, without_eos_labels
     from .data.readers import read_rows
     from .models import load_model, load_tokenizer, resolve_model_path
 
@@ -49,7 +49,7 @@ def finetune(model: str, data: str | list[dict], output_dir: str | Path, *, epoc
     enc = Encoder(tok, prompt_template, chat_template, max_length)
     items = enc.rows(rows)
     if not answer_eos:
-        items = [{**e, "labels": [IGNORE if y == tok.eos_token_id else y for y in e["labels"]]} for e in items]
+        items = without_eos_labels(items, tok.eos_token_id)
     set_seed(seed)
     m = load_model(path, dtype)
     if lora_r:

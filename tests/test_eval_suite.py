@@ -91,6 +91,19 @@ def test_encoder_tokenizes_in_batches_with_the_ids_of_one_by_one(target, sets):
     assert enc.truncated == sum(1 for r, g in zip(rows, got) if len(g["input_ids"]) == 40)
 
 
+def test_without_eos_labels_leaves_only_the_closing_eos_out_of_the_loss(target, sets):
+    """finetune(answer_eos=False), used by the task-vector reinforcement: ids unchanged, the eos
+    label IGNORE, every other answer label kept."""
+    from llm_forget.data.encode import IGNORE, without_eos_labels
+
+    _, tok = target
+    items = Encoder(tok).rows(sets["forget"][:3])
+    got = without_eos_labels(items, tok.eos_token_id)
+    for e, g in zip(items, got):
+        assert g["input_ids"] == e["input_ids"] and e["labels"][-1] == tok.eos_token_id
+        assert g["labels"] == e["labels"][:-1] + [IGNORE]
+
+
 def _assert_same_rows(a, b, tol=1e-5):
     assert len(a) == len(b)
     for x, y in zip(a, b):

@@ -96,6 +96,11 @@ class Encoder:
         return {"input_ids": ids, "labels": labels}
 
 
+def without_eos_labels(items: list[dict], eos_id: int | None) -> list[dict]:
+    """The items with the eos that closes each answer left out of the loss (its label IGNORE)."""
+    return [{**e, "labels": [IGNORE if y == eos_id else y for y in e["labels"]]} for e in items]
+
+
 def pad(items: list[dict], pad_id: int, side: str = "right", length: int | None = None) -> dict:
     """Stack encoded items into input_ids / attention_mask / labels tensors."""
     n = max(len(x["input_ids"]) for x in items)

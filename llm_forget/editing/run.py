@@ -211,7 +211,7 @@ def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
 
     reinforced = cfg.reinforced or reinforce(forget, "reinforced")
     model = load_model(model_path, "float32")
-    theta = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    theta = model.state_dict()
     tau = tv.task_vector(theta, load_model(reinforced, "float32").state_dict())
     meta = {"target": cfg.model, "reinforced": reinforced, "retain_weight": cfg.retain_weight}
     if cfg.retain_weight > 0:
