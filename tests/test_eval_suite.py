@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from llm_forget.data.encode import Encoder
 from llm_forget.data.readers import read_rows
 from llm_forget.errors import UserError
+from llm_forget.evaluation.lanes import Lanes
 
 
 @pytest.fixture(autouse=True)
@@ -140,6 +141,10 @@ def test_shared_prompt_scoring_equals_whole_sequences(target, sets, arch):
     assert shared is not None  # the cached path really ran
     whole = score_sequences(model, seqs, tok.pad_token_id, 5, minkpp=pp, full=full, share_prompts=False)
     _assert_same_rows(shared, whole)
+    with Lanes(2, 1) as lanes:  # batches side by side, chunk c's continuations beside chunk c+1's prompts
+        _assert_same_rows(score_shared(model, seqs, groups, tok.pad_token_id, 5,
+                                       lambda lg, tg, idx: batch_metrics(lg, tg, minkpp=pp, full=[full[i] for i in idx]),
+                                       chunk=7, lanes=lanes), whole)
     _assert_same_rows(score_sequences(model, seqs, tok.pad_token_id, 64, minkpp=pp, full=full), whole)
 
 
@@ -302,6 +307,37 @@ def test_evaluate_end_to_end_resume_and_cli(tmp_path, target_path, retain_path, 
     table = capsys.readouterr().out
     assert "| ev |" in table and "forget quality" in table
     assert png.stat().st_size > 1000
+
+
+def test_lanes_change_no_number_and_restore_threads(target_path, retain_path):
+    """Two lanes (generation in one beside the scoring batches, batches side by side) give the
+    numbers of one lane at a time, generations included, and torch's thread count is restored."""
+    import llm_forget
+    from llm_forget.evaluation.lanes import auto_lanes
+    from llm_forget.models import load_model
+
+    torch.set_num_threads(2)  # the autouse fixture restores 1 afterwards
+    kw = dict(retain_model=retain_path, limit=16, batch_size=4, progress=False)
+    one = llm_forget.evaluate(target_path, "quick", lanes=1, **kw)
+    two = llm_forget.evaluate(target_path, "quick", lanes=2, **kw)
+    assert torch.get_num_threads() == 2
+    assert (one["environment"]["lanes"], two["environment"]["lanes"]) == (1, 2)
+    assert {"token:forget", "generation:forget", "generation:retain"} <= set(two["groups"])
+    assert two["per_item"].keys() == one["per_item"].keys()
+    for name, items in one["per_item"].items():
+        for a, b in zip(items, two["per_item"][name]):
+            assert a.keys() == b.keys()
+            for k, v in a.items():
+                assert b[k] == (pytest.approx(v, rel=1e-6, abs=1e-7) if isinstance(v, float) else v), (name, k)
+    assert two["summary"].keys() == one["summary"].keys()
+    for k, v in one["summary"].items():
+        assert two["summary"][k] == (pytest.approx(v, rel=1e-6, abs=1e-7) if isinstance(v, float) else v), k
+    model = load_model(target_path)
+    assert auto_lanes(model) is not None and auto_lanes(model).n == 2
+    torch.set_num_threads(1)
+    assert auto_lanes(model) is None  # one thread: one lane
+    with pytest.raises(ValueError):
+        auto_lanes(model, 0)
 
 
 def test_suite_errors(target_path):

@@ -96,6 +96,7 @@ MATRIX = [  # id, argv (after the command), expected message
      "Min-K% k must be in (0, 100]"),
     ("eval_generation_batch_size_zero", ["eval", "--model", "tiny-target", "--suite", "B:suite_gen.yaml",
                                          "--output", "OUT"], "generation batch_size must be a positive integer"),
+    ("eval_lanes_zero", ["eval", "--model", "tiny-target", "--lanes", "0", "--output", "OUT"], "--lanes must be >= 1"),
     ("edit_task_vector_utility_unknown", ["edit", "task_vector", "--utility", "accuracy", "--output_dir", "OUT"],
      "utility must be probability or perplexity"),
     ("edit_task_vector_negative_retain_weight", ["edit", "task_vector", "--retain_weight", "-1", "--output_dir", "OUT"],

@@ -21,6 +21,9 @@ def add_parser(sub):
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (on a CPU shared with other jobs, 1 is often fastest)")
+    p.add_argument("--lanes", type=int, default=None,
+                   help="on CPU: batches run side by side, each with an equal share of the threads "
+                        "(default 2 with 2+ threads; 1 = one batch at a time). Numbers do not change")
     p.add_argument("--chat-template", action="store_true", default=None,
                    help="wrap questions in the tokenizer's chat template (instruct models)")
     p.add_argument("--require-auc-below", type=float, default=None, metavar="X",
@@ -54,6 +57,8 @@ def run(args):
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.lanes is not None and args.lanes < 1:
+        raise UserError("--lanes must be >= 1")
     from ..evaluation.robustness import is_attack_suite
 
     if is_attack_suite(args.suite) or args.target_model:  # robustness attacks: llm_forget/evaluation/robustness.py
@@ -63,7 +68,7 @@ def run(args):
     res = evaluate(args.model, args.suite, retain_model=args.retain_model, reference_model=args.reference_model,
                    output=args.output, overwrite=args.overwrite, batch_size=args.batch_size, data_dir=args.data_dir,
                    variables=variables, limit=args.limit, dtype=args.dtype, device=args.device,
-                   progress=sys.stderr.isatty(), chat_template=args.chat_template)
+                   progress=sys.stderr.isatty(), chat_template=args.chat_template, lanes=args.lanes)
     s = res["summary"]
     keys = [k for k in SHOWN if k in s] + sorted(k for k in s if k.startswith("mia_auc_"))
     print(f"suite {res['suite']['name']} on {res['models']['model']['path']} ({res['wall_seconds']:.1f}s)")

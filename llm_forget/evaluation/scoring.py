@@ -154,14 +154,16 @@ def answer_logits(model, batch: dict, **extra) -> tuple[torch.Tensor, torch.Tens
 @torch.no_grad()
 def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 32, ks=(20.0, 40.0),
                     minkpp: bool = True, full: list[bool] | None = None, progress=None, other=None,
-                    share_prompts: bool = True) -> list[dict]:
+                    share_prompts: bool = True, lanes=None) -> list[dict]:
     """Metrics of every encoded sequence ({input_ids, labels}), in input order, one forward pass
     per batch. Batches are formed after sorting by length; results do not depend on batch size.
     With `share_prompts`, sequences that share their prompt (a question's answer variants) run
     the prompt once (shared_prompt.score_shared) when the model's cache allows it.
     `other`: a second model (same tokenizer) run on the same batches; each row then also gets
-    kl_other = mean over answer positions of KL(p_other ‖ p_model) (consistency.kl_rows)."""
+    kl_other = mean over answer positions of KL(p_other ‖ p_model) (consistency.kl_rows).
+    `lanes` (lanes.Lanes): run the batches side by side in its lanes; the numbers are the same."""
     from .consistency import kl_rows
+    from .lanes import SERIAL
     from .shared_prompt import prefix_groups, score_shared
 
     model.eval()
@@ -173,23 +175,28 @@ def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 3
 
     groups = prefix_groups(encoded) if share_prompts and other is None else None
     if groups is not None:
-        got = score_shared(model, encoded, groups, pad_id, batch_size, metrics, progress)
+        got = score_shared(model, encoded, groups, pad_id, batch_size, metrics, progress, lanes=lanes)
         if got is not None:
             return got
     other_device = next(other.parameters()).device if other is not None else None
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
-    out: list[dict | None] = [None] * len(encoded)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
+
+    def one(idx: list[int]) -> list[dict]:
         b = {k: v.to(device) for k, v in pad([encoded[i] for i in idx], pad_id).items()}
         logits, targets = answer_logits(model, b)
-        for i, r in zip(idx, metrics(logits, targets, idx)):
-            out[i] = r
+        rows = metrics(logits, targets, idx)
         if other is not None:
             lo = answer_logits(other, {k: v.to(other_device) for k, v in b.items()})[0].to(logits.device)
-            for j, i in enumerate(idx):
+            for j, r in enumerate(rows):
                 m = targets[j] != IGNORE
-                out[i]["kl_other"] = float(kl_rows(lo[j][m], logits[j][m]).mean())
+                r["kl_other"] = float(kl_rows(lo[j][m], logits[j][m]).mean())
         if progress is not None:
             progress.update(len(idx))
+        return rows
+
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    out: list[dict | None] = [None] * len(encoded)
+    for idx, rows in zip(batches, (lanes or SERIAL).map(one, batches)):
+        for i, r in zip(idx, rows):
+            out[i] = r
     return out

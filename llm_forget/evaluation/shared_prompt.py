@@ -47,14 +47,16 @@ def plain_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
 
 @torch.no_grad()
 def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad_id: int, batch_size: int,
-                 metrics, progress=None, chunk: int | None = None) -> list[dict] | None:
+                 metrics, progress=None, chunk: int | None = None, lanes=None) -> list[dict] | None:
     """Per-sequence metrics (in input order) with each prefix of `groups` run once.
 
     `metrics(logits, targets, idx)` turns one batch's aligned answer logits into the rows of the
     sequences `idx`. Prefixes are taken `chunk` at a time (default 4 × batch_size: their keys and
-    values are held while their continuations run). None when the model cannot continue a cache."""
+    values are held while their continuations run). None when the model cannot continue a cache.
+    `lanes` (lanes.Lanes): run the prompt batches, then the continuation batches, side by side."""
     from transformers.cache_utils import DynamicCache
 
+    from .lanes import SERIAL
     from .scoring import answer_logits
 
     name = cache_kwarg(model)
@@ -64,36 +66,53 @@ def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad
     device = next(model.parameters()).device
     prefixes = sorted(groups, key=len, reverse=True)
     chunk = chunk or 4 * batch_size
-    out: list[dict | None] = [None] * len(encoded)
-    for c in range(0, len(prefixes), chunk):
-        part = prefixes[c:c + chunk]
+    submit = (lanes or SERIAL).submit
+
+    def start_prompts(part: list[tuple]):
+        """Submit the prompt batches of one chunk; each gives per layer (keys, values) or None."""
         pre = pad([{"input_ids": list(p), "labels": list(p)} for p in part], pad_id, side="left")
-        pre_mask = pre["attention_mask"].to(device)
-        batches = []  # per prompt batch: per layer (keys, values)
-        for s in range(0, len(part), batch_size):
-            mask = pre_mask[s:s + batch_size]
-            o = model(input_ids=pre["input_ids"][s:s + batch_size].to(device), attention_mask=mask,
-                      position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, **first)
-            batches.append(plain_kv(cache_of(o)))
-            if batches[-1] is None:
-                return None
+        ids, mask = pre["input_ids"].to(device), pre["attention_mask"].to(device)
+
+        def prompt_kv(s: int):
+            m = mask[s:s + batch_size]
+            o = model(input_ids=ids[s:s + batch_size], attention_mask=m,
+                      position_ids=(m.cumsum(-1) - 1).clamp(min=0), use_cache=True, **first)
+            return plain_kv(cache_of(o))
+
+        return part, mask, [submit(prompt_kv, s) for s in range(0, len(part), batch_size)]
+
+    def continuation(mb: list[tuple[int, int]], part: list[tuple], pre_mask, kv) -> list[dict]:
+        idx = [k for k, _ in mb]
+        qi = torch.tensor([i for _, i in mb], device=device)
+        cont = pad([{"input_ids": encoded[k]["input_ids"][len(part[i]):],
+                     "labels": encoded[k]["labels"][len(part[i]):]} for k, i in mb], pad_id)
+        cont = {k: v.to(device) for k, v in cont.items()}
+        cache = DynamicCache(ddp_cache_data=[(k[qi], v[qi]) for k, v in kv])
+        start = torch.tensor([len(part[i]) for _, i in mb], device=device)
+        pos = start[:, None] + torch.arange(cont["input_ids"].shape[1], device=device)
+        batch = {**cont, "attention_mask": torch.cat([pre_mask[qi], cont["attention_mask"]], 1)}
+        logits, targets = answer_logits(model, batch, position_ids=pos, **{name: cache})
+        if progress is not None:
+            progress.update(len(mb))
+        return metrics(logits, targets, idx)
+
+    # Chunk c's continuations are submitted before chunk c+1's prompts, so the lanes never wait
+    # for the end of a chunk.
+    chunks = [prefixes[c:c + chunk] for c in range(0, len(prefixes), chunk)]
+    out: list[dict | None] = [None] * len(encoded)
+    pending = start_prompts(chunks[0]) if chunks else None
+    for c in range(len(chunks)):
+        part, pre_mask, futures = pending
+        batches = [f.result() for f in futures]
+        if any(b is None for b in batches):
+            return None
         kv = [(torch.cat([k for k, _ in layer]), torch.cat([v for _, v in layer])) for layer in zip(*batches)]
         members = [(k, i) for i, p in enumerate(part) for k in groups[p]]
         members.sort(key=lambda x: -(len(encoded[x[0]]["input_ids"]) - len(part[x[1]])))
-        for b in range(0, len(members), batch_size):
-            mb = members[b:b + batch_size]
-            idx = [k for k, _ in mb]
-            qi = torch.tensor([i for _, i in mb], device=device)
-            cont = pad([{"input_ids": encoded[k]["input_ids"][len(part[i]):],
-                         "labels": encoded[k]["labels"][len(part[i]):]} for k, i in mb], pad_id)
-            cont = {k: v.to(device) for k, v in cont.items()}
-            cache = DynamicCache(ddp_cache_data=[(k[qi], v[qi]) for k, v in kv])
-            start = torch.tensor([len(part[i]) for _, i in mb], device=device)
-            pos = start[:, None] + torch.arange(cont["input_ids"].shape[1], device=device)
-            batch = {**cont, "attention_mask": torch.cat([pre_mask[qi], cont["attention_mask"]], 1)}
-            logits, targets = answer_logits(model, batch, position_ids=pos, **{name: cache})
-            for k, r in zip(idx, metrics(logits, targets, idx)):
+        conts = [members[b:b + batch_size] for b in range(0, len(members), batch_size)]
+        running = [submit(continuation, mb, part, pre_mask, kv) for mb in conts]
+        pending = start_prompts(chunks[c + 1]) if c + 1 < len(chunks) else None
+        for mb, f in zip(conts, running):
+            for (k, _), r in zip(mb, f.result()):
                 out[k] = r
-            if progress is not None:
-                progress.update(len(mb))
     return out

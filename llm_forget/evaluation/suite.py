@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import platform
+import threading
 import time
 from pathlib import Path
 
@@ -167,10 +168,11 @@ class Evaluator:
 
     def __init__(self, model, tokenizer, cfg: dict, rows: dict[str, list[dict]], results: dict, *,
                  batch_size: int = 32, retain: dict | None = None, retrained=None, reference=None,
-                 variables: dict | None = None, progress: bool = True, save=None):
+                 variables: dict | None = None, progress: bool = True, save=None, lanes=None):
         from ..data.encode import Encoder
 
         self.model, self.tok, self.cfg, self.rows, self.res = model, tokenizer, cfg, rows, results
+        self.lanes = lanes  # lanes.Lanes: batches side by side, generation alongside scoring (CPU)
         self.batch_size, self.retain, self.retrained, self.reference = batch_size, retain, retrained, reference
         self.variables, self.progress, self.save = variables or {}, progress, save or (lambda: None)
         self.m = cfg["metrics"]
@@ -190,17 +192,23 @@ class Evaluator:
                 raise UserError(f"existing results for dataset {name} were computed on other rows; pass --overwrite")
 
     # -- bookkeeping
-    def _group(self, key: str, spec, fn) -> None:
-        h = _spec_hash(spec)
+    def _done(self, key: str, spec) -> bool:
         g = self.res["groups"].get(key)
-        if g and g.get("spec") == h:
+        if g and g.get("spec") == _spec_hash(spec):
             logger.info("eval: %s already computed, skipped", key)
-            return
-        t = time.perf_counter()
-        fn()
-        self.res["groups"][key] = {"seconds": round(time.perf_counter() - t, 3), "spec": h}
-        logger.info("eval: %s done in %.1fs", key, self.res["groups"][key]["seconds"])
+            return True
+        return False
+
+    def _record(self, key: str, spec, seconds: float) -> None:
+        self.res["groups"][key] = {"seconds": round(seconds, 3), "spec": _spec_hash(spec)}
+        logger.info("eval: %s done in %.1fs", key, seconds)
         self.save()
+
+    def _group(self, key: str, spec, fn) -> None:
+        if not self._done(key, spec):
+            t = time.perf_counter()
+            fn()
+            self._record(key, spec, time.perf_counter() - t)
 
     def _bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
@@ -222,15 +230,16 @@ class Evaluator:
         token_sets = list(dict.fromkeys(_as_list(m.get("token")) + tr_sets + mia_sets + fq))
         ks = tuple(float(k) for k in m.get("mia", {}).get("ks", (20, 40)))
         minkpp = bool(m.get("mia", {}).get("minkpp", True))
+        scoring = []
         for s in token_sets:
             variants = s in tr_sets or s in fq
             spec = {"variants": variants, "mia": s in mia_sets, "ks": ks, "minkpp": minkpp and s in mia_sets,
                     "correct": m.get("truth_ratio", {}).get("correct", "paraphrased_answer"), "enc": self._enc_spec()}
-            self._group(f"token:{s}", spec, lambda s=s, spec=spec: self.token(s, spec))
+            scoring.append((f"token:{s}", spec, lambda s=s, spec=spec: self.token(s, spec)))
         if self.reference is not None:
             for s in mia_sets:
-                self._group(f"reference:{s}", {"ref": self.reference[1], "enc": self._enc_spec()},
-                            lambda s=s: self.reference_nll(s))
+                scoring.append((f"reference:{s}", {"ref": self.reference[1], "enc": self._enc_spec()},
+                                lambda s=s: self.reference_nll(s)))
         gen_cfg = {}
         for g in ("generation", "knowmem"):
             if g in m:
@@ -239,8 +248,8 @@ class Evaluator:
         if "consistency" in m:
             for s in _as_list(m["consistency"]["sets"]):
                 gen_cfg.setdefault(s, {**m.get("generation", {}), "sets": None})
-        for s, gc in gen_cfg.items():
-            self._group(f"generation:{s}", {**gc, "enc": self._enc_spec()}, lambda s=s, gc=gc: self.generation(s, gc))
+        generating = [(f"generation:{s}", {**gc, "enc": self._enc_spec()}, s, gc) for s, gc in gen_cfg.items()]
+        self._score_and_generate(scoring, generating)
         if "knowmem" in m:
             for s in _as_list(m["knowmem"]["sets"]):
                 self._sum(**{f"knowmem_{s}": self.res["summary"][f"{s}_rougeL_f1"]})
@@ -258,6 +267,41 @@ class Evaluator:
         if "text_ppl" in m:
             self.text_ppl()
         return self.res
+
+    def _score_and_generate(self, scoring: list, generating: list) -> None:
+        """The teacher-forced groups, then the generation groups. With lanes, generation runs in one
+        lane while the scoring batches go through the others (and through that lane once generation
+        is done); generations are applied to the results on this thread, after the scoring. What later
+        groups import is imported alongside: on a background thread, or in the generation lane."""
+        generating = [g for g in generating if not self._done(g[0], g[1])]
+        if self.lanes is None or not generating:
+            # the imports run on a background thread while the scoring runs (its work is in C,
+            # outside the GIL; started during model loading they would only slow the loading down)
+            threading.Thread(target=_import_all, args=(_later_imports(self.m),), daemon=True).start()
+            for g in scoring:
+                self._group(*g)
+            for key, spec, s, gc in generating:
+                self._group(key, spec, lambda s=s, gc=gc: self.generation(s, gc))
+            return
+        jobs = [self._gen_prepare(s, gc) for _, _, s, gc in generating]  # the tokenizer stays on this thread
+
+        def generate_all():
+            done = []
+            for job in jobs:
+                t = time.perf_counter()
+                done.append((self._gen_compute(job), time.perf_counter() - t))
+            _import_all(_later_imports(self.m))  # in this lane, not on a third thread
+            return done
+
+        pending = self.lanes.submit(generate_all)
+        try:
+            for g in scoring:
+                self._group(*g)
+        finally:
+            results = pending.result()
+        for (key, spec, s, _), job, (got, seconds) in zip(generating, jobs, results):
+            self._gen_finish(s, got)
+            self._record(key, spec, seconds)
 
     def _enc_spec(self):
         return {"template": self.enc.template, "chat": self.enc.chat, "max_length": self.enc.max_length}
@@ -289,7 +333,8 @@ class Evaluator:
         with self._bar(len(seqs), f"score {s}") as bar:
             for part, kw in parts:
                 got = score_sequences(self.model, [seqs[k] for k in part], self.tok.pad_token_id, self.batch_size,
-                                      spec["ks"], spec["minkpp"], [full[k] for k in part], bar, **kw)
+                                      spec["ks"], spec["minkpp"], [full[k] for k in part], bar, **kw,
+                                      lanes=self.lanes)
                 for k, g in zip(part, got):
                     scored[k] = g
         if self.enc.truncated:
@@ -343,7 +388,7 @@ class Evaluator:
         seqs = enc.rows(self.rows[s])
         with self._bar(len(seqs), f"reference {s}") as bar:
             sc = score_sequences(ref_model, seqs, ref_tok.pad_token_id, self.batch_size,
-                                 full=[False] * len(seqs), progress=bar)
+                                 full=[False] * len(seqs), progress=bar, lanes=self.lanes)
         for it, x in zip(self._items(s), sc):
             it["nll_reference"] = x["nll"]
 
@@ -351,8 +396,10 @@ class Evaluator:
         return self.enc.prompt_ids_many([r["question"] for r in rows])
 
     def generation(self, s: str, gc: dict) -> None:
-        from .generation import greedy, make_scorer, rouge_l, text_hash
+        self._gen_finish(s, self._gen_compute(self._gen_prepare(s, gc)))
 
+    def _gen_prepare(self, s: str, gc: dict) -> dict:
+        """Token ids and per-item caps of a generation group (uses the tokenizer's encoder)."""
         rows = self.rows[s]
         if any("question" not in r for r in rows):
             raise UserError(f"generation on dataset {s} needs question/answer rows")
@@ -363,14 +410,23 @@ class Evaluator:
         prompts = self._prompts(rows)
         if self.max_pos:  # never run past the model's positions
             caps = [max(1, min(c, self.max_pos - len(p))) for c, p in zip(caps, prompts)]
-        with self._bar(len(rows), f"generate {s}") as bar:
-            texts = greedy(self.model, self.tok, prompts, caps, self._gen_batch(gc),
-                           gc.get("stop", ()), bar)
+        return {"set": s, "prompts": prompts, "caps": caps, "batch": self._gen_batch(gc), "stop": gc.get("stop", ()),
+                "answers": [r["answer"] for r in rows]}
+
+    def _gen_compute(self, job: dict) -> list[tuple[float, float, str]]:
+        """(ROUGE-L recall, ROUGE-L F1, text hash) per item: greedy generation and scoring, which
+        only decode with the tokenizer (safe beside the scoring lanes)."""
+        from .generation import greedy, make_scorer, rouge_l, text_hash
+
+        with self._bar(len(job["prompts"]), f"generate {job['set']}") as bar:
+            texts = greedy(self.model, self.tok, job["prompts"], job["caps"], job["batch"], job["stop"], bar)
         scorer = make_scorer()
-        for it, r, t in zip(self._items(s), rows, texts):
-            it["rougeL_recall"], it["rougeL_f1"] = rouge_l(t, r["answer"], scorer)
-            it["generation_hash"] = text_hash(t)
-        n = len(rows)
+        return [(*rouge_l(t, a, scorer), text_hash(t)) for t, a in zip(texts, job["answers"])]
+
+    def _gen_finish(self, s: str, got: list[tuple[float, float, str]]) -> None:
+        for it, (recall, f1, h) in zip(self._items(s), got):
+            it["rougeL_recall"], it["rougeL_f1"], it["generation_hash"] = recall, f1, h
+        n = len(got)
         self._sum(**{f"{s}_rougeL_recall": sum(x["rougeL_recall"] for x in self._items(s)) / n,
                      f"{s}_rougeL_f1": sum(x["rougeL_f1"] for x in self._items(s)) / n})
 
@@ -599,24 +655,24 @@ def _retain_suite(cfg: dict) -> dict:
     return r
 
 
-def _preload(cfg: dict) -> None:
-    """Import what later metric groups need (rouge-score pulls in nltk: ≈ 1.5 s; scipy.stats
-    ≈ 0.7 s) on a background thread while the token pass runs (its work is in C, outside the GIL;
-    started during model loading it would only slow the loading down)."""
-    import importlib
-    import threading
-
-    m = cfg["metrics"]
-    mods = (["rouge_score.rouge_scorer"] if {"generation", "knowmem", "verbmem"} & set(m) else []) + \
+def _later_imports(m: dict) -> list[str]:
+    """Modules that later metric groups import: rouge-score (it pulls in nltk, ≈ 1.5 s) and
+    scipy.stats (≈ 0.7 s)."""
+    return (["rouge_score.rouge_scorer"] if {"generation", "knowmem", "verbmem"} & set(m) else []) + \
         (["scipy.stats"] if "forget_quality" in m else [])
-    if mods:
-        threading.Thread(target=lambda: [importlib.import_module(x) for x in mods], daemon=True).start()
+
+
+def _import_all(mods: list[str]) -> None:
+    import importlib
+
+    for x in mods:
+        importlib.import_module(x)
 
 
 def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, output=None, overwrite: bool = False,
              batch_size: int = 32, data_dir=None, variables: dict | None = None, limit: int | None = None,
              dtype: str = "auto", device: str | None = None, seed: int = 0, progress: bool = True,
-             chat_template: bool | None = None) -> dict:
+             chat_template: bool | None = None, lanes: int | None = None) -> dict:
     """Evaluate a model (folder or zoo name) on a suite (shipped name, YAML path or dict).
 
     retain_model: the model trained without the forget set: a model folder/zoo name (evaluated on
@@ -628,6 +684,9 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
         `overwrite`. data_dir / variables: values for {data_dir} / {name} in the suite's data specs.
     limit: use only the first `limit` rows of every dataset (quick looks, timing samples).
     chat_template: override the suite's choice of wrapping questions in the tokenizer's chat template.
+    lanes: on CPU, batches that run side by side, each with an equal share of torch's threads
+        (default 2 when torch has 2 or more threads; 1 = one batch at a time with all of them).
+        The numbers do not depend on it (evaluation/lanes.py).
     Returns the results dict (summary, per_item, groups with wall seconds, models, environment).
     """
     import torch
@@ -676,7 +735,7 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
                 logger.info("eval: evaluating the retain model %s", rpath)
                 retain = evaluate(rpath, sub, output=out / "retain" if out else None, overwrite=overwrite,
                                   batch_size=batch_size, variables=variables, limit=limit, dtype=dtype,
-                                  device=device, seed=seed, progress=progress)
+                                  device=device, seed=seed, progress=progress, lanes=lanes)
             else:
                 retain = {"summary": {}, "per_item": {}, "models": {"model": _identity(rpath)}}
         else:
@@ -710,10 +769,17 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
             io.write_json(out / "results.json", res)
             last = time.perf_counter()
 
+    from .lanes import auto_lanes
+
+    lane_pool = auto_lanes(mdl, lanes)
+    res["environment"]["lanes"] = lane_pool.n if lane_pool else 1
     ev = Evaluator(mdl, tok, cfg, rows, res, batch_size=batch_size, retain=retain, retrained=retrained,
-                   reference=reference, variables=variables, progress=progress, save=save)
-    _preload(cfg)
-    ev.run()
+                   reference=reference, variables=variables, progress=progress, save=save, lanes=lane_pool)
+    try:
+        ev.run()
+    finally:
+        if lane_pool is not None:
+            lane_pool.close()
     res["wall_seconds"] = round(time.perf_counter() - t0, 3)
     save(force=True)
     return res

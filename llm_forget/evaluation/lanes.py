@@ -1,0 +1,102 @@
+"""Lanes: batches of an evaluation run side by side on a CPU, each lane with its share of the threads.
+
+On a CPU, one batch at a time with all of torch's threads wastes much of them on a small model:
+the matrix products of a 2 M-parameter model are too small to keep two threads busy, and the
+Python between operations runs on one core while the others wait. Two lanes, each a worker
+thread with half of torch's threads, run two batches at once instead. Generation (small steps,
+much Python) in one lane alongside teacher-forced scoring (large products) in the other fills
+both cores best (TOFU's tofu.yaml on the tofu-tiny model with 2 threads: BENCHMARKS.md). Each
+batch is computed as before, only on another thread, so the numbers do not change (on tofu-tiny
+all 11,398 per-item values were bit-identical to one lane's).
+
+torch's thread count is per thread here (OpenMP and MKL keep it per calling thread), so a lane
+sets its own without touching other threads; `close` restores the caller's count, which torch
+also reports as global. Tasks run without autograd (grad mode is per thread as well).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+
+class Lanes:
+    """`n` worker threads with `threads` torch threads each. `map` runs a function on items across
+    the lanes (results in item order); `submit` runs one long task in a lane."""
+
+    def __init__(self, n: int = 2, threads: int = 1):
+        if n < 1 or threads < 1:
+            raise ValueError("lanes need n >= 1 and threads >= 1")
+        self.n, self.threads = n, threads
+        self._caller_threads = torch.get_num_threads()
+        self._pool = ThreadPoolExecutor(n, thread_name_prefix="llm-forget-lane",
+                                        initializer=torch.set_num_threads, initargs=(threads,))
+
+    @staticmethod
+    def _no_grad(fn, *args):
+        with torch.no_grad():
+            return fn(*args)
+
+    def submit(self, fn, *args) -> Future:
+        return self._pool.submit(self._no_grad, fn, *args)
+
+    def map(self, fn, items) -> list:
+        futures = [self.submit(fn, x) for x in items]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        """Wait for the running tasks, drop the queued ones (left only when the caller failed or was
+        interrupted), and restore the caller's thread count."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(self._caller_threads)
+
+    def __enter__(self) -> Lanes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Done:
+    """A result already computed, read like a Future."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+class Serial:
+    """The one-lane case, with the interface of `Lanes`: work runs at once on the calling thread
+    (with autograd as the caller has it)."""
+
+    n = 1
+
+    @staticmethod
+    def submit(fn, *args) -> _Done:
+        return _Done(fn(*args))
+
+    @staticmethod
+    def map(fn, items) -> list:
+        return [fn(x) for x in items]
+
+
+SERIAL = Serial()
+
+
+def auto_lanes(model, lanes: int | None = None) -> Lanes | None:
+    """Lanes for evaluating `model`: None (one batch at a time) on an accelerator, for a model
+    spread over devices, under torch.distributed, or when `lanes` is 1; otherwise `lanes` (default 2, when torch has at
+    least 2 threads) lanes sharing torch's threads."""
+    from .distributed import world
+
+    if lanes is not None and lanes < 1:
+        raise ValueError("lanes must be >= 1")
+    devices = {p.device.type for p in model.parameters()}
+    if devices != {"cpu"} or world()[1] > 1:  # under several processes a forward pass may be a collective
+        return None
+    total = torch.get_num_threads()
+    n = min(lanes if lanes is not None else 2, total)
+    return Lanes(n, total // n) if n >= 2 else None
