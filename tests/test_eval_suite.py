@@ -113,10 +113,10 @@ def _assert_same_rows(a, b, tol=1e-5):
             assert x[k] == pytest.approx(y[k], abs=tol), k
 
 
-def _gpt2(tok):
+def _gpt2(tok, seed=0):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=64, n_layer=2, n_head=2,
                                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).eval()
 
@@ -145,6 +145,24 @@ def test_shared_prompt_scoring_equals_whole_sequences(target, sets, arch):
         _assert_same_rows(score_shared(model, seqs, groups, tok.pad_token_id, 5,
                                        lambda lg, tg, idx: batch_metrics(lg, tg, minkpp=pp, full=[full[i] for i in idx]),
                                        chunk=7, lanes=lanes), whole)
+    # a second model on some rows (the retrained model's KL on the answers) continues its own prompt cache
+    other = _gpt2(tok, seed=1) if arch == "gpt2" else _llama_other(model.config.vocab_size)
+    mine = [i for i in range(len(seqs)) if i % 4 == 0]
+    kw = dict(minkpp=pp, full=full, other=other, other_rows=mine)
+    shared = score_sequences(model, seqs, tok.pad_token_id, 5, **kw)
+    alone = score_sequences(model, seqs, tok.pad_token_id, 5, share_prompts=False, **kw)
+    _assert_same_rows(shared, alone)
+    assert [i for i, r in enumerate(shared) if "kl_other" in r] == mine
+    assert min(shared[i]["kl_other"] for i in mine) > 1e-3  # two different models: the KL is not zero
+    assert [r.get("kl_other") for r in whole] == [None] * len(seqs)
+
+
+def _llama_other(vocab_size):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, max_position_embeddings=256)).eval()
     _assert_same_rows(score_sequences(model, seqs, tok.pad_token_id, 64, minkpp=pp, full=full), whole)
 
 

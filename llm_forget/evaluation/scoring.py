@@ -154,13 +154,14 @@ def answer_logits(model, batch: dict, **extra) -> tuple[torch.Tensor, torch.Tens
 @torch.no_grad()
 def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 32, ks=(20.0, 40.0),
                     minkpp: bool = True, full: list[bool] | None = None, progress=None, other=None,
-                    share_prompts: bool = True, lanes=None) -> list[dict]:
+                    share_prompts: bool = True, lanes=None, other_rows=None) -> list[dict]:
     """Metrics of every encoded sequence ({input_ids, labels}), in input order, one forward pass
     per batch. Batches are formed after sorting by length; results do not depend on batch size.
     With `share_prompts`, sequences that share their prompt (a question's answer variants) run
     the prompt once (shared_prompt.score_shared) when the model's cache allows it.
-    `other`: a second model (same tokenizer) run on the same batches; each row then also gets
-    kl_other = mean over answer positions of KL(p_other ‖ p_model) (consistency.kl_rows).
+    `other`: a second model (same tokenizer) run on the same batches, for the rows `other_rows`
+    (default all); each of them then also gets kl_other = mean over answer positions of
+    KL(p_other ‖ p_model) (consistency.kl_rows).
     `lanes` (lanes.Lanes): run the batches side by side in its lanes; the numbers are the same."""
     from .consistency import kl_rows
     from .lanes import SERIAL
@@ -173,19 +174,21 @@ def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 3
     def metrics(logits, targets, idx):
         return batch_metrics(logits, targets, ks, minkpp, [full[i] for i in idx])
 
-    groups = prefix_groups(encoded) if share_prompts and other is None else None
+    groups = prefix_groups(encoded) if share_prompts else None
     if groups is not None:
-        got = score_shared(model, encoded, groups, pad_id, batch_size, metrics, progress, lanes=lanes)
+        got = score_shared(model, encoded, groups, pad_id, batch_size, metrics, progress, lanes=lanes,
+                           other=other, other_rows=other_rows)
         if got is not None:
             return got
     other_device = next(other.parameters()).device if other is not None else None
+    with_other = set(range(len(encoded)) if other_rows is None else other_rows) if other is not None else set()
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
 
     def one(idx: list[int]) -> list[dict]:
         b = {k: v.to(device) for k, v in pad([encoded[i] for i in idx], pad_id).items()}
         logits, targets = answer_logits(model, b)
         rows = metrics(logits, targets, idx)
-        if other is not None:
+        if idx[0] in with_other:
             lo = answer_logits(other, {k: v.to(other_device) for k, v in b.items()})[0].to(logits.device)
             for j, r in enumerate(rows):
                 m = targets[j] != IGNORE
@@ -194,7 +197,9 @@ def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 3
             progress.update(len(idx))
         return rows
 
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    batches = []  # sequences that also run the other model are batched apart
+    for part in ([i for i in order if i in with_other], [i for i in order if i not in with_other]):
+        batches += [part[s:s + batch_size] for s in range(0, len(part), batch_size)]
     out: list[dict | None] = [None] * len(encoded)
     for idx, rows in zip(batches, (lanes or SERIAL).map(one, batches)):
         for i, r in zip(idx, rows):

@@ -45,74 +45,107 @@ def plain_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     return [(layer.keys, layer.values) for layer in layers]
 
 
+def _cacheable(model) -> bool:
+    return cache_kwarg(model) is not None and accepts(model, "position_ids")
+
+
 @torch.no_grad()
 def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad_id: int, batch_size: int,
-                 metrics, progress=None, chunk: int | None = None, lanes=None) -> list[dict] | None:
+                 metrics, progress=None, chunk: int | None = None, lanes=None, other=None,
+                 other_rows=None) -> list[dict] | None:
     """Per-sequence metrics (in input order) with each prefix of `groups` run once.
 
     `metrics(logits, targets, idx)` turns one batch's aligned answer logits into the rows of the
     sequences `idx`. Prefixes are taken `chunk` at a time (default 4 × batch_size: their keys and
     values are held while their continuations run). None when the model cannot continue a cache.
-    `lanes` (lanes.Lanes): run the prompt batches, then the continuation batches, side by side."""
+    `lanes` (lanes.Lanes): run the prompt batches and the continuation batches side by side.
+    `other`: a second model (same tokenizer) run on the sequences `other_rows` (default all), on
+    its own copy of their prompts' keys and values; those rows also get kl_other = mean over
+    answer positions of KL(p_other ‖ p_model), as in `scoring.score_sequences`."""
     from transformers.cache_utils import DynamicCache
 
+    from .consistency import kl_rows
     from .lanes import SERIAL
     from .scoring import answer_logits
 
-    name = cache_kwarg(model)
-    if name is None or not accepts(model, "position_ids"):
+    if not _cacheable(model) or (other is not None and not _cacheable(other)):
         return None
-    first = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+    with_other = set(range(len(encoded)) if other_rows is None else other_rows) if other is not None else set()
     device = next(model.parameters()).device
     prefixes = sorted(groups, key=len, reverse=True)
     chunk = chunk or 4 * batch_size
     submit = (lanes or SERIAL).submit
 
     def start_prompts(part: list[tuple]):
-        """Submit the prompt batches of one chunk; each gives per layer (keys, values) or None."""
+        """Submit the prompt batches of one chunk, for the model and (when some of the chunk's
+        sequences need it) the other model; each batch gives per layer (keys, values) or None."""
         pre = pad([{"input_ids": list(p), "labels": list(p)} for p in part], pad_id, side="left")
         ids, mask = pre["input_ids"].to(device), pre["attention_mask"].to(device)
 
-        def prompt_kv(s: int):
-            m = mask[s:s + batch_size]
-            o = model(input_ids=ids[s:s + batch_size], attention_mask=m,
-                      position_ids=(m.cumsum(-1) - 1).clamp(min=0), use_cache=True, **first)
+        def prompt_kv(m, s: int):
+            first = {"logits_to_keep": 1} if accepts(m, "logits_to_keep") else {}
+            dev = next(m.parameters()).device
+            am = mask[s:s + batch_size].to(dev)
+            o = m(input_ids=ids[s:s + batch_size].to(dev), attention_mask=am,
+                  position_ids=(am.cumsum(-1) - 1).clamp(min=0), use_cache=True, **first)
             return plain_kv(cache_of(o))
 
-        return part, mask, [submit(prompt_kv, s) for s in range(0, len(part), batch_size)]
+        need_other = any(k in with_other for p in part for k in groups[p])
+        return part, mask, {m: [submit(prompt_kv, m, s) for s in range(0, len(part), batch_size)]
+                            for m in ([model, other] if need_other else [model])}
 
-    def continuation(mb: list[tuple[int, int]], part: list[tuple], pre_mask, kv) -> list[dict]:
+    def gathered(futures) -> list | None:
+        batches = [f.result() for f in futures]
+        if any(b is None for b in batches):
+            return None
+        return [(torch.cat([k for k, _ in layer]), torch.cat([v for _, v in layer])) for layer in zip(*batches)]
+
+    def run(m, kv, mb, part, pre_mask, cont):
+        """Answer logits of model `m` on the continuations `cont` of the batch `mb`, from its prompt cache `kv`."""
+        dev = next(m.parameters()).device
+        qi = torch.tensor([i for _, i in mb], device=dev)
+        cache = DynamicCache(ddp_cache_data=[(k[qi], v[qi]) for k, v in kv])
+        start = torch.tensor([len(part[i]) for _, i in mb], device=dev)
+        pos = start[:, None] + torch.arange(cont["input_ids"].shape[1], device=dev)
+        batch = {k: v.to(dev) for k, v in cont.items()}
+        batch["attention_mask"] = torch.cat([pre_mask.to(dev)[qi], batch["attention_mask"]], 1)
+        return answer_logits(m, batch, position_ids=pos, **{cache_kwarg(m): cache})
+
+    def continuation(mb: list[tuple[int, int]], part: list[tuple], pre_mask, kv, other_kv) -> list[dict]:
         idx = [k for k, _ in mb]
-        qi = torch.tensor([i for _, i in mb], device=device)
         cont = pad([{"input_ids": encoded[k]["input_ids"][len(part[i]):],
                      "labels": encoded[k]["labels"][len(part[i]):]} for k, i in mb], pad_id)
-        cont = {k: v.to(device) for k, v in cont.items()}
-        cache = DynamicCache(ddp_cache_data=[(k[qi], v[qi]) for k, v in kv])
-        start = torch.tensor([len(part[i]) for _, i in mb], device=device)
-        pos = start[:, None] + torch.arange(cont["input_ids"].shape[1], device=device)
-        batch = {**cont, "attention_mask": torch.cat([pre_mask[qi], cont["attention_mask"]], 1)}
-        logits, targets = answer_logits(model, batch, position_ids=pos, **{name: cache})
+        logits, targets = run(model, kv, mb, part, pre_mask, cont)
+        rows = metrics(logits, targets, idx)
+        if other_kv is not None:
+            lo = run(other, other_kv, mb, part, pre_mask, cont)[0].to(logits.device)
+            for j, r in enumerate(rows):
+                m = targets[j] != IGNORE
+                r["kl_other"] = float(kl_rows(lo[j][m], logits[j][m]).mean())
         if progress is not None:
             progress.update(len(mb))
-        return metrics(logits, targets, idx)
+        return rows
 
     # Chunk c's continuations are submitted before chunk c+1's prompts, so the lanes never wait
-    # for the end of a chunk.
+    # for the end of a chunk. Sequences that also run the other model are batched apart.
     chunks = [prefixes[c:c + chunk] for c in range(0, len(prefixes), chunk)]
     out: list[dict | None] = [None] * len(encoded)
     pending = start_prompts(chunks[0]) if chunks else None
     for c in range(len(chunks)):
         part, pre_mask, futures = pending
-        batches = [f.result() for f in futures]
-        if any(b is None for b in batches):
+        kv = {m: gathered(f) for m, f in futures.items()}
+        if any(v is None for v in kv.values()):
             return None
-        kv = [(torch.cat([k for k, _ in layer]), torch.cat([v for _, v in layer])) for layer in zip(*batches)]
         members = [(k, i) for i, p in enumerate(part) for k in groups[p]]
         members.sort(key=lambda x: -(len(encoded[x[0]]["input_ids"]) - len(part[x[1]])))
-        conts = [members[b:b + batch_size] for b in range(0, len(members), batch_size)]
-        running = [submit(continuation, mb, part, pre_mask, kv) for mb in conts]
+        running = []
+        for mine in (True, False):
+            sel = [x for x in members if (x[0] in with_other) == mine]
+            for b in range(0, len(sel), batch_size):
+                mb = sel[b:b + batch_size]
+                running.append((mb, submit(continuation, mb, part, pre_mask, kv[model], kv[other] if mine else None)))
         pending = start_prompts(chunks[c + 1]) if c + 1 < len(chunks) else None
-        for mb, f in zip(conts, running):
+        for mb, f in running:
             for (k, _), r in zip(mb, f.result()):
                 out[k] = r
     return out

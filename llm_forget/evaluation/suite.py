@@ -325,18 +325,10 @@ class Evaluator:
         seqs += self.enc.qa_many(pairs)
         full += [False] * len(pairs)
         other = self._consistency_model(s)  # the retrained model runs here on the answers, not in a pass of its own
-        ans = [k for k, f in enumerate(full) if f]
-        var = [k for k, f in enumerate(full) if not f]
-        # the answers go with their variants (one shared prompt each) unless the retrained model runs on them
-        parts = ((ans, {"other": other}), (var, {})) if other is not None else ((list(range(len(seqs))), {}),)
-        scored = [None] * len(seqs)
         with self._bar(len(seqs), f"score {s}") as bar:
-            for part, kw in parts:
-                got = score_sequences(self.model, [seqs[k] for k in part], self.tok.pad_token_id, self.batch_size,
-                                      spec["ks"], spec["minkpp"], [full[k] for k in part], bar, **kw,
-                                      lanes=self.lanes)
-                for k, g in zip(part, got):
-                    scored[k] = g
+            scored = score_sequences(self.model, seqs, self.tok.pad_token_id, self.batch_size, spec["ks"],
+                                     spec["minkpp"], full, bar, other=other, lanes=self.lanes,
+                                     other_rows=[k for k, f in enumerate(full) if f])
         if self.enc.truncated:
             logger.warning("eval: %d sequences of %s were cut at max_length=%d", self.enc.truncated, s,
                            self.enc.max_length)
