@@ -1,17 +1,18 @@
 """Lanes: batches of an evaluation run side by side on a CPU, each lane with its share of the threads.
 
-On a CPU, one batch at a time with all of torch's threads wastes much of them on a small model:
-the matrix products of a 2 M-parameter model are too small to keep two threads busy, and the
-Python between operations runs on one core while the others wait. Two lanes, each a worker
-thread with half of torch's threads, run two batches at once instead. Generation (small steps,
-much Python) in one lane alongside teacher-forced scoring (large products) in the other fills
-both cores best (TOFU's tofu.yaml on the tofu-tiny model with 2 threads: BENCHMARKS.md). Each
-batch is computed as before, only on another thread, so the numbers do not change (on tofu-tiny
-all 11,398 per-item values were bit-identical to one lane's).
+On a CPU, one batch at a time with all of torch's threads wastes part of them on a small model:
+with the 1.3 M-parameter tofu-tiny model, two threads score 1.7x and generate 1.3x faster than one,
+not 2x (the products are small, and the Python between operations runs on one core while the
+others wait). Two lanes, each a worker thread with half of torch's threads, run two batches at
+once instead: generation in one lane beside the scoring batches in the other, then scoring in
+both (TOFU's tofu.yaml on tofu-tiny with 2 threads: BENCHMARKS.md). Each batch is computed as
+before, only on another thread, so the numbers do not change (on tofu-tiny all 11,398 per-item
+values were bit-identical to one lane's).
 
 torch's thread count is per thread here (OpenMP and MKL keep it per calling thread), so a lane
-sets its own without touching other threads; `close` restores the caller's count, which torch
-also reports as global. Tasks run without autograd (grad mode is per thread as well).
+sets its own without touching other threads; `close` restores the caller's count anyway, since
+`torch.get_num_threads()` reports the count last set by any thread. Tasks run without autograd
+(grad mode is per thread as well).
 """
 
 from __future__ import annotations

@@ -277,7 +277,8 @@ class Evaluator:
         if self.lanes is None or not generating:
             # the imports run on a background thread while the scoring runs (its work is in C,
             # outside the GIL; started during model loading they would only slow the loading down)
-            threading.Thread(target=_import_all, args=(_later_imports(self.m),), daemon=True).start()
+            if _later_imports(self.m):
+                threading.Thread(target=_import_all, args=(_later_imports(self.m),), daemon=True).start()
             for g in scoring:
                 self._group(*g)
             for key, spec, s, gc in generating:
@@ -299,7 +300,7 @@ class Evaluator:
                 self._group(*g)
         finally:
             results = pending.result()
-        for (key, spec, s, _), job, (got, seconds) in zip(generating, jobs, results):
+        for (key, spec, s, _), (got, seconds) in zip(generating, results):
             self._gen_finish(s, got)
             self._record(key, spec, seconds)
 
