@@ -145,6 +145,7 @@ def test_shared_prompt_scoring_equals_whole_sequences(target, sets, arch):
         _assert_same_rows(score_shared(model, seqs, groups, tok.pad_token_id, 5,
                                        lambda lg, tg, idx: batch_metrics(lg, tg, minkpp=pp, full=[full[i] for i in idx]),
                                        chunk=7, lanes=lanes), whole)
+    _assert_same_rows(score_sequences(model, seqs, tok.pad_token_id, 64, minkpp=pp, full=full), whole)
     # a second model on some rows (the retrained model's KL on the answers) continues its own prompt cache
     other = _gpt2(tok, seed=1) if arch == "gpt2" else _llama_other(model.config.vocab_size)
     mine = [i for i in range(len(seqs)) if i % 4 == 0]
@@ -163,7 +164,6 @@ def _llama_other(vocab_size):
     torch.manual_seed(1)
     return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                         num_attention_heads=2, max_position_embeddings=256)).eval()
-    _assert_same_rows(score_sequences(model, seqs, tok.pad_token_id, 64, minkpp=pp, full=full), whole)
 
 
 def test_shared_prompts_need_a_plain_cache_and_repeated_prompts(target, sets):

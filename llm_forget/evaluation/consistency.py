@@ -22,6 +22,17 @@ def kl_rows(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     return (lp.exp() * (lp - lq)).sum(-1)
 
 
+def add_kl_other(rows: list[dict], logits_other: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """rows[j]["kl_other"] = mean over row j's answer positions of KL(p_other ‖ p_model), from one
+    batch's aligned answer logits (B, K, V) of both models and its targets (B, K), -100 elsewhere."""
+    from ..data.encode import IGNORE
+
+    logits_other = logits_other.to(logits.device)
+    for j, r in enumerate(rows):
+        m = targets[j] != IGNORE
+        r["kl_other"] = float(kl_rows(logits_other[j][m], logits[j][m]).mean())
+
+
 def agreement(a: list[str], b: list[str]) -> float:
     """Fraction of positions where a[i] == b[i] (greedy outputs or their hashes). Higher = closer."""
     if len(a) != len(b) or not a:

@@ -163,7 +163,7 @@ def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 3
     (default all); each of them then also gets kl_other = mean over answer positions of
     KL(p_other ‖ p_model) (consistency.kl_rows).
     `lanes` (lanes.Lanes): run the batches side by side in its lanes; the numbers are the same."""
-    from .consistency import kl_rows
+    from .consistency import add_kl_other
     from .lanes import SERIAL
     from .shared_prompt import prefix_groups, score_shared
 
@@ -189,10 +189,7 @@ def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 3
         logits, targets = answer_logits(model, b)
         rows = metrics(logits, targets, idx)
         if idx[0] in with_other:
-            lo = answer_logits(other, {k: v.to(other_device) for k, v in b.items()})[0].to(logits.device)
-            for j, r in enumerate(rows):
-                m = targets[j] != IGNORE
-                r["kl_other"] = float(kl_rows(lo[j][m], logits[j][m]).mean())
+            add_kl_other(rows, answer_logits(other, {k: v.to(other_device) for k, v in b.items()})[0], logits, targets)
         if progress is not None:
             progress.update(len(idx))
         return rows

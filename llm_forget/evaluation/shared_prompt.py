@@ -64,7 +64,7 @@ def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad
     answer positions of KL(p_other ‖ p_model), as in `scoring.score_sequences`."""
     from transformers.cache_utils import DynamicCache
 
-    from .consistency import kl_rows
+    from .consistency import add_kl_other
     from .lanes import SERIAL
     from .scoring import answer_logits
 
@@ -118,10 +118,7 @@ def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad
         logits, targets = run(model, kv, mb, part, pre_mask, cont)
         rows = metrics(logits, targets, idx)
         if other_kv is not None:
-            lo = run(other, other_kv, mb, part, pre_mask, cont)[0].to(logits.device)
-            for j, r in enumerate(rows):
-                m = targets[j] != IGNORE
-                r["kl_other"] = float(kl_rows(lo[j][m], logits[j][m]).mean())
+            add_kl_other(rows, run(other, other_kv, mb, part, pre_mask, cont)[0], logits, targets)
         if progress is not None:
             progress.update(len(mb))
         return rows
