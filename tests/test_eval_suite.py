@@ -358,6 +358,30 @@ def test_lanes_change_no_number_and_restore_threads(target_path, retain_path):
         auto_lanes(model, 0)
 
 
+def test_lanes_stop_generation_when_scoring_fails(target_path, monkeypatch):
+    """A failure (or Ctrl-C) in the scoring stops the generation lane before its next batch: the
+    error comes through at once, no generation is recorded, torch's thread count is restored."""
+    import llm_forget
+    from llm_forget.evaluation import generation, suite
+
+    torch.set_num_threads(2)  # the autouse fixture restores 1 afterwards
+    batches, real = [], generation._greedy_cached
+
+    def counted(*args, **kwargs):  # the real decoding loop, counted
+        batches.append(1)
+        return real(*args, **kwargs)
+
+    def scoring_fails(self, s, spec):
+        raise RuntimeError("scoring failed")
+
+    monkeypatch.setattr(generation, "_greedy_cached", counted)
+    monkeypatch.setattr(suite.Evaluator, "token", scoring_fails)
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        llm_forget.evaluate(target_path, "quick", batch_size=2, lanes=2, progress=False)
+    assert torch.get_num_threads() == 2
+    assert 1 <= len(batches) <= 3  # of (50 + 400) / 4 = 113 generation batches
+
+
 def test_suite_errors(target_path):
     import llm_forget
 

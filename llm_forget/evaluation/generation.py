@@ -168,13 +168,18 @@ def _has_selectable_cache(model) -> bool:
     return isinstance(base, PreTrainedModel) and getattr(base, "_supports_cache_class", True) is not False
 
 
+class Stopped(RuntimeError):
+    """Generation was asked to stop (its caller failed or was interrupted)."""
+
+
 @torch.no_grad()
 def greedy(model, tokenizer, prompts: list[list[int]], caps: list[int], batch_size: int = 32,
-           stop_strings=(), progress=None) -> list[str]:
+           stop_strings=(), progress=None, stopping=None) -> list[str]:
     """Greedy continuations of token-id `prompts`, each cut at EOS, its cap and stop strings.
 
     Batches are left-padded; a row leaves its batch as soon as it is done, so the cost is the
-    tokens actually generated, not batch size x the longest answer."""
+    tokens actually generated, not batch size x the longest answer. `stopping` (a
+    threading.Event): when set, `Stopped` is raised before the next batch."""
     model.eval()
     device = next(model.parameters()).device
     eos = eos_ids(model, tokenizer)
@@ -183,6 +188,8 @@ def greedy(model, tokenizer, prompts: list[list[int]], caps: list[int], batch_si
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[str | None] = [None] * len(prompts)
     for s in range(0, len(order), batch_size):
+        if stopping is not None and stopping.is_set():
+            raise Stopped("generation stopped")
         idx = order[s:s + batch_size]
         b = pad([{"input_ids": prompts[i], "labels": prompts[i]} for i in idx], pad_id, side="left")
         ids, mask = b["input_ids"].to(device), b["attention_mask"].to(device)

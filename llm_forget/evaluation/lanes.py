@@ -17,6 +17,7 @@ sets its own without touching other threads; `close` restores the caller's count
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
@@ -24,12 +25,14 @@ import torch
 
 class Lanes:
     """`n` worker threads with `threads` torch threads each. `map` runs a function on items across
-    the lanes (results in item order); `submit` runs one long task in a lane."""
+    the lanes (results in item order); `submit` runs one long task in a lane. A long task should
+    look at `stopping` between its steps: it is set when the caller fails or is interrupted."""
 
     def __init__(self, n: int = 2, threads: int = 1):
         if n < 1 or threads < 1:
             raise ValueError("lanes need n >= 1 and threads >= 1")
         self.n, self.threads = n, threads
+        self.stopping = threading.Event()
         self._caller_threads = torch.get_num_threads()
         self._pool = ThreadPoolExecutor(n, thread_name_prefix="llm-forget-lane",
                                         initializer=torch.set_num_threads, initargs=(threads,))
@@ -47,8 +50,9 @@ class Lanes:
         return [f.result() for f in futures]
 
     def close(self) -> None:
-        """Wait for the running tasks, drop the queued ones (left only when the caller failed or was
-        interrupted), and restore the caller's thread count."""
+        """Wait for the running tasks (long ones see `stopping`), drop the queued ones (left only
+        when the caller failed or was interrupted), and restore the caller's thread count."""
+        self.stopping.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(self._caller_threads)
 
@@ -74,6 +78,7 @@ class Serial:
     (with autograd as the caller has it)."""
 
     n = 1
+    stopping = None
 
     @staticmethod
     def submit(fn, *args) -> _Done:

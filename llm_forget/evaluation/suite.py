@@ -295,11 +295,9 @@ class Evaluator:
             return done
 
         pending = self.lanes.submit(generate_all)
-        try:
-            for g in scoring:
-                self._group(*g)
-        finally:
-            results = pending.result()
+        for g in scoring:  # on a failure or Ctrl-C, closing the lanes stops generation before its next batch
+            self._group(*g)
+        results = pending.result()
         for (key, spec, s, _), (got, seconds) in zip(generating, results):
             self._gen_finish(s, got)
             self._record(key, spec, seconds)
@@ -412,7 +410,8 @@ class Evaluator:
         from .generation import greedy, make_scorer, rouge_l, text_hash
 
         with self._bar(len(job["prompts"]), f"generate {job['set']}") as bar:
-            texts = greedy(self.model, self.tok, job["prompts"], job["caps"], job["batch"], job["stop"], bar)
+            texts = greedy(self.model, self.tok, job["prompts"], job["caps"], job["batch"], job["stop"], bar,
+                           stopping=self.lanes.stopping if self.lanes else None)
         scorer = make_scorer()
         return [(*rouge_l(t, a, scorer), text_hash(t)) for t, a in zip(texts, job["answers"])]
 
