@@ -74,11 +74,8 @@ class _Done:
 
 
 class Serial:
-    """The one-lane case, with the interface of `Lanes`: work runs at once on the calling thread
-    (with autograd as the caller has it)."""
-
-    n = 1
-    stopping = None
+    """The one-lane case, with `submit` and `map` as in `Lanes`: work runs at once on the calling
+    thread (with autograd as the caller has it)."""
 
     @staticmethod
     def submit(fn, *args) -> _Done:

@@ -30,6 +30,23 @@ from ..data.encode import IGNORE, pad
 from ..models import accepts
 
 
+def rows_with_other(n: int, other, other_rows) -> set[int]:
+    """Indices of the `n` sequences a second model also runs on: `other_rows` (default all), none without one."""
+    if other is None:
+        return set()
+    return set(range(n)) if other_rows is None else set(other_rows)
+
+
+def batches_apart(items: list, with_other, batch_size: int) -> list[list]:
+    """`items` (kept in order) cut into batches of `batch_size`, the items for which
+    `with_other(item)` holds first and in batches of their own (a second model runs on those)."""
+    out = []
+    for mine in (True, False):
+        part = [x for x in items if bool(with_other(x)) == mine]
+        out += [part[s:s + batch_size] for s in range(0, len(part), batch_size)]
+    return out
+
+
 def extraction_strength(correct: torch.Tensor) -> float:
     """correct: (n,) bool, argmax == label at each answer position. 1 − k/n with k the smallest
     index such that correct[k:] is all True; 0 when correct[-1] is False (nothing extracted)."""
@@ -181,7 +198,7 @@ def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 3
         if got is not None:
             return got
     other_device = next(other.parameters()).device if other is not None else None
-    with_other = set(range(len(encoded)) if other_rows is None else other_rows) if other is not None else set()
+    with_other = rows_with_other(len(encoded), other, other_rows)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
 
     def one(idx: list[int]) -> list[dict]:
@@ -194,9 +211,7 @@ def score_sequences(model, encoded: list[dict], pad_id: int, batch_size: int = 3
             progress.update(len(idx))
         return rows
 
-    batches = []  # sequences that also run the other model are batched apart
-    for part in ([i for i in order if i in with_other], [i for i in order if i not in with_other]):
-        batches += [part[s:s + batch_size] for s in range(0, len(part), batch_size)]
+    batches = batches_apart(order, with_other.__contains__, batch_size)
     out: list[dict | None] = [None] * len(encoded)
     for idx, rows in zip(batches, (lanes or SERIAL).map(one, batches)):
         for i, r in zip(idx, rows):

@@ -66,11 +66,11 @@ def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad
 
     from .consistency import add_kl_other
     from .lanes import SERIAL
-    from .scoring import answer_logits
+    from .scoring import answer_logits, batches_apart, rows_with_other
 
     if not _cacheable(model) or (other is not None and not _cacheable(other)):
         return None
-    with_other = set(range(len(encoded)) if other_rows is None else other_rows) if other is not None else set()
+    with_other = rows_with_other(len(encoded), other, other_rows)
     device = next(model.parameters()).device
     prefixes = sorted(groups, key=len, reverse=True)
     chunk = chunk or 4 * batch_size
@@ -135,12 +135,9 @@ def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad
             return None
         members = [(k, i) for i, p in enumerate(part) for k in groups[p]]
         members.sort(key=lambda x: -(len(encoded[x[0]]["input_ids"]) - len(part[x[1]])))
-        running = []
-        for mine in (True, False):
-            sel = [x for x in members if (x[0] in with_other) == mine]
-            for b in range(0, len(sel), batch_size):
-                mb = sel[b:b + batch_size]
-                running.append((mb, submit(continuation, mb, part, pre_mask, kv[model], kv[other] if mine else None)))
+        running = [(mb, submit(continuation, mb, part, pre_mask, kv[model],
+                               kv[other] if mb[0][0] in with_other else None))
+                   for mb in batches_apart(members, lambda x: x[0] in with_other, batch_size)]
         pending = start_prompts(chunks[c + 1]) if c + 1 < len(chunks) else None
         for mb, f in running:
             for (k, _), r in zip(mb, f.result()):

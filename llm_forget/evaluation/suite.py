@@ -277,8 +277,9 @@ class Evaluator:
         if self.lanes is None or not generating:
             # the imports run on a background thread while the scoring runs (its work is in C,
             # outside the GIL; started during model loading they would only slow the loading down)
-            if _later_imports(self.m):
-                threading.Thread(target=_import_all, args=(_later_imports(self.m),), daemon=True).start()
+            mods = _later_imports(self.m)
+            if mods:
+                threading.Thread(target=_import_all, args=(mods,), daemon=True).start()
             for g in scoring:
                 self._group(*g)
             for key, spec, s, gc in generating:
