@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of the accelerate configs (issue 4), prepared for a lent GPU; the project never depends on it.
+# GPU check of the accelerate configs (single_gpu, fsdp, deepspeed_zero3); optional, nothing else needs a GPU.
 # Runs NPO (cached reference log-probs) and KL (a frozen reference copy, so the reference is placed /
 # sharded by trl's prepare_fsdp / prepare_deepspeed) with bf16 for STEPS steps under
 #   accelerate_configs/single_gpu.yaml, fsdp.yaml (1 process) and deepspeed_zero3.yaml (1 process, if

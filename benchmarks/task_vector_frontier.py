@@ -6,7 +6,8 @@ Each spec OPTIMIZER:LR:EPOCHS:SEED fine-tunes tiny-target on the forget set (ans
 batch 10, constant learning rate after `--warmup` steps; `--no-eos` leaves the closing eos out of
 the loss) into θ_reinf, and sweeps θ_target − λ·(θ_reinf − θ_target) on a fine λ grid (steps of
 0.25/|τ|). It prints, per spec, the largest forget-perplexity ratio whose retain-perplexity ratio
-stays ≤ 1.5 (the issue's bar: forget ≥ 3x with retain ≤ 1.5x) and writes every point to
+stays ≤ 1.5 (both ratios to the target model; the aim is forget ≥ 3x at retain ≤ 1.5x) and writes
+every point to
 benchmarks/results/task_vector_frontier.json. Perplexities from `quick_eval` (answer tokens).
 """
 

@@ -5,7 +5,8 @@
 For each seed, runs `llm_forget.edit(recipes/task_vector.yaml)` (τ = τ_forget − τ_retain, both
 fine-tuned alike) and then plain negation (retain_weight 0) of the same θ_reinf on a λ grid.
 Reports, per seed, the chosen λ of the recipe and, for both, the largest forget-perplexity
-ratio whose retain-perplexity ratio stays ≤ 1.5 (the issue's bar: forget ≥ 3x with retain ≤ 1.5x).
+ratio whose retain-perplexity ratio stays ≤ 1.5 (both ratios to the target model; the aim is
+forget ≥ 3x at retain ≤ 1.5x).
 Writes benchmarks/results/task_vector_recipe.json.
 """
 

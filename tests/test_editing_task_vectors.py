@@ -16,8 +16,8 @@ def _ratios(sweep):
                           r["retain_perplexity"] / base["retain_perplexity"]) for r in sweep["rows"]}
 
 
-def test_task_vector_negation_meets_the_bar_and_beats_plain_negation(target_path, tmp_path):
-    """Forget perplexity ≥ 3x with retain perplexity ≤ 1.5x at the chosen λ (the issue's bar),
+def test_task_vector_recipe_forgets_3x_within_1_5x_retain_and_beats_plain_negation(target_path, tmp_path):
+    """Forget perplexity ≥ 3x with retain perplexity ≤ 1.5x at the chosen λ (both relative to the target model),
     where plain negation of the same θ_reinf gets less forgetting within the same retain cost."""
     import llm_forget
     from llm_forget.editing.task_vectors import load
