@@ -14,7 +14,7 @@ budget = the tuning procedure), with forget = the split, retain = retain_SPLIT r
 the shipped tofu suite against retain_SPLIT's results. Cost against retraining = the recipe's wall time
 (loading, unlearning, checkpoint selection, saving) / the wall time of fine-tuning retain_SPLIT.
 
-Reduced protocol for SmolLM2 (`--scale smollm2`, 2 CPU cores, target ≤ 90 min): forget01 (2 authors) plus
+Reduced protocol for SmolLM2 (`--scale smollm2`, sized to run in under 90 min on 2 CPU cores): forget01 (2 authors) plus
 the first N authors of retain_perturbed_400 (default 8: 160 training rows); evaluation on the same suite
 with retain = the first 40 of those authors' retain_perturbed rows and real_authors / world_facts cut to
 their first 40 rows.
