@@ -248,7 +248,8 @@ def test_untouched_run_verifies_and_continues_the_input_chain(runs, capsys, targ
     assert e1["prev_hash"] == e0["hash"] and e1["model_before"] == e0["model_after"]
     assert e0["model_before"] == fpr.model_fingerprint(target_path)  # lineage from the zoo model on
     assert e1["kind"] == "concept" and e1["forgotten"]["count"] == 5 and "row_sha256" not in e1["forgotten"]
-    assert e1["signer"] == keys.read_public(str(operator)) != e0["signer"]
+    assert [e1["signer"]] == keys.read_public(str(operator)) != [e0["signer"]]
+    assert keys.read_public(str(run2 / "ledger.pub")) == [e0["signer"], e1["signer"]]
     rows = [r for r in benchmark.split("forget") if r["person"] == person]
     assert not {row_hash(r) for r in rows} & set(e1["forgotten"]["row_fingerprints"])
     assert all(proofs.prove(run2, r)["entry"] == 1 for r in rows)

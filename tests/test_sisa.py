@@ -115,9 +115,10 @@ def test_duplicated_row_is_deleted_from_every_shard_that_trained_on_it(tmp_path,
     i, j = layout[0][1][0], layout[1][0][0]  # shard 0 slice 1, shard 1 slice 0
     rows[j] = dict(rows[i])
     (tmp_path / "train.json").write_text(json.dumps(rows))
-    sisa.train(None, model=tiny_path, data=str(tmp_path / "train.json"), holdout="none", output_dir=str(tmp_path / "run"),
-               shards=2, slices=2, epochs_per_slice=1, batch_size=4, lora_r=2, learning_rate=1e-3,
-               lora_target_modules="q_proj,v_proj", eval_suite="none")
+    (tmp_path / "holdout.json").write_text(json.dumps(benchmark.split("holdout")[:6]))
+    sisa.train(None, model=tiny_path, data=str(tmp_path / "train.json"), holdout=str(tmp_path / "holdout.json"),
+               output_dir=str(tmp_path / "run"), shards=2, slices=2, epochs_per_slice=1, batch_size=4, lora_r=2,
+               learning_rate=1e-3, lora_target_modules="q_proj,v_proj")
     run = tmp_path / "run"
     h = row_hash(rows[i])
     state = json.loads((run / "sisa_state.json").read_text())
@@ -140,6 +141,16 @@ def test_duplicated_row_is_deleted_from_every_shard_that_trained_on_it(tmp_path,
         assert set(got) == set(scratch) and all(torch.equal(got[n], scratch[n]) for n in got)
     v = ledger.verify(run)
     assert v.ok, v.problems
+    # the card: a SISA folder is not a peft adapter; each evaluated set is its own dataset
+    from test_card import assert_no_local_path, assert_valid_card
+
+    card, evals = assert_valid_card(run)
+    assert card.data.library_name is None and card.data.base_model == "tiny"
+    by_set = {e.dataset_split: (e.dataset_type, e.dataset_name) for e in evals}
+    req = ledger.read(run)[-1]["request_id"]
+    assert by_set == {"forget": ("llm_forget/deletion-request", f"deletion request {req}"),
+                      "retain": ("json", "train.json"), "holdout": ("json", "holdout.json")}
+    assert_no_local_path((run / "README.md").read_text(), tmp_path)
 
 
 def test_aggregate_model_forward_generate_save_load(trained, tmp_path):

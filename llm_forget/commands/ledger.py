@@ -67,7 +67,7 @@ def run(args):
         print(f"migrated {r['entries']} entries ({r['rows']} row hashes now keyed), signed; "
               f"head {r['old_head']} -> {r['new_head']}")
         return 0
-    trust = [keys.read_public(t) for t in args.trust] if args.trust else None
+    trust = [k for t in args.trust for k in keys.read_public(t)] if args.trust else None
     v = ledger.verify(args.path, args.model, trust, args.anchor)
     for n in v.notes:
         print(f"note: {n}")

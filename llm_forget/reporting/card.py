@@ -119,8 +119,9 @@ def _evidence(entries: list[dict]) -> list[str]:
         return ["- no ledger"]
     head = entries[-1].get("hash")
     signers = list(dict.fromkeys(e["signer"] for e in entries if e.get("signer")))
-    lines = [f"- {len(entries)} entries; head hash `{head}` (an external anchor: `llm-forget ledger verify . "
-             f"--anchor {head}` fails if the history up to this card was rewritten)"]
+    n = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+    lines = [f"- {n}; head hash `{head}` (an external anchor: `llm-forget ledger verify . --anchor {head}` "
+             "fails if the history up to this card was rewritten)"]
     if signers:
         lines += [f"- signed with Ed25519; public key{'s' if len(signers) > 1 else ''} (also in `ledger.pub`): "
                   + ", ".join(f"`{s}` (id `{key_id(s)}`)" for s in signers),

@@ -112,19 +112,20 @@ def check(public: str, signature: str, message: bytes) -> bool:
         return False
 
 
-def read_public(text_or_path: str) -> str:
-    """A public key given as base64, as a file holding one (ledger.pub lines), or as a PEM key file."""
+def read_public(text_or_path: str) -> list[str]:
+    """Public keys given as base64, as a file holding them (one per line, as ledger.pub), or as a
+    PEM private key file (its public half)."""
     p = Path(text_or_path).expanduser()
     if p.is_file():
         text = p.read_text(encoding="utf-8").strip()
         if "PRIVATE KEY" in text:
-            return public_b64(load_signing_key(p))
-        text = text.split()[0] if text else ""
+            return [public_b64(load_signing_key(p))]
+        found = [line.split()[0] for line in text.splitlines() if line.strip()]
     else:
-        text = text_or_path.strip()
+        found = [text_or_path.strip()]
     try:
-        if len(base64.b64decode(text, validate=True)) == 32:
-            return text
+        if found and all(len(base64.b64decode(k, validate=True)) == 32 for k in found):
+            return found
     except ValueError:
         pass
     raise UserError(f"{text_or_path} is not an Ed25519 public key (base64 of 32 bytes, or a file holding one)")
