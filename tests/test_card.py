@@ -127,6 +127,13 @@ def test_adapter_run_card_names_peft_and_the_original_base(canary_run):
     assert card.data.eval_results is None  # eval_suite none: no model-index, and the card says so
     assert "No evaluation was run" in card.text and "AutoPeftModelForCausalLM" in card.text
     assert_no_local_path(str(card), d)
+    # an evaluation made afterwards (as the demo does for its recipe runs) reaches results.json and the card
+    from llm_forget.reporting import attach_evaluation
+
+    summary = json.loads((run / "results.json").read_text())["summary"]
+    attach_evaluation(res.output_dir, summary)
+    card, evals = assert_valid_card(res.output_dir)
+    assert len(evals) == len(card_metrics(summary)) and card.data.library_name == "peft"
 
 
 def test_canary_appears_nowhere(canary_run):

@@ -219,10 +219,12 @@ def build_card(run_dir: str | Path):
         lines += ["from llm_forget.exact.sisa import SisaModel", "model = SisaModel.from_pretrained(\"model\")"]
     elif adapter:
         lines += ["from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer",
-                  "model = AutoPeftModelForCausalLM.from_pretrained(\"model\")", "tok = AutoTokenizer.from_pretrained(\"model\")"]
+                  "model = AutoPeftModelForCausalLM.from_pretrained(\"model\")",
+                  "tok = AutoTokenizer.from_pretrained(\"model\")"]
     else:
         lines += ["from transformers import AutoModelForCausalLM, AutoTokenizer",
-                  "model = AutoModelForCausalLM.from_pretrained(\"model\")", "tok = AutoTokenizer.from_pretrained(\"model\")"]
+                  "model = AutoModelForCausalLM.from_pretrained(\"model\")",
+                  "tok = AutoTokenizer.from_pretrained(\"model\")"]
     lines += ["```", "", "Reproduce: `llm-forget " + ("sisa train" if method == "sisa" else "unlearn")
               + " recipe.yaml` with this folder's `recipe.yaml`.", ""]
     if cite:

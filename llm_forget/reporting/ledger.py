@@ -298,7 +298,8 @@ def verify_chain(entries: list[dict], trust: set[str] | None = None) -> tuple[li
             problems.append(f"entry {i}: content does not match its hash (the entry was edited)")
         if e.get("signature") or e.get("signer"):
             signed_seen = True
-            if not keys.check(str(e.get("signer", "")), str(e.get("signature", "")), SIGN_TAG + str(e.get("hash")).encode()):
+            message = SIGN_TAG + str(e.get("hash")).encode()
+            if not keys.check(str(e.get("signer", "")), str(e.get("signature", "")), message):
                 problems.append(f"entry {i}: signature does not verify (the entry was changed or re-hashed "
                                 "by someone without the signing key)")
             elif trust is not None and e["signer"] not in trust:
@@ -311,6 +312,9 @@ def verify_chain(entries: list[dict], trust: set[str] | None = None) -> tuple[li
             problem, note = _lineage(i, entries[i - 1], e)
             problems += [problem] if problem else []
             notes += [note] if note else []
+        elif e.get("model_before") is None:
+            notes.append("entry 0: the input model was not a local folder (a Hub id?), so its fingerprint "
+                         "before the first operation is not recorded")
         prev = e.get("hash", h)
     return problems, notes
 
