@@ -79,6 +79,7 @@ def test_forget_equals_retraining_the_shard_from_scratch(trained, capsys):
                                                                          "shards/shard_00/stage_01.safetensors"))
     state = json.loads((run / "sisa_state.json").read_text())
     assert not set(victims) & {h for sh in state["layout"] for s in sh for h in s}
+    assert state["deleted"] == 2 and not set(victims) & set((run / "sisa_state.json").read_text().split('"'))
     cost = state["operations"][-1]
     assert (cost["steps_retrained"], cost["full_retrain_steps"]) == (5, 12)  # stages of 10 and 16 rows
     # the proof: equal to training shard 0 from scratch without the deleted rows

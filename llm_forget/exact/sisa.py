@@ -5,8 +5,9 @@ Shard k gets its own LoRA adapter on one shared, frozen base model. Stage r (r =
 shard k trains its adapter on slices 0..r of that shard (`epochs_per_slice` epochs, a fresh
 AdamW, batch order seeded by (seed, shard, stage, epoch)), and the adapter is checkpointed
 after every stage (`stage_00` is the seeded initialisation). Which row (by content hash)
-lives in which shard and slice is recorded in `sisa_state.json`; a row present several times in
-the data keeps every copy, each where `assign` put it (possibly in several shards).
+lives in which shard and slice is recorded in `sisa_state.json` (deleted rows by number only);
+a row present several times in the data keeps every copy, each where `assign` put it
+(possibly in several shards).
 
 Forgetting (`forget`): for every shard that holds a copy of a deleted row, restart from the
 checkpoint taken before the first slice that held one and retrain the remaining stages without the
@@ -65,13 +66,20 @@ def _meta(cfg: SisaConfig) -> dict:
             "lora_target_modules": cfg.lora_target_modules, "format": "llm_forget.sisa/1"}
 
 
+def _deleted(state: dict) -> int:
+    """Rows deleted so far. The state keeps their number only: a list of their plain sha256 (as
+    written before llm_forget.sisa/2 state files) would let anyone holding it confirm a guess."""
+    d = state.get("deleted", 0)
+    return d if isinstance(d, int) else len(d)
+
+
 def _results(cfg, state, summary, per_item, timings, extra=None) -> dict:
     from ..api import environment
 
     res = {"method": "sisa", "model": cfg.model, "citation": CITATION,
            "hyperparameters": {k: getattr(cfg, k) for k in ("shards", "slices", "epochs_per_slice", "learning_rate",
                                                             "batch_size", "lora_r", "lora_alpha", "aggregation", "seed")},
-           "counts": {"train": sum(len(s) for sh in state["layout"] for s in sh), "deleted": len(state["deleted"]),
+           "counts": {"train": sum(len(s) for sh in state["layout"] for s in sh), "deleted": _deleted(state),
                       "shards": cfg.shards, "slices": cfg.slices},
            "steps": sum(sum(s) for s in state["steps"]), "timings": timings, "environment": environment()}
     if summary is not None:
@@ -123,7 +131,7 @@ def train(config: SisaConfig | str | dict | None = None, **overrides) -> dict:
     train_seconds = time.perf_counter() - t0
     agg = SisaModel(model, cfg.shards, cfg.aggregation, _meta(cfg))
     agg.save_pretrained(out / "model", tok)
-    state = {"layout": layout, "deleted": [], "steps": steps, "operations": []}
+    state = {"layout": layout, "deleted": 0, "steps": steps, "operations": []}
     io.write_json(out / "sisa_state.json", state)
     io.write_text(out / "recipe.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     summary = per_item = None
@@ -243,13 +251,13 @@ def forget(run_dir: str | Path, request: str, signing_key: str | None = None) ->
     agg.save_pretrained(run / "model", tok)
     cost = {"shards_retrained": sorted(first), "steps_retrained": retrained, "full_retrain_steps": full,
             "fraction_of_full": retrained / full if full else 0.0, "seconds": seconds}
-    state.update(layout=new_layout, deleted=state["deleted"] + found, steps=new_steps)
+    state.update(layout=new_layout, deleted=_deleted(state) + len(found), steps=new_steps)
     state["operations"].append({"request_id": req.id, "deleted": len(found), "copies_deleted": copies, **cost})
     io.write_json(run / "sisa_state.json", state)
     summary = per_item = None
     if cfg.eval_suite and cfg.eval_suite.lower() != "none":
-        deleted = set(state["deleted"])
-        keep = [r for r in rows if row_hash(r) not in deleted]
+        remaining = {h for sh in new_layout for sl in sh for h in sl}
+        keep = [r for r in rows if row_hash(r) in remaining]
         gone = [r for r in rows if row_hash(r) in drop]
         holdout = read_rows(cfg.holdout) if cfg.holdout and cfg.holdout.lower() != "none" else []
         ev = _evaluate(agg, encoder, {"forget": gone, "retain": keep, "holdout": holdout}, 2 * cfg.batch_size)
