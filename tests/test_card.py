@@ -152,6 +152,14 @@ def test_canary_appears_nowhere(canary_run):
     from llm_forget.reporting import proofs
 
     assert proofs.prove(run, forget[-1])["entry"] == 0
+    # results.json names rows by plain hash for the operator; the copy pushed to the Hub does not
+    from llm_forget.reporting.card import public_results
+
+    published = json.dumps(public_results(run))
+    assert row_hash(forget[-1]) in (run / "results.json").read_text()
+    assert not any(row_hash(r) in published for r in forget) and CANARY not in published
+    assert len(json.loads(published)["per_item"]["forget"]) == 5
+    assert_no_local_path(published, run.parent)
 
 
 def test_card_command_regenerates_the_same_card(canary_run, capsys):

@@ -241,8 +241,32 @@ def write_card(run_dir: str | Path) -> Path:
     return io.write_text(Path(run_dir) / "README.md", str(card))
 
 
+def public_results(run_dir: str | Path) -> dict:
+    """results.json as it is published: per-item ids (plain sha256 of each row, which anyone could
+    confirm by guessing) replaced by the ledger's keyed fingerprints, and local paths scrubbed."""
+    import re
+
+    from . import ledger as L
+    from .fingerprint import row_fingerprint
+
+    run = Path(run_dir)
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    _, secret = L.fingerprint_key(L.read(run) if (run / L.LEDGER).is_file() else [])
+
+    def clean(x, key=None):
+        if isinstance(x, dict):
+            return {k: clean(v, k) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        if key == "id" and isinstance(x, str) and re.fullmatch(r"[0-9a-f]{64}", x):
+            return row_fingerprint(secret, x)
+        return scrub(x)
+
+    return clean(results)
+
+
 def push_to_hub(run_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Upload the model files, README.md, ledger.jsonl, ledger.pub and results.json to a Hub model repo.
+    """Upload the model files, README.md, ledger.jsonl, ledger.pub and `public_results` to a Hub model repo.
     Raises UserError offline or when the Hub refuses."""
     from huggingface_hub import constants
 
@@ -258,10 +282,12 @@ def push_to_hub(run_dir: str | Path, repo_id: str, private: bool = False, token:
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         api.upload_folder(folder_path=str(model), repo_id=repo_id, commit_message="llm_forget: model")
-        for name in ("README.md", "ledger.jsonl", "ledger.pub", "results.json"):
+        for name in ("README.md", "ledger.jsonl", "ledger.pub"):
             if (run / name).is_file():
                 api.upload_file(path_or_fileobj=str(run / name), path_in_repo=name, repo_id=repo_id,
                                 commit_message=f"llm_forget: {name}")
+        api.upload_file(path_or_fileobj=json.dumps(public_results(run), indent=1).encode(), path_in_repo="results.json",
+                        repo_id=repo_id, commit_message="llm_forget: results.json (row ids keyed)")
     except Exception as e:  # network, auth, permissions: the user's to fix
         raise UserError(f"push to {repo_id} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     return f"https://huggingface.co/{repo_id}"
