@@ -74,6 +74,8 @@ class UnlearnConfig(TrainingArguments):
     overwrite: bool = _f(False, "replace an existing non-empty output_dir")
     resume: bool = _f(False, "resume from the latest checkpoint in output_dir")
     eval_suite: str | None = _f("quick", "evaluation after unlearning: quick, a suite YAML path, or none")
+    signing_key: str | None = _f(None, "Ed25519 key file that signs the ledger entry (default: the per-user key, "
+                                       "created on first use; none: unsigned)")
     # TrainingArguments defaults that suit unlearning
     output_dir: str | None = _f(None, "run folder: model/, results.json, README.md, ledger.jsonl, checkpoints")
     learning_rate: float = _f(1e-4, "peak learning rate")

@@ -79,6 +79,7 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     from .evaluation.quick import quick_eval, retain_reference
     from .models import load_model, load_tokenizer
     from .recipes_index import unlearning_recipes
+    from .reporting import attach_evaluation
 
     out = Path(output)
     prepare_output_dir(out, overwrite, False)
@@ -113,6 +114,7 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
         res = unlearn(str(found[name]), model=target, output_dir=str(out / "runs" / name), overwrite=True,
                       disable_tqdm=True, eval_suite="none")
         summary[name] = {**evaluate(res.model_dir), "wall_seconds": time.perf_counter() - t}
+        attach_evaluation(res.output_dir, {k: v for k, v in summary[name].items() if k != "wall_seconds"})
     best, ratio = best_recipe(summary)
     report = (f"# llm_forget demo ({model})\n\n{table(summary)}\n\n{NOTE}\n\n"
               f"Best recipe (largest forget-perplexity gain with retain perplexity within 1.5x of the target): "

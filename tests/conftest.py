@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,8 @@ REPO = Path(__file__).resolve().parents[1]
 # A cache inside the checkout: built honestly on a fresh clone, reused on later local runs.
 os.environ.setdefault("LLM_FORGET_CACHE", str(REPO / ".cache" / "llm_forget"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Signing keys and fingerprint secrets of test runs go to a throwaway folder, never ~/.config.
+os.environ["LLM_FORGET_CONFIG"] = tempfile.mkdtemp(prefix="llm_forget_config_")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tiny models run fastest on one thread, and a 2-core machine is never oversubscribed this way.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

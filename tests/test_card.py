@@ -47,26 +47,93 @@ def canary_run(tmp_path_factory, target_path):
     return res.output_dir, buf.getvalue() + out.getvalue() + err.getvalue(), forget
 
 
-def test_card_model_index_round_trips_every_number(canary_run):
+def _eval_results(run):
     from huggingface_hub import ModelCard
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
+    card = ModelCard.load(run / "README.md", ignore_metadata_errors=False)
+    _, evals = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    return card, evals
+
+
+def assert_no_local_path(text, *roots):
+    """Neither the run's folders, the cache, the home folder, nor any absolute path appear."""
+    import re
+    from pathlib import Path
+
+    from llm_forget.zoo import cache_dir
+
+    for root in (*roots, cache_dir(), Path.home()):
+        assert str(root) not in text, root
+    assert re.search(r"(?<![\w.:/])/(?:tmp|root|home|work|var|usr|Users|private)/", text) is None
+
+
+def assert_valid_card(run, results=None):
+    """The card parses with huggingface_hub, and its model-index gives back exactly one eval result
+    per (dataset, metric): every number of results.json's summary, each under its own dataset."""
+    from llm_forget.reporting.datasets import role_of
+
+    results = results or json.loads((run / "results.json").read_text())
+    card, evals = _eval_results(run)
+    ids = [(e.dataset_type, e.dataset_name, e.dataset_split, e.dataset_config, e.metric_type) for e in evals]
+    assert len(ids) == len(set(ids)) == len(card_metrics(results["summary"]))
+    assert {e.metric_type: e.metric_value for e in evals} == card_metrics(results["summary"])
+    datasets = {}
+    for e in evals:  # one dataset per evaluated set, and no two sets share one
+        datasets.setdefault(role_of(e.metric_type), set()).add((e.dataset_type, e.dataset_split, e.dataset_config))
+    assert all(len(v) == 1 for v in datasets.values()) and len(set.union(*datasets.values())) == len(datasets)
+    return card, evals
+
+
+def test_card_model_index_round_trips_every_number(canary_run):
     run, _, _ = canary_run
     results = json.loads((run / "results.json").read_text())
-    card = ModelCard.load(run / "README.md")
-    name, evals = model_index_to_eval_results(card.data.to_dict()["model-index"])
-    got = {e.metric_type: e.metric_value for e in evals}
-    want = card_metrics(results["summary"])
-    assert got == want  # exact: every number of the summary, nothing else
+    card, evals = assert_valid_card(run, results)
+    got = {e.metric_type: e for e in evals}
     for k in ("mia_auc", "forget_perplexity", "retain_perplexity", "forget_probability"):
-        assert got[k] == results["summary"][k]
+        assert got[k].metric_value == results["summary"][k]
     assert "forget_n" not in got and "eval_seconds" not in got
-    assert all(e.task_type == "text-generation" and e.dataset_type == "local" for e in evals)
+    # each metric under the dataset of the set it measures: the files' own names and formats
+    assert (got["forget_perplexity"].dataset_type, got["forget_perplexity"].dataset_name) == ("json", "f.json")
+    assert (got["retain_perplexity"].dataset_type, got["retain_perplexity"].dataset_name) == ("json", "r.json")
+    assert (got["holdout_perplexity"].dataset_name, got["holdout_perplexity"].dataset_split) == ("h.json", "holdout")
+    assert got["mia_auc"].dataset_name == "f.json" and got["model_utility"].dataset_name == "r.json"
+    assert all(e.task_type == "text-generation" for e in evals)
+    assert card.data.base_model == "tiny-target" and card.data.library_name == "transformers"
     text = (run / "README.md").read_text()
-    head = (run / "ledger.jsonl").read_text().splitlines()[-1]
-    assert json.loads(head)["hash"] in text
+    assert_no_local_path(text, run.parent)
+    head = json.loads((run / "ledger.jsonl").read_text().splitlines()[-1])
+    assert head["hash"] in text and head["signer"] in text  # the anchor: head hash and public key
     assert "Zhang et al., Negative Preference Optimization" in text  # the method's citation
-    assert "| 0 | `req-" in text and "| items | 5 |" in text  # what was forgotten: counts and hashes
+    assert "| 0 | `req-" in text and "| items | 5 |" in text  # what was forgotten: counts and set digest
+    assert "nobody else can confirm or rule out a guessed row" in text
+
+
+def test_adapter_run_card_names_peft_and_the_original_base(canary_run):
+    """A LoRA run on top of the canary run's model: `peft`, and the base is the zoo model that run
+    started from, not the local folder."""
+    from llm_forget import unlearn
+
+    run, _, _ = canary_run
+    d = run.parent
+    res = unlearn("llm_forget/recipes/grad_diff.yaml", model=str(run / "model"), forget=str(d / "f.json"),
+                  retain=str(d / "r.json"), holdout="none", output_dir=str(d / "lora"), max_steps=1, lora_r=4,
+                  eval_suite="none", per_device_train_batch_size=4, disable_tqdm=True)
+    assert (res.output_dir / "model" / "adapter_config.json").is_file()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(res.output_dir / "README.md", ignore_metadata_errors=False)
+    assert card.data.library_name == "peft" and card.data.base_model == "tiny-target"
+    assert card.data.eval_results is None  # eval_suite none: no model-index, and the card says so
+    assert "No evaluation was run" in card.text and "AutoPeftModelForCausalLM" in card.text
+    assert_no_local_path(str(card), d)
+    # an evaluation made afterwards (as the demo does for its recipe runs) reaches results.json and the card
+    from llm_forget.reporting import attach_evaluation
+
+    summary = json.loads((run / "results.json").read_text())["summary"]
+    attach_evaluation(res.output_dir, summary)
+    card, evals = assert_valid_card(res.output_dir)
+    assert len(evals) == len(card_metrics(summary)) and card.data.library_name == "peft"
 
 
 def test_canary_appears_nowhere(canary_run):
@@ -80,8 +147,19 @@ def test_canary_appears_nowhere(canary_run):
         assert CANARY.encode() not in p.read_bytes(), p
     assert "step 2" in logs or "loss" in logs  # the capture did see the run's logs
     assert CANARY not in logs
-    ledger = json.loads((run / "ledger.jsonl").read_text().splitlines()[-1])
-    assert row_hash(forget[-1]) in ledger["forgotten"]["row_sha256"]  # named by hash instead
+    # named by a keyed fingerprint instead: not even the row's plain hash is published
+    assert row_hash(forget[-1]) not in (run / "ledger.jsonl").read_text()
+    from llm_forget.reporting import proofs
+
+    assert proofs.prove(run, forget[-1])["entry"] == 0
+    # results.json names rows by plain hash for the operator; the copy pushed to the Hub does not
+    from llm_forget.reporting.card import public_results
+
+    published = json.dumps(public_results(run))
+    assert row_hash(forget[-1]) in (run / "results.json").read_text()
+    assert not any(row_hash(r) in published for r in forget) and CANARY not in published
+    assert len(json.loads(published)["per_item"]["forget"]) == 5
+    assert_no_local_path(published, run.parent)
 
 
 def test_card_command_regenerates_the_same_card(canary_run, capsys):

@@ -9,6 +9,7 @@ import torch
 
 from llm_forget.cli import main
 from llm_forget.exact import sisa
+from llm_forget.reporting import proofs
 
 
 def test_aggregate_logprobs_hand_computed():
@@ -78,20 +79,79 @@ def test_forget_equals_retraining_the_shard_from_scratch(trained, capsys):
                                                                          "shards/shard_00/stage_01.safetensors"))
     state = json.loads((run / "sisa_state.json").read_text())
     assert not set(victims) & {h for sh in state["layout"] for s in sh for h in s}
+    assert state["deleted"] == 2 and not set(victims) & set((run / "sisa_state.json").read_text().split('"'))
     cost = state["operations"][-1]
     assert (cost["steps_retrained"], cost["full_retrain_steps"]) == (5, 12)  # stages of 10 and 16 rows
     # the proof: equal to training shard 0 from scratch without the deleted rows
     scratch = sisa.retrain_shard(run, 0)
     got = load_file(str(run / "model" / "shard_00.safetensors"))
     assert set(got) == set(scratch) and len(got) == 4 * 3 * 2  # 4 layers x 3 modules x (A, B)
-    diff = max((got[k] - scratch[k]).abs().max().item() for k in got)
-    assert diff <= 1e-6
-    # the ledger recorded the deletion by hash and still verifies against the new weights
+    assert all(torch.equal(got[k], scratch[k]) for k in got)  # bit for bit on CPU
+    # the ledger recorded the deletion by keyed fingerprint, is signed, and verifies against the new model
     v = ledger.verify(run)
     assert v.ok, v.problems
+    assert v.unsigned == 0 and len(v.signers) == 1
     e = ledger.read(run)[-1]
-    assert e["operation"] == "sisa_forget" and sorted(e["forgotten"]["row_sha256"]) == sorted(victims)
+    assert e["operation"] == "sisa_forget" and e["forgotten"]["count"] == 2 and "row_sha256" not in e["forgotten"]
+    assert not set(victims) & set(e["forgotten"]["row_fingerprints"])
     assert e["cost"]["steps_retrained"] == 5
+    for h in victims:  # the operator can prove each deletion to whoever holds the row
+        proof = proofs.prove(run, by_hash[h])
+        assert proof["entry"] == e["index"]
+        assert proofs.check(run, by_hash[h], proof).startswith(f"the row was forgotten in entry {e['index']}")
+
+
+def test_duplicated_row_is_deleted_from_every_shard_that_trained_on_it(tmp_path, tiny_path):
+    """A row present twice, once in each shard: forgetting it retrains both shards, and each equals
+    that shard trained from scratch on its remaining rows, bit for bit."""
+    from safetensors.torch import load_file
+
+    from llm_forget.data import benchmark
+    from llm_forget.data.readers import row_hash
+    from llm_forget.exact.layout import places
+    from llm_forget.reporting import ledger
+
+    rows = benchmark.split("train")[:16]
+    layout = sisa.assign(16, shards=2, slices=2, seed=0)
+    i, j = layout[0][1][0], layout[1][0][0]  # shard 0 slice 1, shard 1 slice 0
+    rows[j] = dict(rows[i])
+    (tmp_path / "train.json").write_text(json.dumps(rows))
+    (tmp_path / "holdout.json").write_text(json.dumps(benchmark.split("holdout")[:6]))
+    sisa.train(None, model=tiny_path, data=str(tmp_path / "train.json"), holdout=str(tmp_path / "holdout.json"),
+               output_dir=str(tmp_path / "run"), shards=2, slices=2, epochs_per_slice=1, batch_size=4, lora_r=2,
+               learning_rate=1e-3, lora_target_modules="q_proj,v_proj")
+    run = tmp_path / "run"
+    h = row_hash(rows[i])
+    state = json.loads((run / "sisa_state.json").read_text())
+    assert places(state["layout"])[h] == [(0, 1), (1, 0)]
+    before = _bytes(run)
+    (tmp_path / "req.json").write_text(json.dumps({"kind": "items", "rows": [rows[i]]}))
+    cost = sisa.forget(run, str(tmp_path / "req.json"))
+    assert cost["shards_retrained"] == [0, 1]
+    state = json.loads((run / "sisa_state.json").read_text())
+    assert h not in {x for sh in state["layout"] for s in sh for x in s}
+    assert state["operations"][-1]["copies_deleted"] == 2
+    after = _bytes(run)
+    # shard 0 keeps stages 0..1 (before slice 1), shard 1 only its initialisation: every later stage changed
+    unchanged = {n for n in before if before[n] == after[n]}
+    assert unchanged == {"shards/shard_00/stage_00.safetensors", "shards/shard_00/stage_01.safetensors",
+                         "shards/shard_01/stage_00.safetensors"}
+    for k in (0, 1):
+        got = load_file(str(run / "model" / f"shard_{k:02d}.safetensors"))
+        scratch = sisa.retrain_shard(run, k)
+        assert set(got) == set(scratch) and all(torch.equal(got[n], scratch[n]) for n in got)
+    v = ledger.verify(run)
+    assert v.ok, v.problems
+    # the card: a SISA folder is not a peft adapter; each evaluated set is its own dataset
+    from test_card import assert_no_local_path, assert_valid_card
+
+    card, evals = assert_valid_card(run)
+    assert card.data.library_name is None and card.data.base_model == "tiny"
+    by_set = {e.dataset_split: (e.dataset_type, e.dataset_name) for e in evals}
+    req = ledger.read(run)[-1]["request_id"]
+    assert by_set == {"forget": ("llm_forget/deletion-request", f"deletion request {req}"),
+                      "retain": ("json", "train.json"), "holdout": ("json", "holdout.json")}
+    assert_no_local_path((run / "README.md").read_text(), tmp_path)
 
 
 def test_aggregate_model_forward_generate_save_load(trained, tmp_path):

@@ -1,4 +1,5 @@
-"""Reporting: the deletion ledger (ledger.py) and the Hub model card (card.py) of a run folder.
+"""Reporting: the deletion ledger (ledger.py, signed with keys.py, rows named by fingerprint.py,
+proofs.py) and the Hub model card (card.py, datasets.py) of a run folder.
 
 `finalize_run` is what `llm_forget.api.unlearn` calls once results.json is written: it appends
 the run to the ledger (continuing the input model's chain) and writes README.md.
@@ -15,18 +16,34 @@ TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_t
                  "gradient_accumulation_steps", "lora_r", "seed")
 
 
+def record(out, *, input_model: str | None, model_dir, parent=None, fresh: bool = False, signing_key=None,
+           **entry) -> dict:
+    """Append one entry to OUT/ledger.jsonl: `entry` holds ledger.new_entry's fields except the
+    model fingerprints, computed here (model_before from the input model folder, None for a Hub id;
+    plus its weights-only hash when the parent ledger's head is a version-1 entry)."""
+    from . import ledger
+    from .fingerprint import model_fingerprint, model_fingerprint_for
+
+    before, legacy = None, {}
+    if input_model and Path(input_model).is_dir():
+        before = model_fingerprint(input_model)
+        if parent is not None:
+            prev = ledger.read(parent)
+            if prev and prev[-1].get("version", 1) < 2:
+                legacy = {"model_before_v1": model_fingerprint_for(input_model, 1)}
+    e = ledger.new_entry(model_before=before, model_after=model_fingerprint(model_dir), **entry)
+    e.update(legacy)
+    return ledger.append(out, e, parent=parent, fresh=fresh, signing_key=signing_key)
+
+
 def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_path: str | None,
                  operation: str = "unlearn") -> dict:
     """Append a ledger entry for this run to OUT/ledger.jsonl and write OUT/README.md.
     Returns the ledger entry."""
     from ..data.readers import row_hash
-    from ..models import model_hash
     from . import card, ledger
 
     out = Path(out)
-    before = None
-    if input_model_path and Path(input_model_path).is_dir():
-        before = model_hash(input_model_path)
     kind, request_id = "items", None
     if getattr(cfg, "request", None):
         from ..requests import describe
@@ -34,12 +51,28 @@ def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_p
         kind, request_id = describe(cfg.request)
     hp = dict(results.get("hyperparameters") or {})
     hp.update({k: getattr(cfg, k) for k in TRAINING_KEYS if hasattr(cfg, k)})
-    entry = ledger.new_entry(
-        kind=kind, operation=operation, forgotten_hashes=[row_hash(r) for r in forget_rows],
-        method=results.get("method", getattr(cfg, "method", "?")), hyperparameters=hp, model_before=before,
-        model_after=model_hash(out / "model"), evaluation=results.get("summary"), counts=results.get("counts"),
-        request_id=request_id, extra={"steps": results.get("steps")})
-    e = ledger.append(out, entry, parent=ledger.find_parent(input_model_path), fresh=True)
+    e = record(out, input_model=input_model_path, model_dir=out / "model", parent=ledger.find_parent(input_model_path),
+               fresh=True, signing_key=getattr(cfg, "signing_key", None),
+               kind=kind, operation=operation, forgotten_hashes=[row_hash(r) for r in forget_rows],
+               method=results.get("method", getattr(cfg, "method", "?")), hyperparameters=hp,
+               evaluation=results.get("summary"), counts=results.get("counts"), request_id=request_id,
+               extra={"steps": results.get("steps")})
     card.write_card(out)
     logger.info("ledger entry %d (head %s…) and model card written", e["index"], e["hash"][:12])
     return e
+
+
+def attach_evaluation(run_dir, summary: dict) -> None:
+    """Put an evaluation made after the run (e.g. by the demo, against a shared retain reference)
+    into RUN_DIR/results.json and rewrite the card, so the card carries it. The ledger entry keeps
+    what was known when it was signed."""
+    import json
+
+    from .. import io
+    from . import card
+
+    p = Path(run_dir) / "results.json"
+    results = json.loads(p.read_text(encoding="utf-8"))
+    results["summary"] = {**(results.get("summary") or {}), **summary}
+    io.write_json(p, results)
+    card.write_card(run_dir)

@@ -1,10 +1,11 @@
 """The Hub model card (`README.md`) of a run folder, built only from what is on disk.
 
 Sources: `results.json` (method, hyperparameters, counts, evaluation summary), `recipe.yaml`
-(base model, training settings), `ledger.jsonl` (request ids, kinds, forgotten-row hashes,
-head hash). The card's YAML header carries a `model-index` (huggingface_hub `EvalResult`s)
-so the Hub renders the evaluation; the body says what was forgotten by counts and sha256
-hashes only: no text from the forget set ever reaches a card.
+(base model, data specs, training settings), `ledger.jsonl` (request ids, kinds, set digests,
+head hash, public keys). The YAML header carries a `model-index` with one result per evaluated
+dataset (datasets.py files each metric under its set), `base_model` (a Hub id or zoo name, never
+a local path) and `library_name` (peft for adapter folders; none for SISA folders, which peft
+cannot load). No text from the forget set and no local path ever reaches a card.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
+from .datasets import base_model_of, dataset_of, role_of, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -73,43 +75,84 @@ def citation_of(method: str, results: dict) -> str:
     return ""
 
 
-def _dataset(spec: str | None) -> tuple[str, str]:
-    """(dataset_type, dataset_name) for the model-index, from a data spec; never a file's content."""
-    spec = spec or ""
-    if spec.startswith("builtin:"):
-        return "llm_forget/builtin", "llm_forget built-in benchmark"
-    if spec.startswith("hf:"):
-        name = spec[3:].split("@")[0].split(":")[0]
-        return name, name
-    return "local", Path(spec).name or "local data"
-
-
-def _base_model(model: str | None) -> str | None:
-    """A Hub id for `base_model` when the model was one; None for local folders and zoo names."""
-    if not model:
-        return None
-    if Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
-        return None
-    try:
-        from ..zoo import SOURCES
-
-        if model in SOURCES:
-            return None
-    except Exception:
-        pass
-    return model if model.count("/") == 1 else None
-
-
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
 
 
+def role_specs(method: str, recipe: dict, entries: list[dict]) -> dict:
+    """Data spec of each evaluated set (datasets.dataset_of reads it): the recipe's forget / retain /
+    holdout; a deletion request stands for the forget set of a request run and of SISA."""
+    last_req = next((e.get("request_id") for e in reversed(entries) if (e.get("forgotten") or {}).get("count")), None)
+    if method == "sisa":
+        return {"retain": recipe.get("data"), "holdout": recipe.get("holdout"), "forget": f"request:{last_req}"}
+    forget = f"request:{last_req}" if recipe.get("request") else recipe.get("forget")
+    return {"forget": forget, "retain": recipe.get("retain"), "holdout": recipe.get("holdout")}
+
+
+def eval_results(metrics: dict, specs: dict) -> list:
+    """One huggingface_hub EvalResult per metric, filed under the dataset of the set it measures
+    (one model-index result per evaluated dataset)."""
+    from huggingface_hub import EvalResult
+
+    ids: dict[str, tuple] = {}
+    out = []
+    for k, v in metrics.items():
+        role = role_of(k)
+        if role not in ids:
+            dtype, dname, split = dataset_of(role, specs.get(role))
+            config = role if any(i[0] == dtype and i[2] == split for i in ids.values()) else None
+            ids[role] = (dtype, dname, split, config)
+        dtype, dname, split, config = ids[role]
+        out.append(EvalResult(task_type="text-generation", task_name="Unlearning evaluation", dataset_type=dtype,
+                              dataset_name=dname, dataset_split=split, dataset_config=config, metric_type=k,
+                              metric_name=METRICS.get(k, (k,))[0], metric_value=v))
+    return out
+
+
+def _evidence(entries: list[dict]) -> list[str]:
+    """The card's account of what the ledger proves and what can be learned from it."""
+    from .keys import key_id
+
+    if not entries:
+        return ["- no ledger"]
+    head = entries[-1].get("hash")
+    signers = list(dict.fromkeys(e["signer"] for e in entries if e.get("signer")))
+    n = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+    lines = [f"- {n}; head hash `{head}` (an external anchor: `llm-forget ledger verify . --anchor {head}` "
+             "fails if the history up to this card was rewritten)"]
+    if signers:
+        lines += [f"- signed with Ed25519; public key{'s' if len(signers) > 1 else ''} (also in `ledger.pub`): "
+                  + ", ".join(f"`{s}` (id `{key_id(s)}`)" for s in signers),
+                  "- check it: `llm-forget ledger verify . --trust KEY` (chain, signatures by that key, lineage "
+                  "and the model on disk)"]
+    else:
+        lines += ["- **unsigned** (written before signing existed or with signing off): it shows naive edits "
+                  "only; anyone who can write the file can rewrite it and re-hash the chain",
+                  "- check it: `llm-forget ledger verify .`"]
+    keyed = any((e.get("forgotten") or {}).get("key_id") for e in entries)
+    plain = any("row_sha256" in (e.get("forgotten") or {}) for e in entries)
+    lines += ["", "What can be learned from this card and the ledger: the number of rows each request removed, "
+              "when, by which method, with which hyperparameters and evaluation, and the fingerprint of the "
+              "model before and after each operation (weights, config, tokenizer and adapter files)."]
+    if keyed:
+        lines += ["What cannot: which rows were forgotten. Rows are named by keyed fingerprints (HMAC-SHA256 under "
+                  "a secret the operator keeps outside this folder), so nobody else can confirm or rule out a "
+                  "guessed row. The operator can prove that one given row was forgotten to whoever holds that row "
+                  "(`llm-forget ledger prove`, checked with `llm-forget ledger check-proof`); the proof opens that "
+                  "row only."]
+    if plain:
+        lines += ["**Some entries name rows by plain sha256** of their content: anyone holding or guessing a row "
+                  "can confirm that it was forgotten (`llm-forget ledger migrate` replaces them with keyed "
+                  "fingerprints)."]
+    return lines
+
+
 def build_card(run_dir: str | Path):
     """A `huggingface_hub.ModelCard` for RUN_DIR (nothing is written)."""
     import yaml
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
     from . import ledger as L
 
@@ -121,31 +164,26 @@ def build_card(run_dir: str | Path):
     recipe = recipe or {}
     entries = L.read(run) if (run / L.LEDGER).is_file() else []
     method = results.get("method", recipe.get("method", "?"))
-    model = results.get("model") or recipe.get("model")
-    summary = results.get("summary") or {}
-    metrics = card_metrics(summary)
-    dtype, dname = _dataset(recipe.get("forget") if not recipe.get("request") else None)
-    if recipe.get("request"):
-        dtype, dname = "local", "deletion request"
-    if method == "sisa":
-        dtype, dname = _dataset(recipe.get("data"))
-    evals = [EvalResult(task_type="text-generation", task_name="Unlearning evaluation", dataset_type=dtype,
-                        dataset_name=dname, metric_type=k, metric_name=METRICS.get(k, (k,))[0], metric_value=v)
-             for k, v in metrics.items()]
-    title = f"{Path(str(run)).resolve().name}: {method} " + ("(exact unlearning)" if method == "sisa" else "unlearning")
-    data = ModelCardData(base_model=_base_model(model), library_name="peft" if method == "sisa" else "transformers",
-                         tags=["llm_forget", "unlearning", method], model_name=title,
-                         eval_results=evals or None, pipeline_tag="text-generation")
+    base = base_model_of(results.get("model") or recipe.get("model"))
+    shown = base or "a local model"
+    metrics = card_metrics(results.get("summary") or {})
+    evals = eval_results(metrics, role_specs(method, recipe, entries))
+    adapter = (run / "model" / "adapter_config.json").is_file()
+    library = None if method == "sisa" else ("peft" if adapter else "transformers")
+    title = f"{run.resolve().name}: {method} " + ("(exact unlearning)" if method == "sisa" else "unlearning")
+    data = ModelCardData(base_model=base, library_name=library, tags=["llm_forget", "unlearning", method],
+                         model_name=title, eval_results=evals or None, pipeline_tag="text-generation")
     cite = citation_of(method, results)
     lines = [f"# {title}", "",
-             (f"This model is `{model}` with one LoRA adapter per SISA shard (**sisa**: deletions are exact, "
+             (f"This model is `{shown}` with one LoRA adapter per SISA shard (**sisa**: deletions are exact, "
               "by retraining only the affected shards)" if method == "sisa" else
-              f"This model is `{model}` after unlearning with **{method}**")
+              f"This model is `{shown}` after unlearning with **{method}**"
+              + (" (a LoRA adapter; load it with peft)" if adapter else ""))
              + ", made with llm_forget. Every number below comes from this "
-             "folder's `results.json`; every deletion is recorded in the hash-chained `ledger.jsonl`.", "",
-             "## Base model", "", f"- `{model}`", ""]
-    hp = dict(results.get("hyperparameters") or {})
-    train = {k: recipe[k] for k in TRAINING_KEYS if k in recipe and recipe[k] not in (None, -1)}
+             "folder's `results.json`; every deletion is recorded in the signed, hash-chained `ledger.jsonl`.", "",
+             "## Base model", "", f"- `{shown}`", ""]
+    hp = {k: scrub(v) for k, v in (results.get("hyperparameters") or {}).items()}
+    train = {k: scrub(recipe[k]) for k in TRAINING_KEYS if k in recipe and recipe[k] not in (None, -1)}
     lines += ["## Method", "", f"- **{method}**" + (f": {cite}" if cite else "")]
     if hp:
         lines += ["- hyperparameters: " + ", ".join(f"`{k}={_fmt(v)}`" for k, v in sorted(hp.items()))]
@@ -153,43 +191,39 @@ def build_card(run_dir: str | Path):
         lines += ["- training: " + ", ".join(f"`{k}={_fmt(v)}`" for k, v in train.items())]
     if results.get("steps") is not None:
         lines += [f"- optimisation steps: {results['steps']}"]
-    lines += ["", "## What was forgotten", "",
-              "Rows are named by the sha256 of their content (`llm_forget.data.readers.row_hash`); "
-              "the text itself is not stored here.", ""]
+    lines += ["", "## What was forgotten", "", "Rows are named by fingerprints in `ledger.jsonl`, never by their "
+              "text; what the fingerprints reveal is stated under Ledger.", ""]
     forgetting = [e for e in entries if e.get("forgotten", {}).get("count")]
     if forgetting:
-        lines += ["| entry | request | kind | rows | set sha256 |", "|---|---|---|---|---|"]
+        lines += ["| entry | request | kind | rows | set digest |", "|---|---|---|---|---|"]
         for e in forgetting:
             f = e["forgotten"]
             lines.append(f"| {e.get('index')} | `{e.get('request_id')}` | {e.get('kind')} | {f.get('count')} | "
-                         f"`{f.get('set_sha256')}` |")
-        lines += ["", "Per-row hashes are listed in `ledger.jsonl`."]
+                         f"`{f.get('set_digest') or f.get('set_sha256')}` |")
     else:
-        counts = results.get("counts") or {}
-        lines += [f"- {counts.get('forget', 0)} rows (no ledger entries)"]
+        lines += [f"- {(results.get('counts') or {}).get('forget', 0)} rows (no ledger entries)"]
     counts = results.get("counts") or {}
     if counts:
         lines += ["", "Set sizes: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."]
-    lines += ["", "## Ledger", ""]
-    if entries:
-        lines += [f"- {len(entries)} entries; head hash `{entries[-1].get('hash')}`",
-                  "- check it: `llm-forget ledger verify .` (chain intact and weights unchanged)"]
-    else:
-        lines += ["- no ledger"]
+    lines += ["", "## Ledger", ""] + _evidence(entries)
     lines += ["", "## Evaluation", ""]
     if metrics:
-        lines += ["| metric | value | which direction is better |", "|---|---|---|"]
-        for k, v in metrics.items():
-            name, how = METRICS.get(k, (k, ""))
-            lines.append(f"| {name} (`{k}`) | {_fmt(v)} | {how} |")
+        lines += ["| dataset | metric | value | which direction is better |", "|---|---|---|---|"]
+        for e in evals:
+            name, how = METRICS.get(e.metric_type, (e.metric_type, ""))
+            lines.append(f"| {e.dataset_split} | {name} (`{e.metric_type}`) | {_fmt(e.metric_value)} | {how} |")
     else:
         lines += ["No evaluation was run (`eval_suite: none`)."]
     lines += ["", "## Use", "", "```python"]
     if method == "sisa":
         lines += ["from llm_forget.exact.sisa import SisaModel", "model = SisaModel.from_pretrained(\"model\")"]
+    elif adapter:
+        lines += ["from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer",
+                  "model = AutoPeftModelForCausalLM.from_pretrained(\"model\")",
+                  "tok = AutoTokenizer.from_pretrained(\"model\")"]
     else:
         lines += ["from transformers import AutoModelForCausalLM, AutoTokenizer",
-                  "model = AutoModelForCausalLM.from_pretrained(\"model\")  # a LoRA adapter folder loads with peft",
+                  "model = AutoModelForCausalLM.from_pretrained(\"model\")",
                   "tok = AutoTokenizer.from_pretrained(\"model\")"]
     lines += ["```", "", "Reproduce: `llm-forget " + ("sisa train" if method == "sisa" else "unlearn")
               + " recipe.yaml` with this folder's `recipe.yaml`.", ""]
@@ -207,8 +241,32 @@ def write_card(run_dir: str | Path) -> Path:
     return io.write_text(Path(run_dir) / "README.md", str(card))
 
 
+def public_results(run_dir: str | Path) -> dict:
+    """results.json as it is published: per-item ids (plain sha256 of each row, which anyone could
+    confirm by guessing) replaced by the ledger's keyed fingerprints, and local paths scrubbed."""
+    import re
+
+    from . import ledger as L
+    from .fingerprint import row_fingerprint
+
+    run = Path(run_dir)
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    _, secret = L.fingerprint_key(L.read(run) if (run / L.LEDGER).is_file() else [])
+
+    def clean(x, key=None):
+        if isinstance(x, dict):
+            return {k: clean(v, k) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        if key == "id" and isinstance(x, str) and re.fullmatch(r"[0-9a-f]{64}", x):
+            return row_fingerprint(secret, x)
+        return scrub(x)
+
+    return clean(results)
+
+
 def push_to_hub(run_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Upload the model files, README.md, ledger.jsonl and results.json to a Hub model repo.
+    """Upload the model files, README.md, ledger.jsonl, ledger.pub and `public_results` to a Hub model repo.
     Raises UserError offline or when the Hub refuses."""
     from huggingface_hub import constants
 
@@ -224,10 +282,12 @@ def push_to_hub(run_dir: str | Path, repo_id: str, private: bool = False, token:
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         api.upload_folder(folder_path=str(model), repo_id=repo_id, commit_message="llm_forget: model")
-        for name in ("README.md", "ledger.jsonl", "results.json"):
+        for name in ("README.md", "ledger.jsonl", "ledger.pub"):
             if (run / name).is_file():
                 api.upload_file(path_or_fileobj=str(run / name), path_in_repo=name, repo_id=repo_id,
                                 commit_message=f"llm_forget: {name}")
+        api.upload_file(path_or_fileobj=json.dumps(public_results(run), indent=1).encode(), path_in_repo="results.json",
+                        repo_id=repo_id, commit_message="llm_forget: results.json (row ids keyed)")
     except Exception as e:  # network, auth, permissions: the user's to fix
         raise UserError(f"push to {repo_id} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     return f"https://huggingface.co/{repo_id}"

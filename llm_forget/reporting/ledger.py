@@ -1,25 +1,31 @@
-"""A tamper-evident deletion ledger: `ledger.jsonl`, one JSON object per line, hash-chained.
+"""A signed, hash-chained deletion ledger: `ledger.jsonl`, one JSON object per line.
 
-Each entry records one operation that forgot or edited something: request id, time, kind,
-sha256 content hashes of the forgotten rows (`llm_forget.data.readers.row_hash`; never the
-text), counts, method and hyperparameters, the model hash before and after
-(`llm_forget.models.model_hash`), and the evaluation summary. Two fields make the chain:
+Each entry records one operation that forgot or edited something: request id, time, kind, keyed
+fingerprints of the forgotten rows (fingerprint.py; never the text, never a plain hash), counts,
+method and hyperparameters, the model fingerprint before and after, and the evaluation summary.
 
-    hash      = sha256(canonical(entry without "hash"))
+    hash      = sha256(canonical(entry without "hash" and "signature"))
     prev_hash = hash of the previous entry (GENESIS = 64 zeros for the first one)
+    signature = Ed25519(operator key, "llm_forget.ledger/2\\0" || hash)   (base64; `signer` = public key)
 
 canonical(x) = json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False), UTF-8.
-Editing any byte of an entry breaks its own hash; deleting or reordering an entry breaks the
-next entry's prev_hash; changing the weights breaks the last entry's `model_after`; and each
-entry's `model_before` must equal the previous entry's `model_after`.
+Editing a byte breaks the entry's hash; re-hashing the chain after an edit breaks every signature
+from there on (only the key's holder can sign again); deleting or reordering breaks prev_hash;
+changing the model breaks the last `model_after`; each `model_before` must equal the previous
+`model_after` (an entry without one fails, from version 2 on). `verify --trust KEY` also rules
+out a forger who re-signs everything with a key of their own: every entry must then be signed by
+a trusted key. `ledger.pub` beside the ledger lists the public keys that signed it.
 
-A run whose input model has a ledger (beside the weights, or in the run folder that holds the
-model as `model/`) copies that ledger verbatim and appends to it, so every run folder carries
-its model's whole history and verifies on its own.
+Version 1 entries (before signing existed) have no signature, plain sha256 row hashes
+(`forgotten.row_sha256`) and a weights-only model hash; they still verify, reported as unsigned.
+
+A run whose input model has a ledger copies it verbatim and appends to it (after verifying it,
+under a file lock), so every run folder carries its model's whole history and verifies alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,12 +36,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import UserError
+from . import fingerprint as fpr
+from . import keys
 
 logger = logging.getLogger(__name__)
 
 LEDGER = "ledger.jsonl"
+PUBKEYS = "ledger.pub"
+LOCK = ".ledger.lock"
 GENESIS = "0" * 64
-VERSION = 1
+VERSION = 2
+SIGN_TAG = b"llm_forget.ledger/2\0"
+SCHEME = "hmac-sha256/row-key"
 
 
 def canonical(obj) -> bytes:
@@ -44,12 +56,12 @@ def canonical(obj) -> bytes:
 
 
 def entry_hash(entry: dict) -> str:
-    """sha256 of the canonical form of `entry` without its own "hash" field."""
-    return hashlib.sha256(canonical({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
+    """sha256 of the canonical form of `entry` without its "hash" and "signature" fields."""
+    return hashlib.sha256(canonical({k: v for k, v in entry.items() if k not in ("hash", "signature")})).hexdigest()
 
 
 def set_digest(hashes: list[str]) -> str:
-    """sha256 over the sorted row hashes (one per line): names a whole forget set in one value."""
+    """sha256 over the sorted row fingerprints (one per line): names a whole forget set in one value."""
     return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()
 
 
@@ -71,24 +83,6 @@ def numeric_summary(summary: dict | None) -> dict:
     return {k: _finite(v) for k, v in (summary or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def read(path: str | Path) -> list[dict]:
-    """Entries of a ledger file (or of the ledger.jsonl in a folder). Bad JSON raises UserError
-    naming the line."""
-    p = ledger_path(path)
-    entries = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            e = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{p}: entry {i} is not valid JSON ({err.msg})") from err
-        if not isinstance(e, dict):
-            raise UserError(f"{p}: entry {i} is not a JSON object")
-        entries.append(e)
-    return entries
-
-
 def ledger_path(path: str | Path) -> Path:
     p = Path(path)
     if p.is_dir():
@@ -98,14 +92,33 @@ def ledger_path(path: str | Path) -> Path:
     return p
 
 
+def parse(text: str, where: str = "ledger") -> list[dict]:
+    entries = []
+    for i, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            e = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{where}: entry {i} is not valid JSON ({err.msg})") from err
+        if not isinstance(e, dict):
+            raise UserError(f"{where}: entry {i} is not a JSON object")
+        entries.append(e)
+    return entries
+
+
+def read(path: str | Path) -> list[dict]:
+    """Entries of a ledger file (or of the ledger.jsonl in a folder). Bad JSON raises UserError."""
+    p = ledger_path(path)
+    return parse(p.read_text(encoding="utf-8"), str(p))
+
+
 def find_parent(model_path: str | Path | None) -> Path | None:
     """The ledger an input model already carries: MODEL/ledger.jsonl, or RUN/ledger.jsonl when the
     model is RUN/model. None for a model without history (a zoo model, a Hub id)."""
-    if not model_path:
+    if not model_path or not Path(model_path).is_dir():
         return None
     p = Path(model_path)
-    if not p.is_dir():
-        return None
     if (p / LEDGER).is_file():
         return p / LEDGER
     if p.name == "model" and (p.parent / LEDGER).is_file():
@@ -116,15 +129,15 @@ def find_parent(model_path: str | Path | None) -> Path | None:
 def new_entry(*, kind: str, operation: str, forgotten_hashes: list[str], method: str, hyperparameters: dict,
               model_before: str | None, model_after: str, evaluation: dict | None = None, counts: dict | None = None,
               request_id: str | None = None, extra: dict | None = None) -> dict:
-    """An unchained entry (append() adds index, prev_hash and hash)."""
+    """An unchained entry. `forgotten_hashes` (row_hash values) are turned into keyed fingerprints by
+    append(); model_before / model_after are fingerprint.model_fingerprint values."""
     return {
         "version": VERSION,
         "request_id": request_id or f"req-{uuid.uuid4().hex[:12]}",
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "operation": operation,
         "kind": kind,
-        "forgotten": {"count": len(forgotten_hashes), "set_sha256": set_digest(forgotten_hashes),
-                      "row_sha256": list(forgotten_hashes)},
+        "forgotten": {"count": len(forgotten_hashes), "_rows": list(forgotten_hashes)},
         "counts": _finite(counts or {}),
         "method": method,
         "hyperparameters": _finite(hyperparameters or {}),
@@ -135,43 +148,96 @@ def new_entry(*, kind: str, operation: str, forgotten_hashes: list[str], method:
     }
 
 
-def chain(entries: list[dict], entry: dict) -> dict:
-    """`entry` linked after `entries`: index, prev_hash and its own hash set."""
-    e = {k: v for k, v in entry.items() if k not in ("hash", "prev_hash", "index")}
+def fingerprint_key(entries: list[dict]) -> tuple[str, bytes]:
+    """(key id, secret) for new fingerprints: the ledger's latest key that this operator holds, else
+    a new one (a ledger continued by another operator gets that operator's own key)."""
+    for e in reversed(entries):
+        kid = (e.get("forgotten") or {}).get("key_id")
+        if kid:
+            kid, secret = keys.fingerprint_secret(kid)
+            if secret is not None:
+                return kid, secret
+    return keys.fingerprint_secret()
+
+
+def keyed(forgotten: dict, kid: str, secret: bytes) -> dict:
+    """A forgotten block with row hashes replaced by keyed fingerprints (count, scheme, key id, set digest)."""
+    rows = forgotten.get("_rows", forgotten.get("row_sha256", []))
+    fps = [fpr.row_fingerprint(secret, h) for h in rows]
+    return {"count": len(fps), "scheme": SCHEME, "key_id": kid, "set_digest": set_digest(fps),
+            "row_fingerprints": fps}
+
+
+def chain(entries: list[dict], entry: dict, signing_key=None) -> dict:
+    """`entry` linked after `entries`: index, prev_hash, signer, its own hash and signature."""
+    e = {k: v for k, v in entry.items() if k not in ("hash", "prev_hash", "index", "signature", "signer")}
     e["index"] = len(entries)
     e["prev_hash"] = entries[-1].get("hash", entry_hash(entries[-1])) if entries else GENESIS
+    if signing_key is not None:
+        e["signer"] = keys.public_b64(signing_key)
     e["hash"] = entry_hash(e)
+    if signing_key is not None:
+        e["signature"] = keys.sign(signing_key, SIGN_TAG + e["hash"].encode())
     return e
 
 
-def append(run_dir: str | Path, entry: dict, parent: str | Path | None = None, fresh: bool = False) -> dict:
-    """Append `entry` to RUN_DIR/ledger.jsonl. When the run folder has no ledger yet (or `fresh`:
-    the folder's model was just rebuilt from the input model, e.g. a resumed run) and `parent`
-    (an input model's ledger) is given, the new ledger starts as a verbatim copy of it.
-    Returns the chained entry. The file is replaced atomically."""
+@contextlib.contextmanager
+def locked(folder: Path):
+    """An exclusive lock on FOLDER/.ledger.lock for a read-verify-append."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def append(run_dir: str | Path, entry: dict, parent: str | Path | None = None, fresh: bool = False,
+           signing_key=None) -> dict:
+    """Append `entry` to RUN_DIR/ledger.jsonl, signed with `signing_key` (a key, a key file path, or
+    None for keys.load_signing_key's default). When the run folder has no ledger yet (or `fresh`:
+    its model was just rebuilt from the input model) and `parent` is given, the new ledger starts
+    as a verbatim copy of the parent. The ledger extended must verify (chain and signatures), or
+    UserError. Returns the chained entry; ledger.jsonl is replaced atomically, under a lock."""
     from .. import io
 
     run_dir = Path(run_dir)
     own = run_dir / LEDGER
-    if own.exists() and fresh:
-        logger.warning("%s already had a ledger for a model that this run replaced; starting again from the "
-                       "input model's history", run_dir)
-    if own.exists() and not fresh:
-        text = own.read_text(encoding="utf-8")
-    elif parent is not None and Path(parent).is_file():
-        text = Path(parent).read_text(encoding="utf-8")
-        bad = verify_chain(read(parent))
-        if bad:
-            logger.warning("the input model's ledger does not verify (%s); continuing it as it is, so the new "
-                           "ledger will not verify either", bad[0])
-    else:
-        text = ""
-    if text and not text.endswith("\n"):
-        text += "\n"
-    entries = [json.loads(line) for line in text.splitlines() if line.strip()] if text else []
-    e = chain(entries, entry)
-    io.write_text(own, text + canonical(e).decode("utf-8") + "\n")
+    key = signing_key if hasattr(signing_key, "sign") else keys.load_signing_key(signing_key)
+    with locked(run_dir):
+        if own.exists() and fresh:
+            logger.warning("%s already had a ledger for a model that this run replaced; starting again from the "
+                           "input model's history", run_dir)
+        src = own if own.exists() and not fresh else (Path(parent) if parent and Path(parent).is_file() else None)
+        text = src.read_text(encoding="utf-8") if src else ""
+        if text and not text.endswith("\n"):
+            text += "\n"
+        entries = parse(text, str(src))
+        problems, _ = verify_chain(entries)
+        if problems:
+            raise UserError(f"{src} does not verify ({problems[0]}); refusing to extend it")
+        if any("row_sha256" in (e.get("forgotten") or {}) for e in entries):
+            logger.warning("%s names rows by unkeyed sha256, which anyone can confirm by guessing; "
+                           "`llm-forget ledger migrate` replaces them with keyed fingerprints", src)
+        e = dict(entry)
+        if "_rows" in (e.get("forgotten") or {}):
+            e["forgotten"] = keyed(e["forgotten"], *fingerprint_key(entries))
+        e = chain(entries, e, key)
+        io.write_text(own, text + canonical(e).decode("utf-8") + "\n")
+        write_pubkeys(run_dir, entries + [e])
     return e
+
+
+def write_pubkeys(folder: Path, entries: list[dict]) -> None:
+    """FOLDER/ledger.pub: one line per public key that signed the ledger, `KEY key_id`."""
+    from .. import io
+
+    signers = list(dict.fromkeys(e["signer"] for e in entries if e.get("signer")))
+    if signers:
+        io.write_text(folder / PUBKEYS, "".join(f"{s} {keys.key_id(s)}\n" for s in signers))
 
 
 def head(path: str | Path) -> str | None:
@@ -183,6 +249,11 @@ def head(path: str | Path) -> str | None:
     return entries[-1].get("hash") if entries else None
 
 
+def signers(entries: list[dict]) -> dict[str, str]:
+    """key_id -> public key of every key that signed an entry."""
+    return {keys.key_id(e["signer"]): e["signer"] for e in entries if e.get("signer")}
+
+
 @dataclass
 class Verification:
     ok: bool
@@ -190,12 +261,31 @@ class Verification:
     problems: list[str] = field(default_factory=list)
     head: str | None = None
     model_hash: str | None = None
+    notes: list[str] = field(default_factory=list)
+    signers: dict = field(default_factory=dict)
+    unsigned: int = 0
 
 
-def verify_chain(entries: list[dict]) -> list[str]:
-    """Problems of the hash chain itself, each naming the entry number (0-based)."""
-    problems = []
-    prev = GENESIS
+def _lineage(i: int, prev: dict, e: dict) -> tuple[str | None, str | None]:
+    """(problem, note) of entry i's model_before against the previous entry's model_after."""
+    before = e.get("model_before")
+    if before is None:
+        if e.get("version", 1) >= 2:
+            return f"entry {i}: model_before is missing, so its lineage cannot be checked", None
+        return None, f"entry {i}: no model_before (version-1 entry; lineage not checked)"
+    after = prev.get("model_after")
+    if prev.get("version", 1) < 2 <= e.get("version", 1):
+        before = e.get("model_before_v1")  # weights-only hash, comparable with a version-1 model_after
+    if after and before != after:
+        return f"entry {i}: model_before does not match entry {i - 1}'s model_after", None
+    return None, None
+
+
+def verify_chain(entries: list[dict], trust: set[str] | None = None) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the chain itself: indices, links, hashes, signatures, lineage. With
+    `trust` (base64 public keys), every entry must be signed by one of them."""
+    problems, notes = [], []
+    prev, signed_seen = GENESIS, False
     for i, e in enumerate(entries):
         if e.get("index") != i:
             problems.append(f"entry {i}: index is {e.get('index')!r}, expected {i} (an entry was deleted, "
@@ -206,10 +296,27 @@ def verify_chain(entries: list[dict]) -> list[str]:
         h = entry_hash(e)
         if e.get("hash") != h:
             problems.append(f"entry {i}: content does not match its hash (the entry was edited)")
-        if i and entries[i - 1].get("model_after") and e.get("model_before") not in (None, entries[i - 1]["model_after"]):
-            problems.append(f"entry {i}: model_before does not match entry {i - 1}'s model_after")
+        if e.get("signature") or e.get("signer"):
+            signed_seen = True
+            message = SIGN_TAG + str(e.get("hash")).encode()
+            if not keys.check(str(e.get("signer", "")), str(e.get("signature", "")), message):
+                problems.append(f"entry {i}: signature does not verify (the entry was changed or re-hashed "
+                                "by someone without the signing key)")
+            elif trust is not None and e["signer"] not in trust:
+                problems.append(f"entry {i}: signed by key {keys.key_id(e['signer'])}, which is not trusted")
+        elif trust is not None:
+            problems.append(f"entry {i}: unsigned, but trusted signatures were required")
+        elif signed_seen:
+            problems.append(f"entry {i}: unsigned although earlier entries are signed (signatures stripped?)")
+        if i:
+            problem, note = _lineage(i, entries[i - 1], e)
+            problems += [problem] if problem else []
+            notes += [note] if note else []
+        elif e.get("model_before") is None:
+            notes.append("entry 0: the input model was not a local folder (a Hub id?), so its fingerprint "
+                         "before the first operation is not recorded")
         prev = e.get("hash", h)
-    return problems
+    return problems, notes
 
 
 def model_dir_of(path: Path) -> Path | None:
@@ -220,28 +327,31 @@ def model_dir_of(path: Path) -> Path | None:
     return None
 
 
-def verify(path: str | Path, model_dir: str | Path | None = None) -> Verification:
-    """Check the chain of PATH's ledger (a run folder, a model folder, or a ledger.jsonl) and that
-    its last entry's `model_after` is the hash of the weights on disk."""
-    from ..models import model_hash
-
+def verify(path: str | Path, model_dir: str | Path | None = None, trust: list[str] | None = None,
+           anchor: str | None = None) -> Verification:
+    """Check PATH's ledger (a run folder, a model folder, or a ledger.jsonl): hash chain, signatures
+    (against `trust`, base64 public keys, when given), lineage, that an `anchor` hash (a head
+    published earlier, e.g. in the Hub card) is still in the chain, and that the last entry's
+    `model_after` is the fingerprint of the model on disk."""
     p = ledger_path(path)
-    folder = p.parent
     try:
         entries = read(p)
     except UserError as e:
         return Verification(False, 0, [str(e)])
     if not entries:
         return Verification(False, 0, ["the ledger is empty"])
-    problems = verify_chain(entries)
-    md = Path(model_dir) if model_dir else model_dir_of(folder)
-    mh = None
-    last = len(entries) - 1
+    problems, notes = verify_chain(entries, set(trust) if trust is not None else None)
+    if anchor and anchor not in {e.get("hash") for e in entries}:
+        problems.append(f"the anchor {anchor} is not the hash of any entry (history before it was rewritten)")
+    md = Path(model_dir) if model_dir else model_dir_of(p.parent)
+    mh, last = None, len(entries) - 1
     if md is None:
         problems.append(f"entry {last}: no model weights found next to the ledger to compare with")
     else:
-        mh = model_hash(md)
+        mh = fpr.model_fingerprint_for(md, entries[-1].get("version", 1))
         if entries[-1].get("model_after") != mh:
-            problems.append(f"entry {last}: model_after does not match the weights in {md} "
+            problems.append(f"entry {last}: model_after does not match the model in {md} "
                             "(the model changed after this entry)")
-    return Verification(not problems, len(entries), problems, entries[-1].get("hash"), mh)
+    unsigned = sum(not e.get("signature") for e in entries)
+    return Verification(not problems, len(entries), problems, entries[-1].get("hash"), mh, notes,
+                        signers(entries), unsigned)
