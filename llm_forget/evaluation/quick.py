@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 from .mia import auc  # noqa: F401  (re-exported: older callers import it from here)
-from .suite import Evaluator, token_summary
+from .evaluator import Evaluator
+from .groups import token_summary
 
 
 def summarize(items: list[dict]) -> dict:
@@ -99,3 +100,34 @@ def quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32
     summary = res["summary"]
     summary["eval_seconds"] = time.perf_counter() - t
     return {"summary": summary, "per_item": res["per_item"], "groups": res["groups"]}
+
+
+def sharded_quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32, *, shard: bool = True,
+                       retain=None, **kw) -> dict:
+    """`quick_eval(model, encoder, sets, batch_size, retain=retain, **kw)` over all ranks: the same
+    return value as the single-process call, on every rank. Every rank must call it (collectives).
+    Generation (`generate=True`) is not sharded: every rank then evaluates everything."""
+    import time
+
+    from .distributed import gather_lists, shard_range, world
+
+    rank, ws = world()
+    sets = {k: v for k, v in sets.items() if v}
+    if ws == 1 or not shard or not sets or kw.get("generate"):
+        return quick_eval(model, encoder, sets, batch_size, retain=retain, **kw)
+    t = time.perf_counter()
+    if retain is not None and not isinstance(retain, dict):
+        retain = retain_reference(retain, encoder, sets, batch_size, **kw)  # on the full sets
+    local = {}
+    for name, rows in sets.items():
+        a, b = shard_range(len(rows), batch_size, rank, ws)
+        local[name] = rows[a:b]
+    ev = quick_eval(model, encoder, local, batch_size, **kw)  # per-item work on this rank's rows
+    per_item = {name: gather_lists(ev["per_item"].get(name, []), ws) for name in sets}
+    groups = gather_lists([ev["groups"]], ws)[0]  # rank 0 holds a share of every set
+    res = {"per_item": per_item, "groups": {k: v for k, v in groups.items() if k.startswith("token:")},
+           "summary": {f"{name}_{k}": v for name, items in per_item.items() for k, v in token_summary(items).items()}}
+    cfg = quick_config(encoder, sets, **kw)
+    Evaluator(model, encoder.tokenizer, cfg, sets, res, batch_size=batch_size, retain=retain, progress=False).run()
+    res["summary"]["eval_seconds"] = time.perf_counter() - t
+    return {"summary": res["summary"], "per_item": per_item, "groups": res["groups"]}

@@ -268,7 +268,7 @@ def attack(model, target_model, suite="robustness", *, retain_model=None, rows: 
     writes OUTPUT/robustness.json."""
     from .. import io
     from ..data.readers import read_rows, row_hash
-    from .suite import _subst
+    from .spec import subst as _subst
 
     t0 = time.perf_counter()
     cfg = load_attack_suite(suite)
