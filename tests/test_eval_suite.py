@@ -270,7 +270,11 @@ def test_quick_eval_forget_quality_and_keys(target, retain_path, sets):
         assert k in ev, k
     # the built-in benchmark's perturbed answers are in the answer's form: denominator = answer
     assert ev["forget_quality"] < 0.05  # the target is far from the retain model on the forget set
-    assert ev["privleak"] > 50  # forget people still stand out
+    # privleak in MUSE's form on the Min-K 40 % AUC: negative when forget people still stand out
+    a, r = ev["mia_auc_mink_40"], ref["summary"]["mia_auc_mink_40"]
+    assert ev["privleak_attack"] == "mink_40" and ev["privleak_baseline_auc"] == r
+    assert ev["privleak"] == pytest.approx(((1 - a) - (1 - r)) / (1 - r) * 100)
+    assert ev["privleak"] < -50
     assert ev["retain_truth_ratio"] > 0.7  # the target prefers the true answers of retained people (0.83)
     assert 0 < ev["model_utility"] <= 1
     from llm_forget.models import load_model, load_tokenizer

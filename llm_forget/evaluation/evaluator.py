@@ -84,6 +84,11 @@ class Evaluator(GenerationGroups, SummaryGroups):
     def _sum(self, **kv):
         self.res["summary"].update(kv)
 
+    def _not_computed(self, key: str, reason: str) -> None:
+        """Say in the results why a metric is absent (or null): results["not_computed"][key]."""
+        self.res.setdefault("not_computed", {})[key] = reason
+        logger.info("eval: %s not computed: %s", key, reason)
+
     # -- groups
     def run(self) -> dict:
         m = self.m
@@ -97,7 +102,8 @@ class Evaluator(GenerationGroups, SummaryGroups):
         for s in token_sets:
             variants = s in tr_sets or s in fq
             spec = {"variants": variants, "mia": s in mia_sets, "ks": ks, "minkpp": minkpp and s in mia_sets,
-                    "correct": m.get("truth_ratio", {}).get("correct", "paraphrased_answer"), "enc": self._enc_spec()}
+                    "correct": m.get("truth_ratio", {}).get("correct", "paraphrased_answer"), "enc": self._enc_spec(),
+                    "score_eos": bool(self.cfg.get("score_eos", False))}
             scoring.append((f"token:{s}", spec, lambda s=s, spec=spec: self.token(s, spec)))
         if self.reference is not None:
             for s in mia_sets:
@@ -191,7 +197,8 @@ class Evaluator(GenerationGroups, SummaryGroups):
         with self._bar(len(seqs), f"score {s}") as bar:
             scored = score_sequences(self.model, seqs, self.tok.pad_token_id, self.batch_size, spec["ks"],
                                      spec["minkpp"], full, bar, other=other, lanes=self.lanes,
-                                     other_rows=[k for k, f in enumerate(full) if f])
+                                     other_rows=[k for k, f in enumerate(full) if f],
+                                     eos_id=None if spec.get("score_eos") else self.tok.eos_token_id)
         if self.enc.truncated:
             logger.warning("eval: %d sequences of %s were cut at max_length=%d", self.enc.truncated, s,
                            self.enc.max_length)

@@ -29,20 +29,31 @@ class SummaryGroups:
                 self._sum(**{f"{s}_truth_ratio": agg(trs)})
 
     def mia(self) -> None:
+        """MIA AUC per attack (members vs non-members) and privleak in MUSE's form (mia.privleak)
+        relative to the retain model's AUC of the same attack (0.5 without a retain model). `mia_auc`
+        is the `headline` attack's AUC (default loss); `privleak` uses the `privleak` attack (default
+        mink_40, as open-unlearning's TOFU privleak), else the headline."""
         from .mia import mia_summary, privleak
 
         c = self.m["mia"]
         aucs = mia_summary(self._items(c["members"]), self._items(c["nonmembers"]))
         head = c.get("headline", "loss")
+        pl = c.get("privleak") or ("mink_40" if "mink_40" in aucs else head)
         retain_aucs = (self.retain or {}).get("summary", {})
         out = {}
         for a, v in aucs.items():
             out[f"mia_auc_{a}"] = v
             ra = retain_aucs.get(f"mia_auc_{a}", 0.5) if self.retain is not None else 0.5
             out[f"privleak_{a}"] = privleak(v, ra)
+            if out[f"privleak_{a}"] is None:
+                self._not_computed(f"privleak_{a}", f"the retain model's {a} AUC is 1, privleak divides by 1 - AUC")
         out["mia_auc"] = aucs[head]
-        out["privleak"] = out[f"privleak_{head}"]
-        out["privleak_baseline_auc"] = (retain_aucs.get(f"mia_auc_{head}", 0.5) if self.retain is not None else 0.5)
+        out["privleak"] = out[f"privleak_{pl}"]
+        out["privleak_attack"] = pl
+        out["privleak_baseline_auc"] = (retain_aucs.get(f"mia_auc_{pl}", 0.5) if self.retain is not None else 0.5)
+        if self.retain is None:
+            self._not_computed("privleak_baseline", "no retain model: privleak is relative to AUC 0.5 (chance), "
+                                                    "not to a model never trained on the members")
         self._sum(**out)
 
     def forget_quality(self) -> None:

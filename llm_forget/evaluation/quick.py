@@ -81,8 +81,9 @@ def quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32
                generate: bool = False, minkpp: bool = False, truth_ratio_correct: str | None = None) -> dict:
     """Token metrics per set (`forget`, `retain`, `holdout`, ...) plus:
     - mia_auc: LOSS attack, forget members vs holdout non-members (0.5 = indistinguishable,
-      1 = fully remembered); mia_auc_{attack} for each attack; privleak (→ 0 is ideal; relative
-      to the retain model's AUC when `retain` is given, else to 0.5);
+      1 = fully remembered); mia_auc_{attack} for each attack; privleak in MUSE's form on the Min-K
+      40 % AUC (mia.privleak: → 0 is ideal, negative = members still stand out; relative to the
+      retain model's AUC when `retain` is given, else to 0.5);
     - forget_truth_ratio / retain_truth_ratio when rows have perturbed answers; the denominator is
       `truth_ratio_correct` ("paraphrased_answer" as TOFU, or "answer"; None: chosen from the rows,
       "answer" for the built-in benchmark whose perturbed answers are in the answer's form);

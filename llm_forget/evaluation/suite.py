@@ -31,9 +31,6 @@ already computed for the same model and the same group settings (unless `overwri
 
 from __future__ import annotations
 
-import copy
-from __future__ import annotations
-
 import json
 import logging
 import platform
