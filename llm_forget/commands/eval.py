@@ -1,9 +1,21 @@
 def add_parser(sub):
-    p = sub.add_parser("eval", help="evaluate a model on a suite (quick, tofu, muse or a YAML)",
+    p = sub.add_parser("eval", help="evaluate a model on your data (--forget/--retain) or a suite",
                        description="Evaluate a model: forget quality, model utility, extraction, membership "
-                                   "inference, consistency with a retrained model. Writes OUTPUT/results.json.")
+                                   "inference, consistency with a retrained model. Your data: --forget F --retain R "
+                                   "[--holdout H]; each metric runs where the rows support it, and what cannot be "
+                                   "computed is said up front. Benchmarks: --suite quick|tofu|muse|PATH. "
+                                   "Writes OUTPUT/results.json.")
     p.add_argument("--model", required=True, help="model folder or zoo name (tiny-target, smollm2-135m, ...)")
-    p.add_argument("--suite", default="quick", help="quick (default), tofu, muse, or a suite YAML path")
+    p.add_argument("--forget", default=None, help="your forget rows (file, hf:..., builtin:...): members to forget")
+    p.add_argument("--retain", default=None, help="your retain rows: what the model must keep")
+    p.add_argument("--holdout", default=None,
+                   help="rows of the same kind the model never trained on (non-members): MIA AUC and privleak "
+                        "need them")
+    p.add_argument("--allow_overlap", "--allow-overlap", action="store_true",
+                   help="allow rows shared by forget, retain and holdout (an error otherwise)")
+    p.add_argument("--suite", default=None,
+                   help="a benchmark suite instead of your files: quick (the built-in benchmark), tofu, muse, "
+                        "robustness, or a suite YAML path")
     p.add_argument("--retain-model", default=None,
                    help="model trained without the forget set (folder/zoo name), or its results.json")
     p.add_argument("--reference-model", default=None, help="model for the reference membership attack")
@@ -37,7 +49,6 @@ SHOWN = ["forget_quality", "model_utility", "mia_auc", "privleak", "forget_perpl
 
 
 def run(args):
-    import json
     import sys
 
     from ..errors import UserError
@@ -59,6 +70,17 @@ def run(args):
         torch.set_num_threads(args.threads)
     if args.lanes is not None and args.lanes < 1:
         raise UserError("--lanes must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise UserError("--limit must be >= 1")
+    _check_model(args.model)
+    own = [f"--{k}" for k in ("forget", "retain", "holdout") if getattr(args, k) is not None]
+    if own and args.suite is not None:
+        raise UserError(f"give your data ({' '.join(own)}) or --suite {args.suite}, not both")
+    if not own and args.suite is None:
+        raise UserError("what to evaluate on? your data: --forget F --retain R [--holdout H]; "
+                        "or a benchmark: --suite quick|tofu|muse|PATH")
+    if args.suite is None:
+        return _own_data(args, evaluate)
     from ..evaluation.robustness import is_attack_suite
 
     if is_attack_suite(args.suite) or args.target_model:  # robustness attacks: llm_forget/evaluation/robustness.py
@@ -69,18 +91,63 @@ def run(args):
                    output=args.output, overwrite=args.overwrite, batch_size=args.batch_size, data_dir=args.data_dir,
                    variables=variables, limit=args.limit, dtype=args.dtype, device=args.device,
                    progress=sys.stderr.isatty(), chat_template=args.chat_template, lanes=args.lanes)
+    return _report(args, res)
+
+
+def _check_model(model: str) -> None:
+    """A missing model folder is named before anything else (zoo models are built later, when used)."""
+    from .. import zoo
+    from ..models import resolve_model_path
+
+    if model not in zoo.SOURCES:
+        resolve_model_path(model)
+
+
+def _own_data(args, evaluate) -> int:
+    """eval --forget F --retain R [--holdout H]: rows read and checked, metric groups planned from
+    what the rows support, what cannot be computed printed, all before any model is loaded."""
+    import sys
+
+    from ..errors import UserError
+    from ..evaluation.plan import plan, read_user_rows
+
+    if args.forget is None or args.retain is None:
+        raise UserError("your data needs both --forget and --retain (and --holdout for membership metrics)")
+    if args.data_dir or args.var or args.target_model:
+        raise UserError("--data-dir, --var and --target-model belong to suites; with your data, give the files")
+    rows = read_user_rows(args.forget, args.retain, args.holdout, allow_overlap=args.allow_overlap, limit=args.limit)
+    cfg, notes = plan(rows, retain_model=args.retain_model is not None, chat_template=bool(args.chat_template))
+    cfg["datasets"] = {k: {"data": str(getattr(args, k))} for k in rows}
+    for k, why in notes.items():
+        print(f"not computed: {k}: {why}", file=sys.stderr)
+    res = evaluate(args.model, cfg, retain_model=args.retain_model, reference_model=args.reference_model,
+                   output=args.output, overwrite=args.overwrite, batch_size=args.batch_size, dtype=args.dtype,
+                   device=args.device, progress=sys.stderr.isatty(), lanes=args.lanes, rows=rows, notes=notes)
+    return _report(args, res)
+
+
+def _report(args, res) -> int:
+    import json
+    import sys
+
+    from ..errors import UserError
+
     s = res["summary"]
     keys = [k for k in SHOWN if k in s] + sorted(k for k in s if k.startswith("mia_auc_"))
     print(f"suite {res['suite']['name']} on {res['models']['model']['path']} ({res['wall_seconds']:.1f}s)")
     for k in keys:
         v = s[k]
         print(f"  {k:32s} {v:.4g}" if isinstance(v, float) else f"  {k:32s} {json.dumps(v)}")
+    for k, why in res.get("not_computed", {}).items():
+        if k in SHOWN or k.endswith(("_truth_ratio", "_rougeL_recall")):
+            print(f"  {k:32s} not computed: {why}")
     if args.output:
         print(f"results: {args.output}/results.json")
     if args.require_auc_below is not None:
         auc = s.get("mia_auc")
         if auc is None:
-            raise UserError("--require-auc-below: this suite computes no MIA AUC")
+            raise UserError("--require-auc-below: no MIA AUC was computed ("
+                            f"{res.get('not_computed', {}).get('mia_auc', 'the suite has no mia group')})")
         if auc > args.require_auc_below:
             print(f"FAILED release gate: MIA AUC {auc:.4f} is above {args.require_auc_below}", file=sys.stderr)
             return 1

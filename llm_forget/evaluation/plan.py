@@ -6,7 +6,7 @@ Every metric group is enabled by what the rows support, decided and checked befo
 | group | needs |
 |---|---|
 | token metrics (perplexity, probability, exact memorization, extraction strength) | any rows |
-| truth ratio of a set | `perturbed_answer` on every row (correct answer: `paraphrased_answer` where every row has one, else `answer`) |
+| truth ratio of a set | `perturbed_answer` on every row (correct answer: `paraphrased_answer` where every row has one, as TOFU, else `answer`; `answer` too when rows carry `perturbed_paraphrased_answer`, i.e. the perturbed answers are in the answer's form, as the built-in benchmark) |
 | forget quality | forget truth ratios and `--retain-model` |
 | ROUGE-L (generation) | question/answer rows |
 | MIA AUC, privleak | `--holdout`: rows of the same kind the model never trained on |
@@ -74,8 +74,11 @@ def plan(rows: dict[str, list[dict]], *, retain_model: bool = False, template: s
             notes[f"{s}_truth_ratio"] = (f"needs perturbed_answer on every {s} row ({have} of {len(rows[s])} have one)"
                                          if kinds[s] == "qa" else f"needs question/answer rows; {s} has text rows")
     if tr:
-        para = all(_every(rows[s[0]], "paraphrased_answer") for s in tr.values())
-        tr["correct"] = "paraphrased_answer" if para else "answer"
+        from ..data.benchmark import truth_ratio_correct_for
+
+        sets = [s[0] for s in tr.values()]
+        para = all(_every(rows[s], "paraphrased_answer") for s in sets)
+        tr["correct"] = truth_ratio_correct_for(rows[sets[0]]) if para else "answer"
         if not para:
             notes["truth_ratio_correct"] = ("not every row has paraphrased_answer: the truth ratio compares the "
                                             "perturbed answers with the answer itself (TOFU uses the paraphrase)")

@@ -398,6 +398,9 @@ def attack(model, target_model, suite="robustness", *, retain_model=None, rows: 
     if "retain" in subj:
         res["summary"]["retain_forget_probability"] = base("retain", all_idx)["probability"]
     res["wall_seconds"] = time.perf_counter() - t0
+    from .suite import strict_json
+
+    res = strict_json(res)  # a recovery of 0/0 (target = unlearned model) is null, named under not_computed
     if output:
         io.write_json(Path(output) / "robustness.json", res)
     return res

@@ -130,8 +130,7 @@ def retain_suite(cfg: dict) -> dict:
     keep = {}
     if "mia" in m:
         keep["mia"] = m["mia"]
-    if "forget_quality" in m:
-        keep["forget_quality"] = m["forget_quality"]
+    if "forget_quality" in m:  # its per-item forget truth ratios; forget quality itself is the model's
         keep["truth_ratio"] = {"forget": [m["forget_quality"]["set"]],
                                "correct": m.get("truth_ratio", {}).get("correct", "paraphrased_answer")}
     if "consistency" in m:

@@ -40,7 +40,7 @@ from pathlib import Path
 from ..errors import UserError
 from .evaluator import Evaluator
 from .groups import token_summary  # noqa: F401  (re-exported)
-from .spec import load_suite, resolve_datasets, retain_suite, shipped_suites  # noqa: F401  (re-exported)
+from .spec import load_suite, resolve_datasets, retain_suite, shipped_suites, used_sets  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ def read_results(path: str | Path) -> dict | None:
 def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, output=None, overwrite: bool = False,
              batch_size: int = 32, data_dir=None, variables: dict | None = None, limit: int | None = None,
              dtype: str = "auto", device: str | None = None, seed: int = 0, progress: bool = True,
-             chat_template: bool | None = None, lanes: int | None = None) -> dict:
+             chat_template: bool | None = None, lanes: int | None = None, rows: dict | None = None,
+             notes: dict | None = None) -> dict:
     """Evaluate a model (folder or zoo name) on a suite (shipped name, YAML path or dict).
 
     retain_model: the model trained without the forget set: a model folder/zoo name (evaluated on
@@ -109,6 +110,10 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
     lanes: on CPU, batches that run side by side, each with an equal share of torch's threads
         (default 2 when torch has 2 or more threads; 1 = one batch at a time with all of them).
         The numbers do not depend on it (evaluation/lanes.py).
+    rows / notes: the datasets' rows already read, and what is not computed and why (plan.py, for
+        the user's own files); otherwise the suite's data specs are read.
+    Values that are not finite numbers are written as null, each named with its reason under
+    `not_computed` (strict JSON).
     Returns the results dict (summary, per_item, groups with wall seconds, models, environment).
     """
     import torch
@@ -124,7 +129,8 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
         if not Path(data_dir).expanduser().is_dir():
             raise UserError(f"data dir {data_dir} does not exist")
         variables["data_dir"] = str(Path(data_dir).expanduser())
-    rows = resolve_datasets(cfg, variables, limit)
+    if rows is None:
+        rows = resolve_datasets(cfg, variables, limit)
     path = resolve_model_path(str(model))
     ident = _identity(path)
     spec = {k: v for k, v in cfg.items() if k != "_source"}
@@ -150,6 +156,8 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
     if retain_model is not None:
         retain = read_results(retain_model)
         rpath = None
+        if retain is not None:
+            check_retain_results(retain, cfg, rows, retain_model)
         if retain is None:
             rpath = resolve_model_path(str(retain_model))
             sub = retain_suite(cfg)
@@ -157,7 +165,8 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
                 logger.info("eval: evaluating the retain model %s", rpath)
                 retain = evaluate(rpath, sub, output=out / "retain" if out else None, overwrite=overwrite,
                                   batch_size=batch_size, variables=variables, limit=limit, dtype=dtype,
-                                  device=device, seed=seed, progress=progress, lanes=lanes)
+                                  device=device, seed=seed, progress=progress, lanes=lanes,
+                                  rows={k: rows[k] for k in used_sets(sub)})
             else:
                 retain = {"summary": {}, "per_item": {}, "models": {"model": _identity(rpath)}}
         else:
@@ -180,6 +189,7 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
                      "retain": (retain or {}).get("models", {}).get("model") if retain_model is not None else None,
                      "reference": _identity(resolve_model_path(str(reference_model))) if reference_model else None}
     res["variables"] = variables
+    res["not_computed"] = dict(notes or {})
     res["environment"] = {**environment(mdl), "seed": seed, "batch_size": batch_size}
 
     last = time.perf_counter()
@@ -188,7 +198,7 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
         """Results are written at the end and, for resuming, whenever 10 s of work are unsaved."""
         nonlocal last
         if out is not None and (force or time.perf_counter() - last > 10):
-            io.write_json(out / "results.json", res)
+            io.write_json(out / "results.json", strict_json(res))
             last = time.perf_counter()
 
     from .lanes import auto_lanes
@@ -203,5 +213,46 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
         if lane_pool is not None:
             lane_pool.close()
     res["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    res.update(strict_json(res))
     save(force=True)
     return res
+
+
+def check_retain_results(retain: dict, cfg: dict, rows: dict, where) -> None:
+    """Before any work: results of the retain model read from disk must hold what this suite needs
+    from them (per-item forget truth ratios on the same rows, for forget quality)."""
+    from ..data.readers import row_hash
+
+    fq = cfg["metrics"].get("forget_quality")
+    if not fq:
+        return
+    s = fq["set"]
+    theirs = retain.get("per_item", {}).get(s)
+    if not theirs or any("truth_ratio" not in x for x in theirs):
+        raise UserError(f"--retain-model {where}: its results have no truth ratios on dataset {s} (forget quality "
+                        "needs them); give the retain model's folder to evaluate it on these rows")
+    if [x.get("id") for x in theirs] != [row_hash(r) for r in rows[s]]:
+        raise UserError(f"--retain-model {where}: its results were computed on other rows of dataset {s}; give the "
+                        "retain model's folder to evaluate it on these rows")
+
+
+def strict_json(res: dict) -> dict:
+    """`res` with every float that is not finite (nan, inf) replaced by null, each such place named
+    under `not_computed` with its value: strict JSON readers reject NaN and Infinity."""
+    import math
+
+    bad: dict[str, str] = {}
+
+    def clean(x, where: str):
+        if isinstance(x, float) and not math.isfinite(x):
+            bad[where] = f"not a finite number ({x}); written as null"
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(x)]
+        return x
+
+    out = clean({k: v for k, v in res.items() if k != "not_computed"}, "")
+    out["not_computed"] = {**res.get("not_computed", {}), **bad}
+    return out
