@@ -118,6 +118,12 @@ def _own_data(args, evaluate) -> int:
     rows = read_user_rows(args.forget, args.retain, args.holdout, allow_overlap=args.allow_overlap, limit=args.limit)
     cfg, notes = plan(rows, retain_model=args.retain_model is not None, chat_template=bool(args.chat_template))
     cfg["datasets"] = {k: {"data": str(getattr(args, k))} for k in rows}
+    if args.retain_model is not None:
+        from ..evaluation.suite import check_retain_results, read_results
+
+        retain = read_results(args.retain_model)
+        if retain is not None:
+            check_retain_results(retain, cfg, rows, args.retain_model)
     for k, why in notes.items():
         print(f"not computed: {k}: {why}", file=sys.stderr)
     res = evaluate(args.model, cfg, retain_model=args.retain_model, reference_model=args.reference_model,
