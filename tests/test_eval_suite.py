@@ -320,7 +320,7 @@ def test_evaluate_end_to_end_resume_and_cli(tmp_path, target_path, retain_path, 
     assert again["summary"]["forget_quality"] == s["forget_quality"]
     assert again["groups"]["token:forget"] == data["groups"]["token:forget"]
     # release gate and compare
-    rc = main(["eval", "--model", target_path, "--output", str(out), "--limit", "12",
+    rc = main(["eval", "--model", target_path, "--suite", "quick", "--output", str(out), "--limit", "12",
                "--retain-model", str(out / "retain"), "--require-auc-below", "0.1"])
     assert rc == 1
     assert "FAILED release gate" in capsys.readouterr().err

@@ -84,9 +84,7 @@ def run(args):
     from ..evaluation.robustness import is_attack_suite
 
     if is_attack_suite(args.suite) or args.target_model:  # robustness attacks: llm_forget/evaluation/robustness.py
-        from ..evaluation.robustness import run_cli
-
-        return run_cli(args, variables)
+        return run_robustness(args, variables)
     res = evaluate(args.model, args.suite, retain_model=args.retain_model, reference_model=args.reference_model,
                    output=args.output, overwrite=args.overwrite, batch_size=args.batch_size, data_dir=args.data_dir,
                    variables=variables, limit=args.limit, dtype=args.dtype, device=args.device,
@@ -158,4 +156,49 @@ def _report(args, res) -> int:
             print(f"FAILED release gate: MIA AUC {auc:.4f} is above {args.require_auc_below}", file=sys.stderr)
             return 1
         print(f"release gate passed: MIA AUC {auc:.4f} <= {args.require_auc_below}")
+    return 0
+
+
+# ------------------------------------------------------------------ robustness suites
+
+def format_table(res: dict) -> str:
+    """A plain-text table: attack, variant, before → after, recovery, retain recovery."""
+    lines = [f"{'attack':16s} {'variant':22s} {'before':>8s} {'after':>8s} {'target':>8s} {'recovery':>9s} "
+             f"{'retain':>8s}"]
+    for name, out in res["attacks"].items():
+        for v, d in out.items():
+            if not isinstance(d, dict) or "model" not in d:
+                continue
+            m = d["model"]
+            r = d.get("retain", {}).get("recovery")
+            lines.append(f"{name:16s} {v:22s} {m['before']:8.4f} {m['after']:8.4f} {m['target']:8.4f} "
+                         f"{_num(m['recovery'], 9)} {_num(r, 8)}")
+    return "\n".join(lines)
+
+
+def _num(x, width: int) -> str:
+    """A recovery for the table: null (0/0, written so in strict JSON) shows as n/a."""
+    return f"{x:{width}.3f}" if isinstance(x, (int, float)) else f"{'n/a':>{width}s}"
+
+
+def run_robustness(args, variables: dict) -> int:
+    """`llm-forget eval --suite robustness --model M --target-model T [--retain-model R]`: prints the
+    table, writes OUTPUT/robustness.json with --output."""
+    from ..errors import UserError
+    from ..evaluation.robustness import attack, is_attack_suite
+
+    if not args.target_model:
+        raise UserError("a robustness suite needs --target-model (the model before unlearning)")
+    if not is_attack_suite(args.suite):
+        raise UserError(f"--target-model is only used by robustness suites; {args.suite!r} has no attacks")
+    if args.retain_model and str(args.retain_model).endswith(".json"):
+        raise UserError("robustness attacks need the retain model itself, not its results.json")
+    res = attack(args.model, args.target_model, args.suite, retain_model=args.retain_model,
+                 batch_size=args.batch_size, data_dir=args.data_dir, variables=variables, limit=args.limit,
+                 dtype=args.dtype, device=args.device, output=args.output)
+    print(f"robustness suite {res['suite']['name']} on {args.model} ({res['wall_seconds']:.1f}s); "
+          "recovery: 0 = nothing recovered, 1 = all")
+    print(format_table(res))
+    if args.output:
+        print(f"results: {args.output}/robustness.json")
     return 0

@@ -58,6 +58,13 @@ def load_suite(suite: str | Path | dict) -> dict:
     for k in (mia.get("ks") or ()) if isinstance(mia, dict) else ():
         if not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 < k <= 100:
             raise UserError(f"suite {cfg['name']}: Min-K% k must be in (0, 100], got {k!r}")
+    if isinstance(mia, dict) and mia.get("privleak"):
+        ks = [f"{float(k):g}" for k in mia.get("ks", (20, 40))]
+        attacks = ["loss", "zlib", "reference"] + [f"mink_{k}" for k in ks] + \
+            ([f"minkpp_{k}" for k in ks] if mia.get("minkpp", True) else [])
+        if mia["privleak"] not in attacks:
+            raise UserError(f"suite {cfg['name']}: mia privleak attack {mia['privleak']!r} is not computed; "
+                            f"one of {', '.join(attacks)}")
     for name, d in list(cfg["datasets"].items()):
         if isinstance(d, str):
             cfg["datasets"][name] = {"data": d}

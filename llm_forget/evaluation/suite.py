@@ -16,7 +16,7 @@ Suite YAML (see llm_forget/suites/*.yaml, also reachable as eval/ at the reposit
       generation: {sets: [forget, retain], max_new_tokens: 200, stop: ["\\nQuestion:"]}  # batch_size: 2x --batch-size
       knowmem: {sets: [...], max_new_tokens: 32}       # ROUGE-L F1 of QA answers
       verbmem: {sets: [...], prefix_tokens: 128, max_new_tokens: 128}
-      mia: {members: forget, nonmembers: holdout, headline: loss}
+      mia: {members: forget, nonmembers: holdout, headline: loss, privleak: mink_40}   # README: "Suite YAML"
       forget_quality: {set: forget}
       model_utility: [retain_probability, retain_rougeL_recall, retain_truth_ratio]
       consistency: {sets: [forget, retain]}
