@@ -4,14 +4,11 @@ model, and general-text perplexity."""
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
 from ..errors import UserError
 from .spec import as_list, subst
-
-logger = logging.getLogger(__name__)
 
 
 class SummaryGroups:
@@ -61,7 +58,8 @@ class SummaryGroups:
 
         s = self.m["forget_quality"]["set"]
         if self.retain is None:
-            logger.info("eval: forget_quality needs a retain model (or its results); skipped")
+            self._not_computed("forget_quality", "needs a retain model (--retain-model: trained without the forget "
+                                                 "rows) or its results")
             return
         theirs = self.retain.get("per_item", {}).get(s)
         if not theirs or any("truth_ratio" not in x for x in theirs):
@@ -77,7 +75,7 @@ class SummaryGroups:
         keys = as_list(self.m["model_utility"])
         missing = [k for k in keys if k not in self.res["summary"]]
         if missing:
-            logger.warning("eval: model_utility needs %s; skipped", ", ".join(missing))
+            self._not_computed("model_utility", f"needs {', '.join(missing)}")
             return
         self._sum(model_utility=harmonic_mean([self.res["summary"][k] for k in keys]),
                   model_utility_components=keys)
@@ -95,7 +93,7 @@ class SummaryGroups:
         if self.retrained is not None:
             other = self.retrained[0]
             if not self._same_tokenizer():
-                logger.warning("eval: retain model has another tokenizer; next-token KL skipped")
+                self._not_computed("kl", "the retain model has another tokenizer; next-token KL compares token ids")
             else:
                 for s in sets:
                     if self._retained_id() is None or self._kl_of.get(s) != self._retained_id():
@@ -116,7 +114,7 @@ class SummaryGroups:
         c = self.m["text_ppl"]
         path = subst(str(c["data"]), {**{"text_file": ""}, **self.variables}, self.cfg["name"])
         if not path:
-            logger.info("eval: text_ppl has no text file (pass --var text_file=PATH); skipped")
+            self._not_computed("text_perplexity", "no text file (pass --var text_file=PATH)")
             return
         p = Path(path).expanduser()
         if not p.is_file():
