@@ -6,6 +6,7 @@ Suite YAML (see llm_forget/suites/*.yaml, also reachable as eval/ at the reposit
     name: quick
     prompt_template: "Question: {question}\\nAnswer:"   # or chat_template: true
     max_length: 256
+    score_eos: false                                  # true: the closing eos counts in EM, ES and Min-K
     variables: {forget_split: forget01}               # defaults for {name} in data specs
     datasets:
       forget: {data: "{data_dir}/{forget_split}.json"}
