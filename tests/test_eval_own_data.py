@@ -188,3 +188,26 @@ def test_strict_json_writes_null_and_says_why():
     assert got["not_computed"]["mia_auc"] == "needs --holdout"
     assert "nan" in got["not_computed"]["summary.a"] and "inf" in got["not_computed"]["per_item.f[0].v"]
     json.dumps(got, allow_nan=False)  # strict readers accept it
+
+
+def test_suites_check_fields_and_overlap_before_any_model_loads(tmp_path, files):
+    """A suite's rows are checked right after reading: the model path is never opened here."""
+    import llm_forget
+
+    def suite(metrics, **datasets):
+        return {"name": "s", "datasets": datasets, "metrics": metrics}
+
+    never = tmp_path / "no_model_needed"  # an error before loading would name it if it got that far
+    cases = [
+        (suite({"token": ["forget", "holdout"], "mia": {"members": "forget", "nonmembers": "holdout"}},
+               forget=files["forget"], holdout=files["forget_plain"]),
+         "12 of 12 forget rows also occur in the holdout set; remove them or pass --allow_overlap"),
+        (suite({"truth_ratio": {"forget": ["forget"]}}, forget=files["forget_plain"]),
+         "truth ratio on dataset forget needs question rows with perturbed_answer; 0 of 12 have them"),
+        (suite({"generation": {"sets": ["t"]}}, t=_write(tmp_path / "t.json", [{"text": "a b"}])),
+         "generation on dataset t needs question/answer rows"),
+    ]
+    for cfg, want in cases:
+        with pytest.raises(UserError) as e:
+            llm_forget.evaluate(str(never), cfg, progress=False)
+        assert want in str(e.value)

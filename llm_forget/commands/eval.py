@@ -88,7 +88,8 @@ def run(args):
     res = evaluate(args.model, args.suite, retain_model=args.retain_model, reference_model=args.reference_model,
                    output=args.output, overwrite=args.overwrite, batch_size=args.batch_size, data_dir=args.data_dir,
                    variables=variables, limit=args.limit, dtype=args.dtype, device=args.device,
-                   progress=sys.stderr.isatty(), chat_template=args.chat_template, lanes=args.lanes)
+                   progress=sys.stderr.isatty(), chat_template=args.chat_template, lanes=args.lanes,
+                   allow_overlap=args.allow_overlap)
     return _report(args, res)
 
 
@@ -126,7 +127,8 @@ def _own_data(args, evaluate) -> int:
         print(f"not computed: {k}: {why}", file=sys.stderr)
     res = evaluate(args.model, cfg, retain_model=args.retain_model, reference_model=args.reference_model,
                    output=args.output, overwrite=args.overwrite, batch_size=args.batch_size, dtype=args.dtype,
-                   device=args.device, progress=sys.stderr.isatty(), lanes=args.lanes, rows=rows, notes=notes)
+                   device=args.device, progress=sys.stderr.isatty(), lanes=args.lanes, rows=rows, notes=notes,
+                   allow_overlap=args.allow_overlap)
     return _report(args, res)
 
 

@@ -160,3 +160,30 @@ def import_all(mods: list[str]) -> None:
     for x in mods:
         importlib.import_module(x)
 
+
+def check_rows(cfg: dict, rows: dict[str, list[dict]], allow_overlap: bool = False) -> None:
+    """Before any work: every row a group needs has the fields it reads, and members never occur
+    among non-members (nor forget rows among retain rows)."""
+    from ..data.readers import overlap
+
+    m = cfg["metrics"]
+    tr = m.get("truth_ratio", {})
+    for s in as_list(tr.get("forget")) + as_list(tr.get("retain")):
+        have = sum(bool(r.get("perturbed_answer")) and "question" in r for r in rows[s])
+        if have < len(rows[s]):
+            raise UserError(f"suite {cfg['name']}: truth ratio on dataset {s} needs question rows with "
+                            f"perturbed_answer; {have} of {len(rows[s])} have them")
+    for g in ("generation", "knowmem", "consistency"):
+        if g == "consistency" and "generation" not in m:
+            continue
+        for s in as_list(m[g].get("sets") if isinstance(m.get(g), dict) else m.get(g)):
+            if any("question" not in r or "answer" not in r for r in rows[s]):
+                raise UserError(f"suite {cfg['name']}: {g} on dataset {s} needs question/answer rows")
+    pairs = [(m["mia"]["members"], m["mia"]["nonmembers"])] if "mia" in m else []
+    if "forget" in rows and "retain" in rows:
+        pairs.append(("forget", "retain"))
+    for a, b in pairs:
+        n = overlap(rows[a], rows[b])
+        if n and not allow_overlap:
+            raise UserError(f"{n} of {len(rows[a])} {a} rows also occur in the {b} set; remove them or pass "
+                            "--allow_overlap")

@@ -41,7 +41,7 @@ from pathlib import Path
 from ..errors import UserError
 from .evaluator import Evaluator
 from .groups import token_summary  # noqa: F401  (re-exported)
-from .spec import load_suite, resolve_datasets, retain_suite, shipped_suites, used_sets  # noqa: F401  (re-exported)
+from .spec import check_rows, load_suite, resolve_datasets, retain_suite, shipped_suites, used_sets  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
              batch_size: int = 32, data_dir=None, variables: dict | None = None, limit: int | None = None,
              dtype: str = "auto", device: str | None = None, seed: int = 0, progress: bool = True,
              chat_template: bool | None = None, lanes: int | None = None, rows: dict | None = None,
-             notes: dict | None = None) -> dict:
+             notes: dict | None = None, allow_overlap: bool = False) -> dict:
     """Evaluate a model (folder or zoo name) on a suite (shipped name, YAML path or dict).
 
     retain_model: the model trained without the forget set: a model folder/zoo name (evaluated on
@@ -111,6 +111,7 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
     lanes: on CPU, batches that run side by side, each with an equal share of torch's threads
         (default 2 when torch has 2 or more threads; 1 = one batch at a time with all of them).
         The numbers do not depend on it (evaluation/lanes.py).
+    allow_overlap: allow members among non-members, forget rows among retain rows (else an error).
     rows / notes: the datasets' rows already read, and what is not computed and why (plan.py, for
         the user's own files); otherwise the suite's data specs are read.
     Values that are not finite numbers are written as null, each named with its reason under
@@ -132,6 +133,7 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
         variables["data_dir"] = str(Path(data_dir).expanduser())
     if rows is None:
         rows = resolve_datasets(cfg, variables, limit)
+    check_rows(cfg, rows, allow_overlap)
     path = resolve_model_path(str(model))
     ident = _identity(path)
     spec = {k: v for k, v in cfg.items() if k != "_source"}
@@ -167,7 +169,7 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
                 retain = evaluate(rpath, sub, output=out / "retain" if out else None, overwrite=overwrite,
                                   batch_size=batch_size, variables=variables, limit=limit, dtype=dtype,
                                   device=device, seed=seed, progress=progress, lanes=lanes,
-                                  rows={k: rows[k] for k in used_sets(sub)})
+                                  rows={k: rows[k] for k in used_sets(sub)}, allow_overlap=allow_overlap)
             else:
                 retain = {"summary": {}, "per_item": {}, "models": {"model": _identity(rpath)}}
         else:
