@@ -2,6 +2,7 @@
 (or open-unlearning's) gives on the same rows, for the README's "Differences with the ecosystem".
 
     python benchmarks/eval_conventions.py   # -> benchmarks/results/eval_conventions.json
+    python benchmarks/eval_conventions.py --smollm2   # also ROUGE-L of SmolLM2-135M on TOFU forget01
 
 Model: the zoo's tiny-target (trained on the built-in benchmark's forget and retain people) and
 tiny-retain (trained without the forget people); members = builtin:forget, non-members =
@@ -131,6 +132,18 @@ def main():
             res = llm_forget.evaluate(str(zoo.get(who)), suite, progress=False, lanes=1)
             rouge[label] = res["summary"]["forget_rougeL_recall"]
         out[f"{who}_forget_rougeL_recall"] = rouge
+    tofu = ROOT.parent / "shared" / "data" / "tofu" / "forget01.json"
+    if "--smollm2" in sys.argv and tofu.is_file():  # a base model rambles past the answer: the cap binds
+        rouge = {}
+        for label, fit in (("per-row cap min(200, 1.5|answer| + 8) (llm_forget)", True),
+                           ("fixed 200 new tokens (open-unlearning)", False)):
+            suite = {"name": "rouge", "datasets": {"forget": str(tofu)},
+                     "metrics": {"generation": {"sets": ["forget"], "max_new_tokens": 200, "fit_to_answer": fit,
+                                                "stop": ["\nQuestion:"]}}}
+            res = llm_forget.evaluate(str(zoo.get("smollm2-135m")), suite, progress=False)
+            rouge[label] = res["summary"]["forget_rougeL_recall"]
+            rouge[label.split(" (")[0] + " seconds"] = res["groups"]["generation:forget"]["seconds"]
+        out["smollm2-135m_tofu_forget01_rougeL_recall"] = rouge
     p = ROOT / "benchmarks" / "results" / "eval_conventions.json"
     p.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(out, indent=2))

@@ -100,7 +100,8 @@ def quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32
     res = _run(model, encoder.tokenizer, cfg, sets, batch_size, retain)
     summary = res["summary"]
     summary["eval_seconds"] = time.perf_counter() - t
-    return {"summary": summary, "per_item": res["per_item"], "groups": res["groups"]}
+    return {"summary": summary, "per_item": res["per_item"], "groups": res["groups"],
+            "not_computed": res.get("not_computed", {})}
 
 
 def sharded_quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32, *, shard: bool = True,
@@ -131,4 +132,5 @@ def sharded_quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: 
     cfg = quick_config(encoder, sets, **kw)
     Evaluator(model, encoder.tokenizer, cfg, sets, res, batch_size=batch_size, retain=retain, progress=False).run()
     res["summary"]["eval_seconds"] = time.perf_counter() - t
-    return {"summary": res["summary"], "per_item": per_item, "groups": res["groups"]}
+    return {"summary": res["summary"], "per_item": per_item, "groups": res["groups"],
+            "not_computed": res.get("not_computed", {})}

@@ -31,7 +31,8 @@ from ..data.encode import IGNORE
 
 def extraction_strength(correct: torch.Tensor) -> float:
     """correct: (n,) bool, argmax == label at each answer position. 1 − k/n with k the smallest
-    index such that correct[k:] is all True; 0 when correct[-1] is False (nothing extracted)."""
+    index such that correct[k:] is all True; 0 when correct[-1] is False (nothing extracted).
+    open-unlearning reports 1/n in that case (its search stops at k = n − 1); not copied."""
     n = int(correct.numel())
     if n == 0:
         return 0.0
