@@ -40,6 +40,7 @@ def test_plan_enables_each_group_by_what_the_rows_support():
     assert set(m) == {"token", "generation", "model_utility"}
     assert m["model_utility"] == ["retain_probability", "retain_rougeL_recall"]
     assert "perturbed_answer" in notes["forget_quality"] and "0 of 3" in notes["forget_truth_ratio"]
+    assert notes["forget_quality"] == "no forget truth ratios: " + notes["forget_truth_ratio"]
     assert "--holdout" in notes["mia_auc"] and "--holdout" in notes["privleak"]
     assert "--retain-model" in notes["consistency"]
 
@@ -50,11 +51,13 @@ def test_plan_enables_each_group_by_what_the_rows_support():
     assert "forget_quality" in cfg["metrics"] and "paraphrased_answer" in notes["truth_ratio_correct"]
     assert "1 of 1" not in notes["retain_truth_ratio"] and "0 of 1" in notes["retain_truth_ratio"]
 
-    # text rows: token metrics and membership, no generation
+    # text rows: token metrics and membership, no generation (greedy agreement included)
     text = {"forget": [{"text": "a b c"}], "retain": [{"text": "d e f"}], "holdout": [{"text": "g h"}]}
-    cfg, notes = plan(text)
+    cfg, notes = plan(text, retain_model=True)
     assert set(cfg["metrics"]) == {"token", "mia", "model_utility"}
-    assert "text rows" in notes["forget_rougeL_recall"]
+    assert "text rows" in notes["forget_rougeL_recall"] and "question/answer" in notes["consistency"]
+    mixed = {"forget": [{"text": "a b c"}], "retain": [_qa(1)]}
+    assert plan(mixed, retain_model=True)[0]["metrics"]["consistency"] == {"sets": ["retain"]}
 
 
 def test_plan_and_overlap_errors():
@@ -140,7 +143,8 @@ def test_eval_own_files_without_holdout_or_perturbed_answers_says_what_is_missin
     assert rc == 0
     err = capsys.readouterr().err
     assert "not computed: mia_auc: membership metrics need --holdout" in err
-    assert "not computed: forget_quality: needs perturbed_answer on every forget row" in err
+    assert ("not computed: forget_quality: no forget truth ratios: needs perturbed_answer on every forget row "
+            "(0 of 12 have one)") in err
     res = _strict(out / "results.json")
     s = res["summary"]
     assert not any(k.startswith(("mia_auc", "privleak")) for k in s) and "holdout" not in res["per_item"]

@@ -86,8 +86,8 @@ def plan(rows: dict[str, list[dict]], *, retain_model: bool = False, template: s
     if "forget" in tr and retain_model:
         m["forget_quality"] = {"set": "forget"}
     else:
-        notes["forget_quality"] = ("needs --retain-model (a model trained without the forget rows)"
-                                   if "forget" in tr else "needs perturbed_answer on every forget row")
+        notes["forget_quality"] = ("needs --retain-model (a model trained without the forget rows)" if "forget" in tr
+                                   else f"no forget truth ratios: {notes['forget_truth_ratio']}")
     qa = [s for s in ("forget", "retain") if kinds[s] == "qa"]
     default = template is None and not chat_template
     if qa:
@@ -104,10 +104,12 @@ def plan(rows: dict[str, list[dict]], *, retain_model: bool = False, template: s
     mu = ["retain_probability"] + (["retain_truth_ratio"] if "retain" in tr else []) + \
         (["retain_rougeL_recall"] if "retain" in qa else [])
     m["model_utility"] = mu
-    if retain_model:
-        m["consistency"] = {"sets": ["forget", "retain"]}
-    else:
+    if not retain_model:
         notes["consistency"] = "needs --retain-model"
+    elif qa:
+        m["consistency"] = {"sets": qa}
+    else:
+        notes["consistency"] = "KL and greedy agreement with the retain model need question/answer rows"
     cfg = {"name": "user_data", "prompt_template": template or DEFAULT_TEMPLATE, "chat_template": bool(chat_template),
            "max_length": max_length, "datasets": {s: {"data": f"<{s}>"} for s in names}, "metrics": m}
     return cfg, notes

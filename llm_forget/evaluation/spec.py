@@ -173,9 +173,7 @@ def check_rows(cfg: dict, rows: dict[str, list[dict]], allow_overlap: bool = Fal
         if have < len(rows[s]):
             raise UserError(f"suite {cfg['name']}: truth ratio on dataset {s} needs question rows with "
                             f"perturbed_answer; {have} of {len(rows[s])} have them")
-    for g in ("generation", "knowmem", "consistency"):
-        if g == "consistency" and "generation" not in m:
-            continue
+    for g in ("generation", "knowmem", "consistency"):  # consistency sets are generated for greedy agreement
         for s in as_list(m[g].get("sets") if isinstance(m.get(g), dict) else m.get(g)):
             if any("question" not in r or "answer" not in r for r in rows[s]):
                 raise UserError(f"suite {cfg['name']}: {g} on dataset {s} needs question/answer rows")
