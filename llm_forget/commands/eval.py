@@ -80,7 +80,7 @@ def run(args):
         raise UserError("what to evaluate on? your data: --forget F --retain R [--holdout H]; "
                         "or a benchmark: --suite quick|tofu|muse|PATH")
     if args.suite is None:
-        return _own_data(args, evaluate)
+        return _own_data(args)
     from ..evaluation.robustness import is_attack_suite
 
     if is_attack_suite(args.suite) or args.target_model:  # robustness attacks: llm_forget/evaluation/robustness.py
@@ -102,33 +102,28 @@ def _check_model(model: str) -> None:
         resolve_model_path(model)
 
 
-def _own_data(args, evaluate) -> int:
-    """eval --forget F --retain R [--holdout H]: rows read and checked, metric groups planned from
-    what the rows support, what cannot be computed printed, all before any model is loaded."""
+def _own_data(args) -> int:
+    """eval --forget F --retain R [--holdout H]: evaluation.plan.evaluate_files, with what cannot be
+    computed printed before any model is loaded."""
     import sys
 
     from ..errors import UserError
-    from ..evaluation.plan import plan, read_user_rows
+    from ..evaluation.plan import evaluate_files
 
     if args.forget is None or args.retain is None:
         raise UserError("your data needs both --forget and --retain (and --holdout for membership metrics)")
     if args.data_dir or args.var or args.target_model:
         raise UserError("--data-dir, --var and --target-model belong to suites; with your data, give the files")
-    rows = read_user_rows(args.forget, args.retain, args.holdout, allow_overlap=args.allow_overlap, limit=args.limit)
-    cfg, notes = plan(rows, retain_model=args.retain_model is not None, chat_template=bool(args.chat_template))
-    cfg["datasets"] = {k: {"data": str(getattr(args, k))} for k in rows}
-    if args.retain_model is not None:
-        from ..evaluation.suite import check_retain_results, read_results
 
-        retain = read_results(args.retain_model)
-        if retain is not None:
-            check_retain_results(retain, cfg, rows, args.retain_model)
-    for k, why in notes.items():
-        print(f"not computed: {k}: {why}", file=sys.stderr)
-    res = evaluate(args.model, cfg, retain_model=args.retain_model, reference_model=args.reference_model,
-                   output=args.output, overwrite=args.overwrite, batch_size=args.batch_size, dtype=args.dtype,
-                   device=args.device, progress=sys.stderr.isatty(), lanes=args.lanes, rows=rows, notes=notes,
-                   allow_overlap=args.allow_overlap)
+    def say(notes):
+        for k, why in notes.items():
+            print(f"not computed: {k}: {why}", file=sys.stderr)
+
+    res = evaluate_files(args.model, args.forget, args.retain, args.holdout, retain_model=args.retain_model,
+                         reference_model=args.reference_model, allow_overlap=args.allow_overlap, limit=args.limit,
+                         chat_template=bool(args.chat_template), on_plan=say, output=args.output,
+                         overwrite=args.overwrite, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+                         progress=sys.stderr.isatty(), lanes=args.lanes)
     return _report(args, res)
 
 

@@ -1,5 +1,6 @@
-"""Evaluation of the user's own files without a suite YAML: `llm-forget eval --model M --forget F
---retain R [--holdout H] [--retain-model RM]`.
+"""Evaluation of the user's own files without a suite YAML: `evaluate_files(model, forget, retain,
+holdout, retain_model=...)`, behind `llm-forget eval --model M --forget F --retain R [--holdout H]
+[--retain-model RM]`.
 
 Every metric group is enabled by what the rows support, decided and checked before any work:
 
@@ -127,3 +128,25 @@ def read_user_rows(forget: str, retain: str, holdout: str | None = None, *, allo
         rows = {k: v[:limit] for k, v in rows.items()}
     check_overlap(rows, allow_overlap)
     return rows
+
+
+def evaluate_files(model, forget, retain, holdout=None, *, retain_model=None, allow_overlap: bool = False,
+                   limit: int | None = None, chat_template: bool = False, on_plan=None, **kw) -> dict:
+    """Evaluate `model` on the user's rows (data specs: files, hf:..., builtin:...) with the metric
+    groups they support. Rows, overlap and the retain model's results (when `retain_model` is a
+    results.json) are checked, and `on_plan(notes)` is called with what cannot be computed, before
+    any model is loaded. Other keywords go to `suite.evaluate` (output, batch_size, reference_model...).
+    Returns the results dict; `results["not_computed"]` names what is missing and why."""
+    from .suite import check_retain_results, evaluate, read_results
+
+    rows = read_user_rows(forget, retain, holdout, allow_overlap=allow_overlap, limit=limit)
+    cfg, notes = plan(rows, retain_model=retain_model is not None, chat_template=chat_template)
+    specs = {"forget": forget, "retain": retain, "holdout": holdout}
+    cfg["datasets"] = {k: {"data": str(specs[k])} for k in rows}
+    if retain_model is not None:
+        got = read_results(retain_model)
+        if got is not None:
+            check_retain_results(got, cfg, rows, retain_model)
+    if on_plan is not None:
+        on_plan(notes)
+    return evaluate(model, cfg, retain_model=retain_model, rows=rows, notes=notes, allow_overlap=allow_overlap, **kw)
