@@ -241,7 +241,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # weights split over the ranks
     if cfg.eval_suite and cfg.eval_suite.lower() != "none":  # every rank scores its shard; all get the result
         from .data.benchmark import truth_ratio_correct_for
-        from .evaluation.distributed import sharded_quick_eval
+        from .evaluation.quick import sharded_quick_eval
 
         with torch.no_grad():
             ev = sharded_quick_eval(model, encoder, {"forget": forget_rows, "retain": retain_rows or [],

@@ -18,9 +18,12 @@ def test_extraction_strength():
 
 def test_min_k():
     lp = torch.tensor([-1.0, -2.0, -3.0, -4.0, -5.0])
-    assert scoring.min_k(lp, 40) == pytest.approx(-4.5)  # ceil(0.4*5)=2 lowest: -5, -4
+    assert scoring.min_k(lp, 40) == pytest.approx(-4.5)  # floor(0.4*5)=2 lowest: -5, -4
     assert scoring.min_k(lp, 20) == pytest.approx(-5.0)
     assert scoring.min_k(lp, 100) == pytest.approx(-3.0)
+    # floor, as the Min-K% code and open-unlearning: 0.4*4 = 1.6 -> 1 token (ceil would take 2)
+    assert scoring.min_k(lp[:4], 40) == pytest.approx(-4.0)
+    assert scoring.min_k(lp[:2], 20) == pytest.approx(-2.0)  # at least one token
 
 
 def test_vocab_moments_hand_and_chunked():
@@ -79,10 +82,41 @@ def test_mia_scores_and_auc():
     assert mia.auc([1, 1], [1, 1]) == 0.5
 
 
-def test_privleak():
-    assert mia.privleak(0.75, 0.5) == pytest.approx(50.0)
+def test_privleak_in_muse_form():
+    """((1 − A) − (1 − R)) / (1 − R) × 100, A and R oriented "higher = members exposed"."""
+    assert mia.privleak(0.75, 0.5) == pytest.approx(-50.0)  # (0.25 − 0.5) / 0.5: under-unlearned, negative
     assert mia.privleak(0.5) == 0.0
-    assert mia.privleak(0.3, 0.6) == pytest.approx(-50.0)  # over-unlearned: negative
+    assert mia.privleak(0.3, 0.6) == pytest.approx(75.0)  # (0.7 − 0.4) / 0.4: over-unlearned, positive
+    assert mia.privleak(0.6, 0.6) == 0.0  # as private as the retain model
+    # the case (A, R) = (0.985, 0.196) of a memorising model against its retain model: near −100,
+    # as MUSE's target −99.8, where (A − R) / R would give +402.6
+    assert mia.privleak(0.985, 0.196) == pytest.approx((0.015 - 0.804) / 0.804 * 100)
+    assert mia.privleak(0.985, 0.196) == pytest.approx(-98.134, abs=1e-3)
+    assert mia.privleak(0.9, 1.0) is None  # 1 − R = 0: undefined, written as null
+
+
+def test_eos_left_out_of_memorization_and_min_k_not_of_nll():
+    """open-unlearning's convention: the closing eos counts in nll (probability, LOSS) but not in
+    exact memorization, extraction strength, Min-K% and Min-K%++."""
+    eos = 2
+    # three answer positions, vocab 3; targets 1, 0, eos; argmax right, right, wrong
+    lg = torch.tensor([[0.0, math.log(3.0), 0.0], [math.log(4.0), 0.0, 0.0], [0.0, math.log(2.0), 0.0]])
+    y = torch.tensor([1, 0, eos])
+    p = [3 / 5, 4 / 6, 1 / 4]  # p(target) at each position
+    with_eos = scoring.row_metrics(lg, y, ks=(40, 100), minkpp=False)
+    no_eos = scoring.row_metrics(lg, y, ks=(40, 100), minkpp=False, eos_id=eos)
+    for r in (with_eos, no_eos):
+        assert r["nll"] == pytest.approx(-sum(map(math.log, p)) / 3, abs=1e-6) and r["n_tokens"] == 3
+    assert with_eos["exact_memorization"] == pytest.approx(2 / 3) and with_eos["extraction_strength"] == 0.0
+    assert no_eos["exact_memorization"] == 1.0 and no_eos["extraction_strength"] == 1.0
+    assert with_eos["mink_40"] == pytest.approx(math.log(1 / 4), abs=1e-6)  # floor(1.2) = 1 lowest: the eos
+    assert no_eos["mink_40"] == pytest.approx(math.log(3 / 5), abs=1e-6)  # max(1, floor(0.8)) = 1 of 3/5, 4/6
+    assert no_eos["mink_100"] == pytest.approx((math.log(3 / 5) + math.log(4 / 6)) / 2, abs=1e-6)
+    # a row that is only an eos keeps it; a last token other than eos is kept
+    one = scoring.row_metrics(lg[2:], y[2:], ks=(40,), minkpp=False, eos_id=eos)
+    assert one["exact_memorization"] == 0.0
+    assert scoring.row_metrics(lg, y, ks=(40,), minkpp=False, eos_id=7) == scoring.row_metrics(lg, y, ks=(40,),
+                                                                                                minkpp=False)
 
 
 def test_truth_ratio_and_aggregations():

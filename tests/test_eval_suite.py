@@ -110,7 +110,7 @@ def _assert_same_rows(a, b, tol=1e-5):
     for x, y in zip(a, b):
         assert x.keys() == y.keys()
         for k in x:
-            assert x[k] == pytest.approx(y[k], abs=tol), k
+            assert x[k] == pytest.approx(y[k], rel=tol, abs=tol), k  # Min-K%++ values reach ~10: relative too
 
 
 def _gpt2(tok, seed=0):
@@ -270,7 +270,11 @@ def test_quick_eval_forget_quality_and_keys(target, retain_path, sets):
         assert k in ev, k
     # the built-in benchmark's perturbed answers are in the answer's form: denominator = answer
     assert ev["forget_quality"] < 0.05  # the target is far from the retain model on the forget set
-    assert ev["privleak"] > 50  # forget people still stand out
+    # privleak in MUSE's form on the Min-K 40 % AUC: negative when forget people still stand out
+    a, r = ev["mia_auc_mink_40"], ref["summary"]["mia_auc_mink_40"]
+    assert ev["privleak_attack"] == "mink_40" and ev["privleak_baseline_auc"] == r
+    assert ev["privleak"] == pytest.approx(((1 - a) - (1 - r)) / (1 - r) * 100)
+    assert ev["privleak"] < -50
     assert ev["retain_truth_ratio"] > 0.7  # the target prefers the true answers of retained people (0.83)
     assert 0 < ev["model_utility"] <= 1
     from llm_forget.models import load_model, load_tokenizer
@@ -316,7 +320,7 @@ def test_evaluate_end_to_end_resume_and_cli(tmp_path, target_path, retain_path, 
     assert again["summary"]["forget_quality"] == s["forget_quality"]
     assert again["groups"]["token:forget"] == data["groups"]["token:forget"]
     # release gate and compare
-    rc = main(["eval", "--model", target_path, "--output", str(out), "--limit", "12",
+    rc = main(["eval", "--model", target_path, "--suite", "quick", "--output", str(out), "--limit", "12",
                "--retain-model", str(out / "retain"), "--require-auc-below", "0.1"])
     assert rc == 1
     assert "FAILED release gate" in capsys.readouterr().err

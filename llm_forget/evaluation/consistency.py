@@ -12,25 +12,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-
-def kl_rows(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
-    """KL(p ‖ q) = Σ_v p(v) (log p(v) − log q(v)) per row of logits (n, V) -> (n,). Lower = closer."""
-    lp = F.log_softmax(logits_p.float(), -1)
-    lq = F.log_softmax(logits_q.float(), -1)
-    return (lp.exp() * (lp - lq)).sum(-1)
-
-
-def add_kl_other(rows: list[dict], logits_other: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
-    """rows[j]["kl_other"] = mean over row j's answer positions of KL(p_other ‖ p_model), from one
-    batch's aligned answer logits (B, K, V) of both models and its targets (B, K), -100 elsewhere."""
-    from ..data.encode import IGNORE
-
-    logits_other = logits_other.to(logits.device)
-    for j, r in enumerate(rows):
-        m = targets[j] != IGNORE
-        r["kl_other"] = float(kl_rows(logits_other[j][m], logits[j][m]).mean())
+from .token_metrics import kl_rows  # noqa: F401  (re-exported)
 
 
 def agreement(a: list[str], b: list[str]) -> float:

@@ -3,8 +3,8 @@
 Rank r scores a contiguous block of each set's rows (whole batches of `batch_size`), the per-item
 results are gathered in row order on every rank, and the set-level numbers (token summaries,
 truth ratios, MIA AUCs, forget quality, model utility) are computed once from the gathered items by
-the same evaluator code (`quick_eval`'s suite, resumed with those items). Per-item numbers do not
-depend on how rows are batched, so they equal a single-process evaluation (checked bit for bit on
+the same evaluator code (`quick.sharded_quick_eval`: `quick_eval`'s suite, resumed with those items).
+Per-item numbers do not depend on how rows are batched, so they equal a single-process evaluation (checked bit for bit on
 CPU in tests/test_distributed.py).
 
 Only when the model is replicated on every rank (DDP, ZeRO-1/2): under FSDP and ZeRO-3 a forward
@@ -46,35 +46,3 @@ def gather_lists(local: list, world_size: int) -> list:
     parts: list = [None] * world_size
     dist.all_gather_object(parts, local)
     return [x for p in parts for x in p]
-
-
-def sharded_quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32, *, shard: bool = True,
-                       retain=None, **kw) -> dict:
-    """`quick_eval(model, encoder, sets, batch_size, retain=retain, **kw)` over all ranks: the same
-    return value as the single-process call, on every rank. Every rank must call it (collectives).
-    Generation (`generate=True`) is not sharded: every rank then evaluates everything."""
-    import time
-
-    from .quick import quick_config, quick_eval, retain_reference
-    from .suite import Evaluator, token_summary
-
-    rank, ws = world()
-    sets = {k: v for k, v in sets.items() if v}
-    if ws == 1 or not shard or not sets or kw.get("generate"):
-        return quick_eval(model, encoder, sets, batch_size, retain=retain, **kw)
-    t = time.perf_counter()
-    if retain is not None and not isinstance(retain, dict):
-        retain = retain_reference(retain, encoder, sets, batch_size, **kw)  # on the full sets
-    local = {}
-    for name, rows in sets.items():
-        a, b = shard_range(len(rows), batch_size, rank, ws)
-        local[name] = rows[a:b]
-    ev = quick_eval(model, encoder, local, batch_size, **kw)  # per-item work on this rank's rows
-    per_item = {name: gather_lists(ev["per_item"].get(name, []), ws) for name in sets}
-    groups = gather_lists([ev["groups"]], ws)[0]  # rank 0 holds a share of every set
-    res = {"per_item": per_item, "groups": {k: v for k, v in groups.items() if k.startswith("token:")},
-           "summary": {f"{name}_{k}": v for name, items in per_item.items() for k, v in token_summary(items).items()}}
-    cfg = quick_config(encoder, sets, **kw)
-    Evaluator(model, encoder.tokenizer, cfg, sets, res, batch_size=batch_size, retain=retain, progress=False).run()
-    res["summary"]["eval_seconds"] = time.perf_counter() - t
-    return {"summary": res["summary"], "per_item": per_item, "groups": res["groups"]}

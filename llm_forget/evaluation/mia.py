@@ -47,13 +47,18 @@ def auc(members: list[float], nonmembers: list[float]) -> float:
     return float(roc_auc_score([1] * len(members) + [0] * len(nonmembers), list(members) + list(nonmembers)))
 
 
-def privleak(auc_model: float, auc_retain: float = 0.5) -> float:
-    """PrivLeak (MUSE) = (AUC_model − AUC_retain) / AUC_retain × 100, with AUC oriented
-    "higher = members exposed". ≈ 0 is ideal (as private as a retrained model); positive means
-    under-unlearning (members still stand out), negative means over-unlearning (members now look
-    *less* familiar than unseen data, itself a leak). MUSE's paper computes AUC with the opposite
-    orientation, so its target-model −99.8 is +99.8 here."""
-    return (auc_model - auc_retain) / auc_retain * 100.0
+def privleak(auc_model: float, auc_retain: float = 0.5) -> float | None:
+    """PrivLeak in MUSE's form: ((1 − A) − (1 − R)) / (1 − R) × 100 = (R − A) / (1 − R) × 100, with
+    A = the model's AUC and R = the retain model's AUC (0.5 without one), both oriented as here
+    ("higher = members exposed"); MUSE and open-unlearning compute AUC the other way round and take
+    1 − AUC, which gives this same number. ≈ 0 is ideal (as private as a retrained model);
+    negative = under-unlearning (members still stand out: a target model that memorised its data
+    scores near −100, MUSE-News' Llama-2 target −99.8), positive = over-unlearning (members now
+    look less familiar than unseen data, itself a leak). None when R = 1 (no room left to leak;
+    open-unlearning divides by 1e-10 there)."""
+    if auc_retain >= 1.0:
+        return None
+    return ((1.0 - auc_model) - (1.0 - auc_retain)) / (1.0 - auc_retain) * 100.0
 
 
 def mia_summary(members: list[dict], nonmembers: list[dict]) -> dict:

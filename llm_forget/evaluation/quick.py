@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 from .mia import auc  # noqa: F401  (re-exported: older callers import it from here)
-from .suite import Evaluator, token_summary
+from .evaluator import Evaluator
+from .groups import token_summary
 
 
 def summarize(items: list[dict]) -> dict:
@@ -80,8 +81,9 @@ def quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32
                generate: bool = False, minkpp: bool = False, truth_ratio_correct: str | None = None) -> dict:
     """Token metrics per set (`forget`, `retain`, `holdout`, ...) plus:
     - mia_auc: LOSS attack, forget members vs holdout non-members (0.5 = indistinguishable,
-      1 = fully remembered); mia_auc_{attack} for each attack; privleak (→ 0 is ideal; relative
-      to the retain model's AUC when `retain` is given, else to 0.5);
+      1 = fully remembered); mia_auc_{attack} for each attack; privleak in MUSE's form on the Min-K
+      40 % AUC (mia.privleak: → 0 is ideal, negative = members still stand out; relative to the
+      retain model's AUC when `retain` is given, else to 0.5);
     - forget_truth_ratio / retain_truth_ratio when rows have perturbed answers; the denominator is
       `truth_ratio_correct` ("paraphrased_answer" as TOFU, or "answer"; None: chosen from the rows,
       "answer" for the built-in benchmark whose perturbed answers are in the answer's form);
@@ -98,4 +100,37 @@ def quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32
     res = _run(model, encoder.tokenizer, cfg, sets, batch_size, retain)
     summary = res["summary"]
     summary["eval_seconds"] = time.perf_counter() - t
-    return {"summary": summary, "per_item": res["per_item"], "groups": res["groups"]}
+    return {"summary": summary, "per_item": res["per_item"], "groups": res["groups"],
+            "not_computed": res.get("not_computed", {})}
+
+
+def sharded_quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32, *, shard: bool = True,
+                       retain=None, **kw) -> dict:
+    """`quick_eval(model, encoder, sets, batch_size, retain=retain, **kw)` over all ranks: the same
+    return value as the single-process call, on every rank. Every rank must call it (collectives).
+    Generation (`generate=True`) is not sharded: every rank then evaluates everything."""
+    import time
+
+    from .distributed import gather_lists, shard_range, world
+
+    rank, ws = world()
+    sets = {k: v for k, v in sets.items() if v}
+    if ws == 1 or not shard or not sets or kw.get("generate"):
+        return quick_eval(model, encoder, sets, batch_size, retain=retain, **kw)
+    t = time.perf_counter()
+    if retain is not None and not isinstance(retain, dict):
+        retain = retain_reference(retain, encoder, sets, batch_size, **kw)  # on the full sets
+    local = {}
+    for name, rows in sets.items():
+        a, b = shard_range(len(rows), batch_size, rank, ws)
+        local[name] = rows[a:b]
+    ev = quick_eval(model, encoder, local, batch_size, **kw)  # per-item work on this rank's rows
+    per_item = {name: gather_lists(ev["per_item"].get(name, []), ws) for name in sets}
+    groups = gather_lists([ev["groups"]], ws)[0]  # rank 0 holds a share of every set
+    res = {"per_item": per_item, "groups": {k: v for k, v in groups.items() if k.startswith("token:")},
+           "summary": {f"{name}_{k}": v for name, items in per_item.items() for k, v in token_summary(items).items()}}
+    cfg = quick_config(encoder, sets, **kw)
+    Evaluator(model, encoder.tokenizer, cfg, sets, res, batch_size=batch_size, retain=retain, progress=False).run()
+    res["summary"]["eval_seconds"] = time.perf_counter() - t
+    return {"summary": res["summary"], "per_item": per_item, "groups": res["groups"],
+            "not_computed": res.get("not_computed", {})}

@@ -268,7 +268,7 @@ def attack(model, target_model, suite="robustness", *, retain_model=None, rows: 
     writes OUTPUT/robustness.json."""
     from .. import io
     from ..data.readers import read_rows, row_hash
-    from .suite import _subst
+    from .spec import subst as _subst
 
     t0 = time.perf_counter()
     cfg = load_attack_suite(suite)
@@ -398,41 +398,9 @@ def attack(model, target_model, suite="robustness", *, retain_model=None, rows: 
     if "retain" in subj:
         res["summary"]["retain_forget_probability"] = base("retain", all_idx)["probability"]
     res["wall_seconds"] = time.perf_counter() - t0
+    from .suite import strict_json
+
+    res = strict_json(res)  # a recovery of 0/0 (target = unlearned model) is null, named under not_computed
     if output:
         io.write_json(Path(output) / "robustness.json", res)
     return res
-
-
-def format_table(res: dict) -> str:
-    """A plain-text table: attack, variant, before → after, recovery, retain recovery."""
-    lines = [f"{'attack':16s} {'variant':22s} {'before':>8s} {'after':>8s} {'target':>8s} {'recovery':>9s} "
-             f"{'retain':>8s}"]
-    for name, out in res["attacks"].items():
-        for v, d in out.items():
-            if not isinstance(d, dict) or "model" not in d:
-                continue
-            m = d["model"]
-            r = d.get("retain", {}).get("recovery", float("nan"))
-            lines.append(f"{name:16s} {v:22s} {m['before']:8.4f} {m['after']:8.4f} {m['target']:8.4f} "
-                         f"{m['recovery']:9.3f} {r:8.3f}")
-    return "\n".join(lines)
-
-
-def run_cli(args, variables: dict) -> int:
-    """`llm-forget eval --suite robustness --model M --target-model T [--retain-model R]`: prints the
-    table, writes OUTPUT/robustness.json with --output."""
-    if not args.target_model:
-        raise UserError("a robustness suite needs --target-model (the model before unlearning)")
-    if not is_attack_suite(args.suite):
-        raise UserError(f"--target-model is only used by robustness suites; {args.suite!r} has no attacks")
-    if args.retain_model and str(args.retain_model).endswith(".json"):
-        raise UserError("robustness attacks need the retain model itself, not its results.json")
-    res = attack(args.model, args.target_model, args.suite, retain_model=args.retain_model,
-                 batch_size=args.batch_size, data_dir=args.data_dir, variables=variables, limit=args.limit,
-                 dtype=args.dtype, device=args.device, output=args.output)
-    print(f"robustness suite {res['suite']['name']} on {args.model} ({res['wall_seconds']:.1f}s); "
-          "recovery: 0 = nothing recovered, 1 = all")
-    print(format_table(res))
-    if args.output:
-        print(f"results: {args.output}/robustness.json")
-    return 0

@@ -20,6 +20,8 @@ import torch
 
 from ..data.encode import IGNORE, pad
 from ..models import accepts, cache_kwarg, cache_of
+from .forward import answer_logits, batches_apart, rows_with_other
+from .token_metrics import add_kl_other
 
 
 def prefix_groups(encoded: list[dict]) -> dict[tuple, list[int]] | None:
@@ -64,9 +66,7 @@ def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad
     answer positions of KL(p_other ‖ p_model), as in `scoring.score_sequences`."""
     from transformers.cache_utils import DynamicCache
 
-    from .consistency import add_kl_other
     from .lanes import SERIAL
-    from .scoring import answer_logits, batches_apart, rows_with_other
 
     if not _cacheable(model) or (other is not None and not _cacheable(other)):
         return None
