@@ -57,16 +57,32 @@ def test_rome_update_leaves_c_orthogonal_keys_alone():
     assert torch.allclose(upd, torch.tensor([[1.0, 0, 0], [2.0, 0, 0]], dtype=torch.float64))
 
 
-def test_memit_solve_equals_direct_float64_computation():
+def test_memit_solve_is_the_regularised_least_squares_optimum():
+    """Δ minimises ||Δ K − R||² + λ tr(Δ C Δᵀ): the same problem as ordinary least squares on the
+    stacked system Δ [K, √λ L] ≈ [R, 0] with C = L Lᵀ, solved here by float64 lstsq (QR), not by
+    the normal equations. As λ → 0 with fewer keys than dimensions, the edited keys map onto R."""
     g = torch.Generator().manual_seed(0)
     R = torch.randn(12, 5, generator=g)
     K = torch.randn(20, 5, generator=g)
     C = _spd(20, 2)
     lam = 15.0
-    direct = R.double() @ K.double().T @ torch.linalg.inv(lam * C + K.double() @ K.double().T)
     got = memit_solve(R, K, C, lam)
-    assert got.dtype == torch.float64
-    assert torch.allclose(got, direct, atol=1e-10)
+    assert got.dtype == torch.float64 and got.shape == (12, 20)
+    L = torch.linalg.cholesky(C)
+    A = torch.cat([K.double(), math.sqrt(lam) * L], 1).T  # (N + d_in, d_in)
+    B = torch.cat([R.double(), torch.zeros(12, 20, dtype=torch.float64)], 1).T
+    lstsq = torch.linalg.lstsq(A, B, driver="gelsd").solution.T
+    assert torch.allclose(got, lstsq, atol=1e-9)
+
+    def objective(D):
+        return float(((D @ K.double() - R.double()) ** 2).sum() + lam * torch.trace(D @ C @ D.T))
+
+    best = objective(got)
+    for _ in range(5):  # any step away costs more
+        assert objective(got + 1e-3 * torch.randn(12, 20, generator=g, dtype=torch.float64)) > best
+    tiny = memit_solve(R, K, C, 1e-9)
+    assert torch.allclose(tiny @ K.double(), R.double(), atol=1e-5)  # keys -> targets
+    assert float((got @ K.double() - R.double()).norm()) > 1e-3  # λ = 15 trades some fit for small Δ
 
 
 def test_null_space_projection_keeps_small_singular_directions():
