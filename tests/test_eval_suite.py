@@ -2,6 +2,7 @@
 
 import json
 import math
+import threading
 
 import pytest
 import torch
@@ -360,26 +361,40 @@ def test_lanes_change_no_number_and_restore_threads(target_path, retain_path):
 
 def test_lanes_stop_generation_when_scoring_fails(target_path, monkeypatch):
     """A failure (or Ctrl-C) in the scoring stops the generation lane before its next batch: the
-    error comes through at once, no generation is recorded, torch's thread count is restored."""
+    error comes through at once, no generation is recorded, torch's thread count is restored.
+    The order is forced, not left to thread scheduling: the scoring fails once the first generation
+    batch has started, and that batch finishes only after the lanes were told to stop; so exactly
+    one of the (50 + 400) / 4 = 113 generation batches runs."""
     import llm_forget
-    from llm_forget.evaluation import generation, suite
+    from llm_forget.evaluation import generation, lanes, suite
 
-    torch.set_num_threads(2)  # the autouse fixture restores 1 afterwards
-    batches, real = [], generation._greedy_cached
+    torch.set_num_threads(2)  # the autouse fixture restores the suite's count afterwards
+    batches, real, made = [], generation._greedy_cached, []
+    started = threading.Event()
+    init = lanes.Lanes.__init__
 
-    def counted(*args, **kwargs):  # the real decoding loop, counted
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    def counted(*args, **kwargs):  # the real decoding loop, counted; the first batch waits for the stop
         batches.append(1)
+        if len(batches) == 1:
+            started.set()
+            assert made[0].stopping.wait(60), "the lanes were never told to stop"
         return real(*args, **kwargs)
 
     def scoring_fails(self, s, spec):
+        assert started.wait(60), "generation never started"
         raise RuntimeError("scoring failed")
 
+    monkeypatch.setattr(lanes.Lanes, "__init__", recording_init)
     monkeypatch.setattr(generation, "_greedy_cached", counted)
     monkeypatch.setattr(suite.Evaluator, "token", scoring_fails)
     with pytest.raises(RuntimeError, match="scoring failed"):
         llm_forget.evaluate(target_path, "quick", batch_size=2, lanes=2, progress=False)
-    assert torch.get_num_threads() == 2
-    assert 1 <= len(batches) <= 3  # of (50 + 400) / 4 = 113 generation batches
+    assert len(made) == 1 and torch.get_num_threads() == 2
+    assert len(batches) == 1
 
 
 def test_suite_errors(target_path):
