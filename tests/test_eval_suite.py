@@ -14,15 +14,6 @@ from llm_forget.errors import UserError
 from llm_forget.evaluation.lanes import Lanes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Deterministic and robust to a CPU shared with other jobs (oversubscription is 10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def target(target_path):
     from llm_forget.models import load_model, load_tokenizer
@@ -335,7 +326,7 @@ def test_lanes_change_no_number_and_restore_threads(target_path, retain_path):
     from llm_forget.evaluation.lanes import auto_lanes
     from llm_forget.models import load_model
 
-    torch.set_num_threads(2)  # the autouse fixture restores 1 afterwards
+    torch.set_num_threads(2)  # conftest's autouse fixture restores the suite's count afterwards
     kw = dict(retain_model=retain_path, limit=16, batch_size=4, progress=False)
     one = llm_forget.evaluate(target_path, "quick", lanes=1, **kw)
     two = llm_forget.evaluate(target_path, "quick", lanes=2, **kw)
@@ -368,7 +359,7 @@ def test_lanes_stop_generation_when_scoring_fails(target_path, monkeypatch):
     import llm_forget
     from llm_forget.evaluation import generation, lanes, suite
 
-    torch.set_num_threads(2)  # the autouse fixture restores the suite's count afterwards
+    torch.set_num_threads(2)  # conftest's autouse fixture restores the suite's count afterwards
     batches, real, made = [], generation._greedy_cached, []
     started = threading.Event()
     init = lanes.Lanes.__init__
