@@ -116,13 +116,21 @@ def test_suite_runs_via_api_and_cli(ga_model, target_path, retain_path, tmp_path
     assert main(["eval", "--suite", str(suite), "--model", ga_model]) == 2  # needs --target-model
 
 
-def test_paraphrased_questions_on_tofu_rows(ga_model, target_path, shared_data):
-    """TOFU rows carry paraphrased_question: the prompts attack asks it (suite variables pick the data)."""
-    tofu = shared_data / "tofu"
-    if not (tofu / "forget01.json").is_file():
-        pytest.skip("TOFU data absent")
+def test_paraphrased_questions_on_tofu_rows(ga_model, target_path, tmp_path):
+    """Rows in TOFU's format carry paraphrased_question: the prompts attack asks it (suite variables
+    pick the data). The rows are the built-in benchmark's, written in that format here."""
+    import json
+
+    from llm_forget.data.readers import read_rows
+
+    forget = [{"question": r["question"], "answer": r["answer"], "paraphrased_question": f"Tell me: {r['question']}"}
+              for r in read_rows("builtin:forget")[:4]]
+    retain = [{"question": r["question"], "answer": r["answer"]} for r in read_rows("builtin:retain")[:8]]
+    (tmp_path / "forget01.json").write_text(json.dumps(forget))
+    (tmp_path / "retain90.json").write_text(json.dumps(retain))
     r = attack(ga_model, target_path, "robustness", only=["prompts"], limit=4,
-               variables={"forget_data": str(tofu / "forget01.json"), "retain_data": str(tofu / "retain90.json")})
+               variables={"forget_data": str(tmp_path / "forget01.json"),
+                          "retain_data": str(tmp_path / "retain90.json")})
     d = r["attacks"]["prompts"]["paraphrased_question"]["model"]
     assert d["before"] != d["after"] and 0 < d["after"] < 1
     assert len(r["forget_ids"]) == 4
