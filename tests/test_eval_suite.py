@@ -343,11 +343,31 @@ def test_lanes_change_no_number_and_restore_threads(target_path, retain_path):
     for k, v in one["summary"].items():
         assert two["summary"][k] == (pytest.approx(v, rel=1e-6, abs=1e-7) if isinstance(v, float) else v), k
     model = load_model(target_path)
-    assert auto_lanes(model) is not None and auto_lanes(model).n == 2
+    assert auto_lanes(model) is None  # off unless asked for (evaluation/lanes.py says why)
+    assert auto_lanes(model, 2).n == 2
     torch.set_num_threads(1)
-    assert auto_lanes(model) is None  # one thread: one lane
+    assert auto_lanes(model, 2) is None  # one thread: one lane
     with pytest.raises(ValueError):
         auto_lanes(model, 0)
+
+
+def test_no_lanes_for_a_rotary_embedding_that_updates_itself():
+    """A dynamic rope re-registers inv_freq in forward (two lanes would share it): one lane, even
+    when two are asked for; the default rope of the same model gets its lanes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llm_forget.evaluation.lanes import auto_lanes, updates_in_forward
+
+    torch.set_num_threads(2)
+    kw = dict(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    dynamic = LlamaForCausalLM(LlamaConfig(**kw, rope_parameters={"rope_type": "dynamic", "factor": 2.0,
+                                                                   "rope_theta": 10000.0}))
+    plain = LlamaForCausalLM(LlamaConfig(**kw))
+    assert updates_in_forward(dynamic) and not updates_in_forward(plain)
+    assert auto_lanes(dynamic, 2) is None
+    lanes = auto_lanes(plain, 2)
+    assert lanes is not None and lanes.n == 2
+    lanes.close()
 
 
 def test_lanes_stop_generation_when_scoring_fails(target_path, monkeypatch):
