@@ -263,12 +263,15 @@ def test_quick_eval_forget_quality_and_keys(target, retain_path, sets):
     # the built-in benchmark's perturbed answers are in the answer's form: denominator = answer
     assert ev["forget_quality"] < 0.05  # the target is far from the retain model on the forget set
     assert ev["privleak"] > 50  # forget people still stand out
-    assert ev["retain_truth_ratio"] > 0.7  # the target prefers the true answers of retained people (0.83)
     assert 0 < ev["model_utility"] <= 1
     from llm_forget.models import load_model, load_tokenizer
 
     rm = load_model(retain_path)
     self_ev = quick_eval(rm, Encoder(load_tokenizer(retain_path)), sets, retain=ref)["summary"]
+    # both models were fine-tuned on the retained people: the target prefers their true answers as the
+    # retain model does (seed 0: 0.83 vs 0.86; the untrained tiny model: 0.03)
+    assert ev["retain_truth_ratio"] > self_ev["retain_truth_ratio"] - 0.15
+    assert ev["forget_truth_ratio"] < self_ev["forget_truth_ratio"]  # and the forget people's, unlike it
     assert self_ev["forget_quality"] == pytest.approx(1.0)
     assert self_ev["privleak"] == pytest.approx(0.0)
 
