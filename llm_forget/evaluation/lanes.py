@@ -5,8 +5,13 @@ threads, and nothing in transformers promises that this is safe: rotary embeddin
 or long-context scaling (`rope_type` "dynamic", "longrope") re-register `inv_freq` inside forward,
 so one lane can compute with the frequencies another lane set for its sequence length; a shared
 tokenizer's `padding_side` and truncation settings are process-wide state that other code changes
-(editing/locate.py sets `padding_side`). The gain does not pay for that risk: MEASURED_GAIN.
-A model whose rotary embedding updates itself in forward never gets lanes, even when asked.
+(editing/locate.py sets `padding_side`). The gain does not pay for that risk. Measured with
+`llm-forget eval --model tiny-target --retain-model tiny-retain --limit 100` (a 2-core x86 CPU
+shared with other jobs, load average 9-16; wall seconds): 2 threads in 2 lanes 53 and 84; 1 thread
+in 1 lane 76 and 97; 2 threads in 1 lane 227. Two lanes mostly avoid what two OpenMP threads cost
+on a busy CPU, which one thread avoids as well, with no shared module; on an idle 2-core CPU two
+lanes were 1.14-1.15x faster than one (tofu-tiny, SmolLM2-135M; BENCHMARKS.md). A model whose
+rotary embedding updates itself in forward never gets lanes, even when asked.
 
 On a CPU, one batch at a time with all of torch's threads wastes part of them on a small model
 (the products are small, and the Python between operations runs on one core while the others
