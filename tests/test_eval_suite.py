@@ -98,11 +98,15 @@ def test_without_eos_labels_leaves_only_the_closing_eos_out_of_the_loss(target, 
 
 
 def _assert_same_rows(a, b, tol=1e-5):
+    """Equal up to float32 rounding of another batch shape. Min-K%++ z-scores divide a difference of
+    log-probs (rounding ~1e-6) by the spread σ_t of log p, which can be ~0.05 at a confident position:
+    their rounding reaches ~1e-4 (LLM_FORGET_SEED=1: 1.9e-5 on -6.97)."""
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert x.keys() == y.keys()
         for k in x:
-            assert x[k] == pytest.approx(y[k], abs=tol), k
+            t = 1e-4 if k.startswith("minkpp") else tol
+            assert x[k] == pytest.approx(y[k], rel=t, abs=t), k
 
 
 def _gpt2(tok, seed=0):

@@ -82,9 +82,10 @@ def test_relearning_recovers_suppressed_not_retain(ga_model, target_path, retain
     d = r["attacks"]["relearn"]["steps_25"]
     assert r["attacks"]["relearn"]["n_train_rows"] == 5 and r["attacks"]["relearn"]["n_eval_rows"] == 45
     # References: the target (what was known) and the retain model (never saw the forget people, so 5
-    # of them teach it nothing about the other 45: its recovery is ~0). Measured, LLM_FORGET_SEED 0 / 1:
-    # probability before 0.033 / 0.010 (target 0.91); recovery 0.27 / 0.22 against the retain model's
-    # -0.02 / -0.01; NLL recovery 0.58 / 0.56 against 0.08 / 0.10 (shared answer formats relearned).
+    # of them teach it nothing about the other 45: its recovery is ~0). Measured, LLM_FORGET_SEED 0 / 1 / 2:
+    # probability before 0.033 / 0.010 / 0.038 (target 0.91); recovery 0.27 / 0.22 / 0.19 against the
+    # retain model's -0.02 / -0.01 / 0.01; NLL recovery 0.58 / 0.56 / 0.52 against 0.08 / 0.10 / 0.16
+    # (shared answer formats relearned).
     assert d["model"]["before"] < 0.5 * d["model"]["target"]  # gradient ascent suppressed the answers
     assert abs(d["retain"]["recovery"]) < 0.1
     assert d["model"]["recovery"] > d["retain"]["recovery"] + 0.1
