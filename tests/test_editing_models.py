@@ -90,7 +90,8 @@ def tiny_fact(target_path):
             req = EditRequest(prompt=prompt, subject=prompt[len("Question: "):], target_new=new,
                               target_true=old, case_id=r["person"])
             return model, tok, req, old
-    pytest.skip("tiny-target answers no birthplace question correctly")
+    pytest.fail("tiny-target answers no retain person's birthplace correctly, though it was fine-tuned on all of "
+                "them (zoo.TINY_FT memorises every fact)")
 
 
 @pytest.mark.parametrize("method,layers", [("rome", "2"), ("memit", "1-2")])

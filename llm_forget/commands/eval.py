@@ -35,7 +35,7 @@ def add_parser(sub):
                    help="torch CPU threads (on a CPU shared with other jobs, 1 is often fastest)")
     p.add_argument("--lanes", type=int, default=None,
                    help="on CPU: batches run side by side, each with an equal share of the threads "
-                        "(default 2 with 2+ threads; 1 = one batch at a time). Numbers do not change")
+                        "(default 1 = one batch at a time; 2 shares the model between two threads). Numbers do not change")
     p.add_argument("--chat-template", action="store_true", default=None,
                    help="wrap questions in the tokenizer's chat template (instruct models)")
     p.add_argument("--require-auc-below", type=float, default=None, metavar="X",

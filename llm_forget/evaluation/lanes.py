@@ -1,13 +1,23 @@
 """Lanes: batches of an evaluation run side by side on a CPU, each lane with its share of the threads.
 
-On a CPU, one batch at a time with all of torch's threads wastes part of them on a small model:
-with the 1.3 M-parameter tofu-tiny model, two threads score 1.7x and generate 1.3x faster than one,
-not 2x (the products are small, and the Python between operations runs on one core while the
-others wait). Two lanes, each a worker thread with half of torch's threads, run two batches at
-once instead: generation in one lane beside the scoring batches in the other, then scoring in
-both (TOFU's tofu.yaml on tofu-tiny with 2 threads: BENCHMARKS.md). Each batch is computed as
-before, only on another thread, so the numbers do not change (on tofu-tiny all 11,398 per-item
-values were bit-identical to one lane's).
+Off by default (`--lanes 2` turns them on). Two lanes run forward passes of ONE module from two
+threads, and nothing in transformers promises that this is safe: rotary embeddings with a dynamic
+or long-context scaling (`rope_type` "dynamic", "longrope") re-register `inv_freq` inside forward,
+so one lane can compute with the frequencies another lane set for its sequence length; a shared
+tokenizer's `padding_side` and truncation settings are process-wide state that other code changes
+(editing/locate.py sets `padding_side`). The gain does not pay for that risk. Measured with
+`llm-forget eval --model tiny-target --retain-model tiny-retain --limit 100` (a 2-core x86 CPU
+shared with other jobs, load average 9-16; wall seconds): 2 threads in 2 lanes 53 and 84; 1 thread
+in 1 lane 76 and 97; 2 threads in 1 lane 227. Two lanes mostly avoid what two OpenMP threads cost
+on a busy CPU, which one thread avoids as well, with no shared module; on an idle 2-core CPU two
+lanes were 1.14-1.15x faster than one (tofu-tiny, SmolLM2-135M; BENCHMARKS.md). A model whose
+rotary embedding updates itself in forward never gets lanes, even when asked.
+
+On a CPU, one batch at a time with all of torch's threads wastes part of them on a small model
+(the products are small, and the Python between operations runs on one core while the others
+wait). Two lanes, each a worker thread with half of torch's threads, run two batches at once:
+generation in one lane beside the scoring batches in the other, then scoring in both. Each batch
+is computed as before, only on another thread, so the numbers do not change.
 
 torch's thread count is per thread here (OpenMP and MKL keep it per calling thread), so a lane
 sets its own without touching other threads; `close` restores the caller's count anyway, since
@@ -17,10 +27,13 @@ sets its own without touching other threads; `close` restores the caller's count
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 class Lanes:
@@ -89,17 +102,33 @@ class Serial:
 SERIAL = Serial()
 
 
+def updates_in_forward(model) -> bool:
+    """True when a module of `model` changes its own buffers in forward: a rotary embedding with a
+    dynamic or long-context rope type (transformers' `dynamic_rope_update`)."""
+    for m in model.modules():
+        kinds = getattr(m, "rope_type", None)
+        kinds = kinds.values() if isinstance(kinds, dict) else [kinds]
+        if any(isinstance(k, str) and ("dynamic" in k or k == "longrope") for k in kinds):
+            return True
+    return False
+
+
 def auto_lanes(model, lanes: int | None = None) -> Lanes | None:
-    """Lanes for evaluating `model`: None (one batch at a time) on an accelerator, for a model
-    spread over devices, under torch.distributed, or when `lanes` is 1; otherwise `lanes` (default 2, when torch has at
-    least 2 threads) lanes sharing torch's threads."""
+    """Lanes for evaluating `model`: None (one batch at a time) unless `lanes` >= 2 is asked for;
+    None as well on an accelerator, for a model spread over devices, under torch.distributed, with
+    fewer torch threads than lanes, or for a model that updates its buffers in forward."""
     from .distributed import world
 
     if lanes is not None and lanes < 1:
         raise ValueError("lanes must be >= 1")
+    if lanes is None or lanes == 1:
+        return None
     devices = {p.device.type for p in model.parameters()}
     if devices != {"cpu"} or world()[1] > 1:  # under several processes a forward pass may be a collective
         return None
+    if updates_in_forward(model):
+        logger.warning("one lane: this model's rotary embedding updates its buffers in forward")
+        return None
     total = torch.get_num_threads()
-    n = min(lanes if lanes is not None else 2, total)
+    n = min(lanes, total)
     return Lanes(n, total // n) if n >= 2 else None

@@ -109,8 +109,8 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
     limit: use only the first `limit` rows of every dataset (quick looks, timing samples).
     chat_template: override the suite's choice of wrapping questions in the tokenizer's chat template.
     lanes: on CPU, batches that run side by side, each with an equal share of torch's threads
-        (default 2 when torch has 2 or more threads; 1 = one batch at a time with all of them).
-        The numbers do not depend on it (evaluation/lanes.py).
+        (default 1: one batch at a time with all of them; lanes share one model, see
+        evaluation/lanes.py). The numbers do not depend on it.
     allow_overlap: allow members among non-members, forget rows among retain rows (else an error).
     rows / notes: the datasets' rows already read, and what is not computed and why (plan.py, for
         the user's own files); otherwise the suite's data specs are read.
