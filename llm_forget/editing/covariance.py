@@ -8,6 +8,7 @@ under `cache_dir()/stats/` keyed by (model weights hash, layer, corpus hash, n_t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -37,8 +38,10 @@ def weights_hash(model) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=4)
 def corpus_text(corpus: str) -> tuple[str, str]:
-    """(text, sha256[:16]) of a .txt file, or of a data spec's text/question+answer rows."""
+    """(text, sha256[:16]) of a .txt file, or of a data spec's text/question+answer rows (read once
+    per process: `edit` reads it before loading the model, so a missing corpus stops it first)."""
     p = Path(corpus).expanduser()
     if p.is_file() and p.suffix.lower() in (".txt", ".text", ".md", ".raw"):
         text = p.read_text(encoding="utf-8", errors="replace")
