@@ -284,3 +284,7 @@ def test_resume_skips_a_checkpoint_cut_short(tmp_path):
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-99.tmp").mkdir()
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    # why transformers' own lookup is not enough: it returns the checkpoint cut short
+    from transformers.trainer_utils import get_last_checkpoint
+
+    assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-12")
