@@ -1,7 +1,9 @@
 """Evaluation under several processes: shard the examples across ranks, gather per-item results.
 
-Rank r scores a contiguous block of each set's rows (whole batches of `batch_size`), the per-item
-results are gathered in row order on every rank, and the set-level numbers (token summaries,
+Rank r scores a contiguous block of each set's batches of `batch_size` rows (accelerate's
+`split_between_processes` over the list of batches: whole batches, so every row is scored in the
+same batch as in one process; block sizes differ by at most one batch), the per-item results are gathered in row order on every rank
+(accelerate's `gather_object`), and the set-level numbers (token summaries,
 truth ratios, MIA AUCs, forget quality, model utility) are computed once from the gathered items by
 the same evaluator code (`quick_eval`'s suite, resumed with those items). Per-item numbers do not
 depend on how rows are batched, so they equal a single-process evaluation (checked bit for bit on
@@ -14,8 +16,6 @@ in step.
 
 from __future__ import annotations
 
-import math
-
 
 def world() -> tuple[int, int]:
     """(rank, world size) of the initialised torch.distributed group, else (0, 1)."""
@@ -26,28 +26,6 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def shard_range(n: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Rows [start, stop) of `n` that `rank` scores: a contiguous block of whole batches.
-
-    With nb = ceil(n / batch_size) batches and per = ceil(nb / world_size) batches per rank, rank r
-    takes batches [r·per, (r+1)·per) (the last ranks may get fewer or none)."""
-    nb = math.ceil(n / batch_size)
-    per = math.ceil(nb / world_size) if nb else 0
-    start = min(n, rank * per * batch_size)
-    return start, min(n, start + per * batch_size)
-
-
-def gather_lists(local: list, world_size: int) -> list:
-    """Concatenate every rank's list in rank order (a collective: every rank must call it)."""
-    if world_size == 1:
-        return list(local)
-    import torch.distributed as dist
-
-    parts: list = [None] * world_size
-    dist.all_gather_object(parts, local)
-    return [x for p in parts for x in p]
-
-
 def sharded_quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: int = 32, *, shard: bool = True,
                        retain=None, **kw) -> dict:
     """`quick_eval(model, encoder, sets, batch_size, retain=retain, **kw)` over all ranks: the same
@@ -55,23 +33,28 @@ def sharded_quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: 
     Generation (`generate=True`) is not sharded: every rank then evaluates everything."""
     import time
 
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
     from .quick import quick_config, quick_eval, retain_reference
     from .suite import Evaluator, token_summary
 
-    rank, ws = world()
+    ws = world()[1]
     sets = {k: v for k, v in sets.items() if v}
     if ws == 1 or not shard or not sets or kw.get("generate"):
         return quick_eval(model, encoder, sets, batch_size, retain=retain, **kw)
     t = time.perf_counter()
     if retain is not None and not isinstance(retain, dict):
         retain = retain_reference(retain, encoder, sets, batch_size, **kw)  # on the full sets
+    state = PartialState()  # the process group is already up (the Trainer's accelerator)
     local = {}
     for name, rows in sets.items():
-        a, b = shard_range(len(rows), batch_size, rank, ws)
-        local[name] = rows[a:b]
+        batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        with state.split_between_processes(batches) as part:
+            local[name] = [r for b in part for r in b]
     ev = quick_eval(model, encoder, local, batch_size, **kw)  # per-item work on this rank's rows
-    per_item = {name: gather_lists(ev["per_item"].get(name, []), ws) for name in sets}
-    groups = gather_lists([ev["groups"]], ws)[0]  # rank 0 holds a share of every set
+    per_item = {name: gather_object(ev["per_item"].get(name, [])) for name in sets}
+    groups = gather_object([ev["groups"]])[0]  # rank 0 holds a share of every set
     res = {"per_item": per_item, "groups": {k: v for k, v in groups.items() if k.startswith("token:")},
            "summary": {f"{name}_{k}": v for name, items in per_item.items() for k, v in token_summary(items).items()}}
     cfg = quick_config(encoder, sets, **kw)
