@@ -10,7 +10,8 @@ def add_parser(sub):
     p.add_argument("--target-model", default=None,
                    help="with --suite robustness: the model before unlearning, that attacks recover towards")
     p.add_argument("--data-dir", default=None,
-                   help="local data folder: the mirror of Hub datasets (as LLM_FORGET_DATA_DIR) and {data_dir} in a suite")
+                   help="local data folder: the mirror of Hub datasets (as LLM_FORGET_DATA_DIR) "
+                        "and {data_dir} in a suite")
     p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
                    help="other suite variables, e.g. forget_split=forget05 or text_file=PATH (repeatable)")
     p.add_argument("--output", default=None, help="folder for results.json (default: print only)")

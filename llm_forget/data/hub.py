@@ -74,7 +74,8 @@ def mirror_path(spec: str) -> Path | None:
 
 
 def offline() -> bool:
-    return any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE")
+               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def load_rows(spec: str) -> list[dict]:
@@ -83,7 +84,8 @@ def load_rows(spec: str) -> list[dict]:
     name, config, split = parse(spec)
     where = f"{ENV}={mirror_dir()}" if mirror_dir() else f"{ENV} is not set"
     if offline():
-        hint = f"the Hub is offline (HF_HUB_OFFLINE) and the local mirror does not hold it ({where}; see README: local data)"
+        hint = (f"the Hub is offline (HF_HUB_OFFLINE) and the local mirror does not hold it "
+                f"({where}; see README: local data)")
     else:
         hint = f"and the local mirror does not hold it ({where})"
     try:

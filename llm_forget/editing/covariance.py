@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.encode import pad
 from ..errors import UserError
 from .hooks import StopForward, capture_inputs
 
@@ -102,11 +103,8 @@ def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000,
     with torch.no_grad():
         for s in tqdm(range(0, len(chunks), batch_size), desc="covariance", leave=False):
             batch = chunks[s:s + batch_size]
-            n = max(len(c) for c in batch)
-            x = torch.full((len(batch), n), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(x)
-            for i, c in enumerate(batch):
-                x[i, :len(c)], mask[i, :len(c)] = c, 1
+            b = pad([{"input_ids": c.tolist(), "labels": c.tolist()} for c in batch], tokenizer.pad_token_id)
+            x, mask = b["input_ids"], b["attention_mask"]
             if bos is not None:  # a sequence start as the model saw in training
                 x = torch.cat([torch.full((len(batch), 1), bos), x], 1)
                 mask = torch.cat([torch.ones(len(batch), 1, dtype=torch.long), mask], 1)
@@ -130,10 +128,9 @@ def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000,
             raise RuntimeError(f"non-finite key statistics at layer {layer}; load the model in float32")
         out[layer] = C
         if cache:
-            p = _path(mid, layer, chash, n_tokens, dtype)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".{p.name}.tmp")
-            save_file({"C": C.contiguous()}, str(tmp), metadata={"tokens": str(count), "corpus": str(corpus)})
-            tmp.replace(p)
+            from ..io import atomic_file
+
+            with atomic_file(_path(mid, layer, chash, n_tokens, dtype)) as tmp:
+                save_file({"C": C.contiguous()}, str(tmp), metadata={"tokens": str(count), "corpus": str(corpus)})
     logger.info("key second moments for layers %s from %d tokens", todo, count)
     return out

@@ -12,14 +12,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-
-def kl_rows(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
-    """KL(p ‖ q) = Σ_v p(v) (log p(v) − log q(v)) per row of logits (n, V) -> (n,). Lower = closer."""
-    lp = F.log_softmax(logits_p.float(), -1)
-    lq = F.log_softmax(logits_q.float(), -1)
-    return (lp.exp() * (lp - lq)).sum(-1)
+from ..kl import kl_rows
 
 
 def add_kl_other(rows: list[dict], logits_other: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
