@@ -42,19 +42,14 @@ def last_complete_checkpoint(out: Path) -> str | None:
     """The latest OUT/checkpoint-N that was written to the end (trainer_state.json is saved last);
     a checkpoint cut short by a crash is skipped, with a warning.
 
-    Ordering is transformers' `sort_checkpoints`. Its `get_last_checkpoint` is not used alone
-    because it returns the highest checkpoint-N even when it was cut short (transformers 5.24
-    writes checkpoints in place), and `sort_checkpoints` also matches names like
-    checkpoint-N.tmp, hence the name check."""
+    Not transformers' `get_last_checkpoint`: it returns the newest checkpoint-N even when a crash
+    cut it short (4.56 to 5.24 write checkpoints in place; tests/test_reliability.py asserts this),
+    and 4.x has no `sort_checkpoints` to walk down from it."""
     import re
 
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
-
-    if not Path(out).is_dir():
-        return None
-    for p in map(Path, reversed(sort_checkpoints(str(out)))):
-        if not re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-\d+", p.name):
-            continue
+    found = sorted((int(m.group(1)), p) for p in Path(out).glob("checkpoint-*")
+                   if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name)))
+    for step, p in reversed(found):
         if (p / "trainer_state.json").exists():
             return str(p)
         logger.warning("checkpoint %s is incomplete (the run stopped while writing it); skipping it", p.name)
