@@ -135,12 +135,8 @@ def relearn_steps(model, encoder, train_rows: list[dict], steps, *, learning_rat
                   batch_size: int = 8, seed: int = 0, weight_decay: float = 0.0):
     """Fine-tune a deep copy of `model` on `train_rows` (answer-only loss, AdamW, constant learning rate,
     seeded shuffles); yields (k, model copy) after each k in `steps` (ascending). The input is untouched.
-
-    A plain loop, not transformers' Trainer: the same fine-tune on Trainer (a callback measuring at
-    each k) reached the same held-out NLLs (to 1e-7) but took 9.2 s against 6.1 s for steps
-    10/25/50 on tiny-target (median of 3, 1 thread, 2-core x86 CPU;
-    benchmarks/bench_relearn_trainer.py, benchmarks/results/relearn_trainer.json): its start-up
-    is paid for every attack on every model."""
+    Not on Trainer: the same fine-tune there gave the same NLLs in 9.2 s against 6.1 s (tiny-target,
+    steps 10/25/50, 2-core x86 CPU; benchmarks/results/relearn_trainer.json)."""
     from ..data.encode import pad
 
     steps = sorted(int(k) for k in steps)
