@@ -147,10 +147,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         cfg = parse_config(config, overrides)
     t_start = time.perf_counter()
     out = Path(cfg.output_dir)
-    with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
-        model_path = resolve_model_path(cfg.model)
-
-    # read and check all inputs before anything is written
+    # read and check all inputs before anything is built or written (a missing dataset stops here)
     if cfg.request:  # a deletion request file names the forget rows (llm_forget/requests.py)
         from .requests import select
 
@@ -168,6 +165,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
             raise UserError(f"{n} of {len(forget_rows)} forget rows also occur in the retain set; "
                             "remove them or pass --allow_overlap")
     method = method_from_config(cfg)
+    with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
+        model_path = resolve_model_path(cfg.model)
     check_model(model_path, cfg.trust_remote_code, cfg.allow_pickle)
     tok = load_tokenizer(model_path, cfg.trust_remote_code)
     encoder = Encoder(tok, cfg.prompt_template, cfg.chat_template, cfg.max_length, cfg.overlong)

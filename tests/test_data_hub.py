@@ -79,3 +79,14 @@ def test_shipped_files_name_no_path_outside_the_package():
                  for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
                  if "../" in line or "shared/data" in line]
     assert offenders == []
+
+
+def test_unlearn_stops_on_missing_dataset_before_the_model(tmp_path, monkeypatch):
+    import llm_forget
+
+    monkeypatch.setenv(hub.ENV, str(tmp_path / "mirror"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"hf:someone/facts@train cannot be loaded.*LLM_FORGET_DATA_DIR"):
+        llm_forget.unlearn(str(PACKAGE / "recipes" / "grad_diff.yaml"), model="no-such-model",
+                           forget="hf:someone/facts", output_dir=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
