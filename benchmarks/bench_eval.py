@@ -31,6 +31,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TOFU = ROOT.parent / "shared" / "data" / "tofu"
+os.environ.setdefault("LLM_FORGET_DATA_DIR", str(TOFU.parent))  # the local mirror of locuslab/TOFU
 os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "benchmarks" / "out" / "tofu_tiny"
 DEFAULT = ["--model", str(TINY / "models" / "target"), "--suite", "tofu", "--data-dir",
-           str(ROOT.parent / "shared" / "data" / "tofu"), "--threads", "2", "--batch-size", "64",
+           str(ROOT.parent / "shared" / "data"), "--threads", "2", "--batch-size", "64",
            "--retain-model", str(TINY / "eval" / "forget01" / "retain" / "results.json")]
 
 

@@ -38,6 +38,7 @@ os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from llm_forget.zoo import TINY, build_tiny  # noqa: E402  (after the environment above)
 DATA = ROOT.parent / "shared" / "data" / "tofu"
+os.environ.setdefault("LLM_FORGET_DATA_DIR", str(DATA.parent))  # the local mirror of locuslab/TOFU
 RESULTS = ROOT / "benchmarks" / "results"
 HOLDOUT = (3560, 3600)
 ROWS_PER_AUTHOR = 20

@@ -40,7 +40,11 @@ def prepare_output_dir(out: Path, overwrite: bool, resume: bool, model_path: str
 
 def last_complete_checkpoint(out: Path) -> str | None:
     """The latest OUT/checkpoint-N that was written to the end (trainer_state.json is saved last);
-    a checkpoint cut short by a crash is skipped, with a warning."""
+    a checkpoint cut short by a crash is skipped, with a warning.
+
+    Not transformers' `get_last_checkpoint`: it returns the newest checkpoint-N even when a crash
+    cut it short (4.56 to 5.24 write checkpoints in place; tests/test_reliability.py asserts this),
+    and 4.x has no `sort_checkpoints` to walk down from it."""
     import re
 
     found = sorted((int(m.group(1)), p) for p in Path(out).glob("checkpoint-*")
@@ -143,10 +147,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         cfg = parse_config(config, overrides)
     t_start = time.perf_counter()
     out = Path(cfg.output_dir)
-    with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
-        model_path = resolve_model_path(cfg.model)
-
-    # read and check all inputs before anything is written
+    # read and check all inputs before anything is built or written (a missing dataset stops here)
     if cfg.request:  # a deletion request file names the forget rows (llm_forget/requests.py)
         from .requests import select
 
@@ -164,6 +165,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
             raise UserError(f"{n} of {len(forget_rows)} forget rows also occur in the retain set; "
                             "remove them or pass --allow_overlap")
     method = method_from_config(cfg)
+    with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
+        model_path = resolve_model_path(cfg.model)
     check_model(model_path, cfg.trust_remote_code, cfg.allow_pickle)
     tok = load_tokenizer(model_path, cfg.trust_remote_code)
     encoder = Encoder(tok, cfg.prompt_template, cfg.chat_template, cfg.max_length, cfg.overlong)

@@ -109,6 +109,17 @@ def cache_of(out):
     return c if c is not None else getattr(out, "past_key_values", None)
 
 
+def cache_from_kv(kv) -> object:
+    """A transformers `DynamicCache` holding the given per-layer (keys, values), filled through the
+    public `Cache.update` (not the `DynamicCache(ddp_cache_data=)` argument kept for DDP)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(kv):
+        cache.update(k, v, i)
+    return cache
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """A zoo name (`tiny`, `smollm2-135m`) becomes its cached folder; a local folder stays;
     anything else is treated as a Hub id (works only when online)."""

@@ -88,11 +88,11 @@ def plot(steps: list[dict], path: Path) -> None:
     ax.set_title("Utility and forgetting over the request stream")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from .io import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def run_stream(recipe: str | None, requests: str, output_dir: str | None = None, overwrite: bool = False,

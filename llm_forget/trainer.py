@@ -221,7 +221,12 @@ class UnlearnTrainer(Trainer):
 
     def _get_grad_norm(self, model, grad_norm=None):
         """The Trainer's gradient norm (before clipping), checked before the optimizer step: a
-        non-finite norm stops the run while the weights are still those of the last good step."""
+        non-finite norm stops the run while the weights are still those of the last good step.
+        `_get_grad_norm` is a private Trainer hook (transformers 5.x calls it once per optimizer step,
+        with the norm clipping computed), the one the package overrides; the public
+        `on_pre_optimizer_step` callback gets no norm, and computing one there costs a pass over every
+        gradient (none under DeepSpeed). A transformers version that stops calling it fails
+        tests/test_reliability.py::test_infinite_gradient_norm_stops_before_the_step."""
         norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         if norm is not None and not math.isfinite(float(norm)):
             raise TrainingDiverged(

@@ -100,20 +100,6 @@ def check_env(out: Path, world_size: int, batch: int):
 # ---------------------------------------------------------------- fast checks
 
 
-def test_shard_range_covers_every_row_once_in_whole_batches():
-    from llm_forget.evaluation.distributed import shard_range
-
-    for n in (0, 1, 7, 16, 50, 400):
-        for bs in (1, 3, 16):
-            for ws in (1, 2, 3, 8):
-                parts = [shard_range(n, bs, r, ws) for r in range(ws)]
-                rows = [i for a, b in parts for i in range(a, b)]
-                assert rows == list(range(n))
-                assert all(a % bs == 0 for a, b in parts if b > a)  # every shard starts on a batch boundary
-    assert [shard_range(50, 16, r, 2) for r in range(2)] == [(0, 32), (32, 50)]
-    assert [shard_range(400, 16, r, 2) for r in range(2)] == [(0, 208), (208, 400)]
-
-
 def test_accelerate_configs_are_complete():
     names = {"cpu_ddp", "single_gpu", "multi_gpu", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "multi_node_example"}
     assert names <= {p.stem for p in CONFIGS.glob("*.yaml")}

@@ -419,10 +419,14 @@ def test_lanes_stop_generation_when_scoring_fails(target_path, monkeypatch):
     assert len(batches) == 1
 
 
-def test_suite_errors(target_path):
+def test_suite_errors(target_path, tmp_path, monkeypatch):
     import llm_forget
 
     with pytest.raises(UserError, match="--data-dir"):
+        llm_forget.evaluate(target_path, "muse")
+    monkeypatch.setenv("LLM_FORGET_DATA_DIR", str(tmp_path))  # an offline machine whose mirror lacks TOFU
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"hf:locuslab/TOFU:\w+@train cannot be loaded.*LLM_FORGET_DATA_DIR"):
         llm_forget.evaluate(target_path, "tofu")
     with pytest.raises(UserError, match="shipped suite"):
         llm_forget.evaluate(target_path, "nope")

@@ -284,3 +284,20 @@ def test_resume_skips_a_checkpoint_cut_short(tmp_path):
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-99.tmp").mkdir()
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    # why transformers' own lookup is not enough: it returns the checkpoint cut short
+    from transformers.trainer_utils import get_last_checkpoint
+
+    assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-12")
+
+
+def test_fast_exit_runs_exit_handlers_and_flushes(tmp_path):
+    """The console script's exit skips module teardown through CPython's private
+    atexit._run_exitfuncs: registered handlers must still run and buffered output still arrive."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, sys; from llm_forget.cli import fast_exit; "
+            "atexit.register(lambda: open(sys.argv[1], 'w').write('ran')); "
+            "sys.stdout.write('buffered'); fast_exit(3)")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "h")], capture_output=True, text=True, timeout=120)
+    assert (p.returncode, p.stdout, (tmp_path / "h").read_text()) == (3, "buffered", "ran")

@@ -21,7 +21,9 @@ def add_parser(sub):
     p.add_argument("--reference-model", default=None, help="model for the reference membership attack")
     p.add_argument("--target-model", default=None,
                    help="with --suite robustness: the model before unlearning, that attacks recover towards")
-    p.add_argument("--data-dir", default=None, help="value of {data_dir} in the suite (e.g. ../shared/data/tofu)")
+    p.add_argument("--data-dir", default=None,
+                   help="local data folder: the mirror of Hub datasets (as LLM_FORGET_DATA_DIR) "
+                        "and {data_dir} in a suite")
     p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
                    help="other suite variables, e.g. forget_split=forget05 or text_file=PATH (repeatable)")
     p.add_argument("--output", default=None, help="folder for results.json (default: print only)")
@@ -62,6 +64,10 @@ def run(args):
         variables[k.strip()] = v
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
+    if args.data_dir:
+        from ..data.hub import set_mirror
+
+        set_mirror(args.data_dir)
     if args.threads is not None:
         if args.threads < 1:
             raise UserError("--threads must be >= 1")

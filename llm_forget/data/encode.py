@@ -102,7 +102,11 @@ def without_eos_labels(items: list[dict], eos_id: int | None) -> list[dict]:
 
 
 def pad(items: list[dict], pad_id: int, side: str = "right", length: int | None = None) -> dict:
-    """Stack encoded items into input_ids / attention_mask / labels tensors."""
+    """Stack encoded items into input_ids / attention_mask / labels tensors: the one padding
+    collator of the package (training, scoring, generation and editing all use it). Kept instead of
+    transformers' `DataCollatorForSeq2Seq`, which gives the same tensors (right padding) but took
+    4.3 ms against 3.0 ms for 64 items (benchmarks/bench_library_pieces.py) and reads the padding
+    side from the tokenizer, an object shared by threads, instead of per call."""
     n = max(len(x["input_ids"]) for x in items)
     n = max(n, length or 0)
     ids = torch.full((len(items), n), pad_id, dtype=torch.long)

@@ -6,7 +6,8 @@ A data spec is one of:
 - a `.json` (list of rows, or `{"data": [...]}`), `.jsonl`, `.csv` or `.txt` file (one row per
   non-empty line, read as raw text);
 - a folder saved by `datasets.Dataset.save_to_disk`;
-- `hf:NAME[:CONFIG][@SPLIT]`: a Hub dataset (only when online).
+- `hf:NAME[:CONFIG][@SPLIT]`: a Hub dataset, read from the local mirror (`LLM_FORGET_DATA_DIR`)
+  when it holds it, else through `datasets` (see `llm_forget.data.hub`).
 
 Rows are dicts. Question/answer rows use TOFU's field names (`question`, `answer`, and for
 truth ratios `paraphrased_answer`, `perturbed_answer`); `prompt`/`completion` are accepted as
@@ -57,7 +58,12 @@ def _read(spec: str):
         except ValueError as e:
             raise UserError(f"{e}; choose builtin:forget, retain, holdout, train, all or refusals") from e
     if spec.startswith("hf:"):
-        return _read_hub(spec[3:])
+        from . import hub
+
+        local = hub.mirror_path(spec)
+        if local is None:
+            return hub.load_rows(spec)
+        spec = str(local)
     p = Path(spec).expanduser()
     if not p.exists():
         raise UserError(f"data file {spec} does not exist")
@@ -86,21 +92,6 @@ def _read(spec: str):
     if suffix in (".txt", ".text", ".md"):
         return [{"text": line} for line in text.splitlines() if line.strip()]
     raise UserError(f"data file {spec}: unsupported extension {suffix!r} (use .json, .jsonl, .csv, .txt)")
-
-
-def _read_hub(name: str):
-    from datasets import load_dataset
-
-    split = "train"
-    if "@" in name:
-        name, split = name.split("@", 1)
-    config = None
-    if ":" in name:
-        name, config = name.split(":", 1)
-    try:
-        return [dict(r) for r in load_dataset(name, config, split=split)]
-    except Exception as e:  # offline, missing, gated: all the user's to fix
-        raise UserError(f"cannot load Hub dataset {name}: {str(e).splitlines()[0]}") from e
 
 
 def row_hash(row: dict) -> str:

@@ -22,14 +22,16 @@ class EditConfig:
     save_model: bool = _f(True, "save the edited model (or adapter) under output_dir/model")
     restore: bool = _f(False, "put the original weights back after measuring (nothing edited is saved)")
     # requests
-    requests: str | None = _f(None, "edit requests: a CounterFact or zsRE file (EasyEdit layout)")
+    requests: str | None = _f(None, "edit requests: a CounterFact or zsRE file (EasyEdit or ROME layout) "
+                                         "or Hub dataset (hf:azhx/counterfact@train)")
     format: str = _f("auto", "requests format: counterfact, zsre or auto")
     n_requests: int | None = _f(None, "use only the first N requests")
     mode: str = _f("batch", "batch (all requests at once) or sequential (batches of batch_size, one after another)")
     batch_size: int = _f(1, "requests per step in sequential mode")
     # locate-then-edit
     layers: str = _f("4,5,6,7,8", "edited layers: ROME uses the first; MEMIT/AlphaEdit the range (comma list or a-b)")
-    corpus: str = _f("../shared/data/text/wikitext2_valid.txt", "text for the key statistics C = E[kkᵀ]")
+    corpus: str = _f("hf:Salesforce/wikitext:wikitext-2-v1@validation",
+                      "text for the key statistics C = E[kkᵀ]: a data spec (file, hf:NAME[:CONFIG][@SPLIT])")
     n_tokens: int = _f(20000, "corpus tokens used for C")
     seq_len: int = _f(256, "corpus sequence length")
     mom2_weight: float = _f(15000.0, "MEMIT λ (weight of C₀ against the new keys)")

@@ -8,12 +8,14 @@ under `cache_dir()/stats/` keyed by (model weights hash, layer, corpus hash, n_t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from pathlib import Path
 
 import torch
 
+from ..data.encode import pad
 from ..errors import UserError
 from .hooks import StopForward, capture_inputs
 
@@ -37,8 +39,10 @@ def weights_hash(model) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=4)
 def corpus_text(corpus: str) -> tuple[str, str]:
-    """(text, sha256[:16]) of a .txt file, or of a data spec's text/question+answer rows."""
+    """(text, sha256[:16]) of a .txt file, or of a data spec's text/question+answer rows (read once
+    per process: `edit` reads it before loading the model, so a missing corpus stops it first)."""
     p = Path(corpus).expanduser()
     if p.is_file() and p.suffix.lower() in (".txt", ".text", ".md", ".raw"):
         text = p.read_text(encoding="utf-8", errors="replace")
@@ -99,11 +103,8 @@ def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000,
     with torch.no_grad():
         for s in tqdm(range(0, len(chunks), batch_size), desc="covariance", leave=False):
             batch = chunks[s:s + batch_size]
-            n = max(len(c) for c in batch)
-            x = torch.full((len(batch), n), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(x)
-            for i, c in enumerate(batch):
-                x[i, :len(c)], mask[i, :len(c)] = c, 1
+            b = pad([{"input_ids": c.tolist(), "labels": c.tolist()} for c in batch], tokenizer.pad_token_id)
+            x, mask = b["input_ids"], b["attention_mask"]
             if bos is not None:  # a sequence start as the model saw in training
                 x = torch.cat([torch.full((len(batch), 1), bos), x], 1)
                 mask = torch.cat([torch.ones(len(batch), 1, dtype=torch.long), mask], 1)
@@ -127,10 +128,9 @@ def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000,
             raise RuntimeError(f"non-finite key statistics at layer {layer}; load the model in float32")
         out[layer] = C
         if cache:
-            p = _path(mid, layer, chash, n_tokens, dtype)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".{p.name}.tmp")
-            save_file({"C": C.contiguous()}, str(tmp), metadata={"tokens": str(count), "corpus": str(corpus)})
-            tmp.replace(p)
+            from ..io import atomic_file
+
+            with atomic_file(_path(mid, layer, chash, n_tokens, dtype)) as tmp:
+                save_file({"C": C.contiguous()}, str(tmp), metadata={"tokens": str(count), "corpus": str(corpus)})
     logger.info("key second moments for layers %s from %d tokens", todo, count)
     return out

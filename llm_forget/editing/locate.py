@@ -21,6 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..data.encode import pad
+from ..kl import kl_rows
+
 from .hooks import StopForward, add_at_positions, capture_inputs, capture_outputs, frozen
 from .requests import EditRequest
 
@@ -79,14 +82,9 @@ def encode(tokenizer, texts: list[str], subject_ends: list[int], targets: list[s
             t = list(tokenizer(" " + targets[i].strip(), add_special_tokens=False)["input_ids"])
             ids, labels = ids + t, labels + t
         items.append((ids, labels, pos))
-    n = max(len(x[0]) for x in items)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    x = torch.full((len(items), n), pad, dtype=torch.long)
-    y = torch.full((len(items), n), -100, dtype=torch.long)
-    m = torch.zeros((len(items), n), dtype=torch.long)
-    for i, (ids, labels, _) in enumerate(items):
-        x[i, :len(ids)], y[i, :len(ids)], m[i, :len(ids)] = torch.tensor(ids), torch.tensor(labels), 1
-    return x, m, torch.tensor([p for *_, p in items]), y
+    b = pad([{"input_ids": ids, "labels": labels} for ids, labels, _ in items],
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    return b["input_ids"], b["attention_mask"], torch.tensor([p for *_, p in items]), b["labels"]
 
 
 def subject_end(prompt: str, subject: str) -> int:
@@ -179,8 +177,7 @@ def compute_value_delta(model, tokenizer, request: EditRequest, layer: int, pref
             nll_tok = F.cross_entropy(logits, y[:n_rw, 1:][sel], reduction="none")
             per_prompt = torch.zeros(n_rw, device=device).index_add(0, sel.nonzero()[:, 0], nll_tok)
             nll = (per_prompt / sel.sum(1)).mean()
-            kl_new = F.log_softmax(lm_head(h[-1, kl_last]).float(), -1)
-            kl = F.kl_div(kl_ref, kl_new, log_target=True, reduction="sum")  # KL(p_δ ‖ p_0)
+            kl = kl_rows(lm_head(h[-1, kl_last]), kl_ref).sum()  # KL(p_δ ‖ p_0)
             wd = cfg.weight_decay * delta.norm() ** 2 / h0.norm() ** 2
             loss = nll + cfg.kl_factor * kl + wd
             if nll.item() < cfg.stop_nll:

@@ -82,10 +82,10 @@ def value_targets(model, tokenizer, requests, layer, value_prefixes, arch, cfg, 
         delta, h0 = compute_value_delta(model, tokenizer, r, layer, value_prefixes, arch, cfg, "block")
         zs.append(h0.cpu().float() + delta.cpu().float())
         if p is not None:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".{p.name}.tmp")
-            save_file({"z": zs[-1].contiguous()}, str(tmp))
-            tmp.replace(p)
+            from ..io import atomic_file
+
+            with atomic_file(p) as tmp:
+                save_file({"z": zs[-1].contiguous()}, str(tmp))
     if hits:
         logger.info("v*: %d of %d targets read from the cache (%s)", hits, len(requests), p.parent)
     return torch.stack(zs)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from statistics import harmonic_mean as _hmean  # CounterFact score: n / Σ 1/x, 0 when any is 0
 
 from .targets import score_targets
 
@@ -34,13 +35,6 @@ def prob_margin(nll_a: list[float], nll_b: list[float]) -> float:
     if not nll_a:
         return float("nan")
     return sum(math.exp(-a) - math.exp(-b) for a, b in zip(nll_a, nll_b)) / len(nll_a)
-
-
-def harmonic_mean(values: list[float]) -> float:
-    """n / Σ 1/x; 0 when any value is 0 (higher = better when the values are)."""
-    if any(v <= 0 for v in values):
-        return 0.0
-    return len(values) / sum(1.0 / v for v in values)
 
 
 def ngram_entropy(text: str, weights=(2 / 3, 4 / 3), ns=(2, 3)) -> float:
@@ -91,7 +85,7 @@ def counterfact_metrics(model, tokenizer, requests, batch_size: int = 32, fluenc
     ns = prob_wins(groups["neighbourhood"][1], groups["neighbourhood"][0])
     out = {"efficacy_score": es, "efficacy_magnitude": prob_margin(*groups["efficacy"]),
            "paraphrase_score": ps, "neighbourhood_score": ns,
-           "counterfact_score": harmonic_mean([v for v in (es, ps, ns) if not math.isnan(v)]),
+           "counterfact_score": _hmean([v for v in (es, ps, ns) if not math.isnan(v)]),
            "n_requests": len(reqs)}
     if fluency_prompts:
         out["fluency"] = fluency(model, tokenizer, [r.prompt for r in reqs[:fluency_prompts]], max_new_tokens)

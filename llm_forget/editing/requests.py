@@ -51,6 +51,13 @@ def check(r: EditRequest) -> None:
 
 
 def _load(path) -> list[dict]:
+    if str(path).startswith("hf:"):  # a Hub dataset (ROME's layout on the Hub), or its mirror copy
+        from ..data import hub
+
+        local = hub.mirror_path(str(path))
+        if local is None:
+            return hub.load_rows(str(path))
+        path = local
     p = Path(path)
     if not p.exists():
         raise UserError(f"edit data {path} does not exist")

@@ -139,14 +139,19 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
 
     cfg = _config(config, overrides)
     out = Path(cfg.output_dir)
+    if cfg.method == "task_vector":
+        return _task_vector(cfg, resolve_model_path(cfg.model), out)
+    from .requests import read_requests
+
+    # the data first: a missing dataset stops the run before any model is built or loaded
+    requests = read_requests(cfg.requests, cfg.format, cfg.n_requests)
+    if cfg.method in ("rome", "memit", "alphaedit"):
+        from .covariance import corpus_text
+
+        corpus_text(cfg.corpus)
     model_path = resolve_model_path(cfg.model)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    if cfg.method == "task_vector":
-        return _task_vector(cfg, model_path, out)
-    from .requests import read_requests
-
-    requests = read_requests(cfg.requests, cfg.format, cfg.n_requests)
     prepare_output_dir(out, cfg.overwrite, False, model_path)
     tok = load_tokenizer(model_path)
     model = load_model(model_path, cfg.dtype)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..data.encode import pad as pad_batch
+
 
 @torch.no_grad()
 def score_targets(model, tokenizer, prompts: list[str], targets: list[str], batch_size: int = 32) -> list[dict]:
@@ -22,11 +24,8 @@ def score_targets(model, tokenizer, prompts: list[str], targets: list[str], batc
             pi = list(tokenizer(p)["input_ids"])
             ti = list(tokenizer(" " + t.strip(), add_special_tokens=False)["input_ids"])
             items.append((pi + ti, len(pi), ti))
-        n = max(len(x[0]) for x in items)
-        x = torch.full((len(items), n), pad, dtype=torch.long)
-        m = torch.zeros_like(x)
-        for i, (ids, _, _) in enumerate(items):
-            x[i, :len(ids)], m[i, :len(ids)] = torch.tensor(ids), 1
+        b = pad_batch([{"input_ids": ids, "labels": ids} for ids, _, _ in items], pad)
+        x, m = b["input_ids"], b["attention_mask"]
         logits = model(input_ids=x.to(device), attention_mask=m.to(device)).logits.float()
         for i, (ids, lp, ti) in enumerate(items):
             lg = logits[i, lp - 1: lp - 1 + len(ti)]

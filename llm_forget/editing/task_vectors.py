@@ -77,13 +77,12 @@ def save(tau: dict[str, torch.Tensor], path: str | Path, metadata: dict | None =
     """Write τ as safetensors (atomically)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in tau.items()}, str(tmp),
-              metadata={k: str(v) for k, v in (metadata or {}).items()})
-    tmp.replace(path)
-    return path
+    from ..io import atomic_file
+
+    with atomic_file(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tau.items()}, str(tmp),
+                  metadata={k: str(v) for k, v in (metadata or {}).items()})
+    return Path(path)
 
 
 def load(path: str | Path) -> dict[str, torch.Tensor]:
@@ -176,7 +175,8 @@ def _plot(rows, chosen, path: Path) -> None:
     ax.set_ylabel("perplexity")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from ..io import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)

@@ -76,16 +76,11 @@ def tradeoff_plot(runs: list[tuple[str, dict]], path) -> Path:
     ax.set_ylabel("forget quality, KS p-value (higher = more forgotten)")
     ax.set_title("forgetting vs keeping")
     fig.tight_layout()
-    import tempfile
+    from ..io import atomic_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as f:
-        tmp = Path(f.name)
     try:
-        fig.savefig(tmp, dpi=120)
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=120)
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
-    return path
+    return Path(path)

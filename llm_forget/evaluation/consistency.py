@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .token_metrics import kl_rows  # noqa: F401  (re-exported)
+from ..kl import kl_rows  # noqa: F401  (re-exported)
 
 
 def agreement(a: list[str], b: list[str]) -> float:

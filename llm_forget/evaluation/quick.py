@@ -111,22 +111,27 @@ def sharded_quick_eval(model, encoder, sets: dict[str, list[dict]], batch_size: 
     Generation (`generate=True`) is not sharded: every rank then evaluates everything."""
     import time
 
-    from .distributed import gather_lists, shard_range, world
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
 
-    rank, ws = world()
+    from .distributed import world
+
+    ws = world()[1]
     sets = {k: v for k, v in sets.items() if v}
     if ws == 1 or not shard or not sets or kw.get("generate"):
         return quick_eval(model, encoder, sets, batch_size, retain=retain, **kw)
     t = time.perf_counter()
     if retain is not None and not isinstance(retain, dict):
         retain = retain_reference(retain, encoder, sets, batch_size, **kw)  # on the full sets
+    state = PartialState()  # the process group is already up (the Trainer's accelerator)
     local = {}
     for name, rows in sets.items():
-        a, b = shard_range(len(rows), batch_size, rank, ws)
-        local[name] = rows[a:b]
+        batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        with state.split_between_processes(batches) as part:  # whole batches, contiguous blocks
+            local[name] = [r for b in part for r in b]
     ev = quick_eval(model, encoder, local, batch_size, **kw)  # per-item work on this rank's rows
-    per_item = {name: gather_lists(ev["per_item"].get(name, []), ws) for name in sets}
-    groups = gather_lists([ev["groups"]], ws)[0]  # rank 0 holds a share of every set
+    per_item = {name: gather_object(ev["per_item"].get(name, [])) for name in sets}
+    groups = gather_object([ev["groups"]])[0]  # rank 0 holds a share of every set
     res = {"per_item": per_item, "groups": {k: v for k, v in groups.items() if k.startswith("token:")},
            "summary": {f"{name}_{k}": v for name, items in per_item.items() for k, v in token_summary(items).items()}}
     cfg = quick_config(encoder, sets, **kw)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..data.encode import IGNORE, pad
-from ..models import accepts, cache_kwarg, cache_of
+from ..models import accepts, cache_from_kv, cache_kwarg, cache_of
 from .forward import answer_logits, batches_apart, rows_with_other
 from .token_metrics import add_kl_other
 
@@ -64,8 +64,6 @@ def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad
     `other`: a second model (same tokenizer) run on the sequences `other_rows` (default all), on
     its own copy of their prompts' keys and values; those rows also get kl_other = mean over
     answer positions of KL(p_other ‖ p_model), as in `scoring.score_sequences`."""
-    from transformers.cache_utils import DynamicCache
-
     from .lanes import SERIAL
 
     if not _cacheable(model) or (other is not None and not _cacheable(other)):
@@ -104,7 +102,7 @@ def score_shared(model, encoded: list[dict], groups: dict[tuple, list[int]], pad
         """Answer logits of model `m` on the continuations `cont` of the batch `mb`, from its prompt cache `kv`."""
         dev = next(m.parameters()).device
         qi = torch.tensor([i for _, i in mb], device=dev)
-        cache = DynamicCache(ddp_cache_data=[(k[qi], v[qi]) for k, v in kv])
+        cache = cache_from_kv([(k[qi], v[qi]) for k, v in kv])
         start = torch.tensor([len(part[i]) for _, i in mb], device=dev)
         pos = start[:, None] + torch.arange(cont["input_ids"].shape[1], device=dev)
         batch = {k: v.to(dev) for k, v in cont.items()}

@@ -7,6 +7,7 @@ per-token geometric-mean probability of an answer.
 from __future__ import annotations
 
 import math
+import statistics
 
 
 def truth_ratio(nll_correct: float, nll_perturbed: list[float]) -> float:
@@ -45,8 +46,5 @@ def forget_quality(trs_model: list[float], trs_retain: list[float]) -> float:
     return float(ks_2samp(trs_model, trs_retain).pvalue)
 
 
-def harmonic_mean(values: list[float]) -> float:
-    """Harmonic mean n / Σ 1/v; 0 when any value is 0 (TOFU model utility: higher = better)."""
-    if any(v <= 0 for v in values):
-        return 0.0
-    return len(values) / sum(1.0 / v for v in values)
+# TOFU's model utility is the harmonic mean n / Σ 1/v of its numbers, 0 when any is 0 (higher = better).
+harmonic_mean = statistics.harmonic_mean

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.encode import IGNORE
+from ..kl import kl_rows
 
 
 def extraction_strength(correct: torch.Tensor) -> float:
@@ -130,13 +131,6 @@ def batch_metrics(logits: torch.Tensor, targets: torch.Tensor, ks=(20.0, 40.0), 
         else:
             out.append({"nll": nll[j], "nll_sum": nll_sum[j], "n_tokens": n_tok[j]})
     return out
-
-
-def kl_rows(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
-    """KL(p ‖ q) = Σ_v p(v) (log p(v) − log q(v)) per row of logits (n, V) -> (n,). Lower = closer."""
-    lp = F.log_softmax(logits_p.float(), -1)
-    lq = F.log_softmax(logits_q.float(), -1)
-    return (lp.exp() * (lp - lq)).sum(-1)
 
 
 def add_kl_other(rows: list[dict], logits_other: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:

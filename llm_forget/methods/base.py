@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..kl import kl_rows
+
 METHODS: dict[str, type] = {}
 
 
@@ -68,9 +70,7 @@ def masked_kl(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tens
     """KL(π_ref ‖ π_θ) = Σ_v p_ref(v) (log p_ref(v) − log p_θ(v)), averaged over answer tokens only
     (prompt and padding positions excluded, unlike the reference implementation)."""
     mask = labels[:, 1:] != -100
-    lp = F.log_softmax(logits[:, :-1].float(), -1)
-    lq = F.log_softmax(ref_logits[:, :-1].float(), -1)
-    kl = (lq.exp() * (lq - lp)).sum(-1)
+    kl = kl_rows(ref_logits[:, :-1], logits[:, :-1])
     return (kl * mask).sum() / mask.sum().clamp(min=1)
 
 
