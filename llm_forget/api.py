@@ -131,7 +131,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
 
     from . import io
     from .data.encode import Encoder
-    from .data.readers import overlap, read_rows
+    from .data.readers import read_rows
     from .models import check_model, load_model, load_tokenizer, resolve_model_path
     from .trainer import Collator, Reference, TrainingDiverged, UnlearnDataset, UnlearnTrainer
 
@@ -141,6 +141,9 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         cfg = parse_config(None, {**config, **overrides})
     else:
         cfg = parse_config(config, overrides)
+    from .inputs import check_disjoint, given_keys, resolve_data_specs
+
+    notes = resolve_data_specs(cfg, given_keys(config, overrides))  # no built-in set meets the user's data
     t_start = time.perf_counter()
     out = Path(cfg.output_dir)
     with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
@@ -158,11 +161,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     if cfg.retain_budget is not None and cfg.select_target == "holdout" and not holdout_rows:
         raise UserError("select_target holdout needs holdout rows (--holdout FILE): people or documents never "
                         "trained on, whose perplexity the forget set should reach")
-    if retain_rows:
-        n = overlap(forget_rows, retain_rows)
-        if n and not cfg.allow_overlap:
-            raise UserError(f"{n} of {len(forget_rows)} forget rows also occur in the retain set; "
-                            "remove them or pass --allow_overlap")
+    notes += check_disjoint({"forget": forget_rows, "retain": retain_rows, "holdout": holdout_rows},
+                            cfg.allow_overlap)
     method = method_from_config(cfg)
     check_model(model_path, cfg.trust_remote_code, cfg.allow_pickle)
     tok = load_tokenizer(model_path, cfg.trust_remote_code)
@@ -263,7 +263,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                "hyperparameters": {k: v for k, v in vars(method).items() if isinstance(v, (int, float, str))},
                "counts": {"forget": len(forget_rows), "retain": len(retain_rows or []),
                           "holdout": len(holdout_rows or []), "truncated": encoder.truncated},
-               "steps": trainer.state.global_step}
+               "steps": trainer.state.global_step, "notes": notes}
     if selector is not None:
         results["selection"] = selector.summary()
     if ev is not None:
