@@ -184,6 +184,8 @@ def build_card(run_dir: str | Path):
             lines.append(f"| {name} (`{k}`) | {_fmt(v)} | {how} |")
     else:
         lines += ["No evaluation was run (`eval_suite: none`)."]
+    for note in results.get("notes") or []:  # what was not computed, and why (llm_forget/inputs.py)
+        lines += ["", f"Note: {note}."]
     lines += ["", "## Use", "", "```python"]
     if method == "sisa":
         lines += ["from llm_forget.exact.sisa import SisaModel", "model = SisaModel.from_pretrained(\"model\")"]
