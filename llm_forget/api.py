@@ -141,9 +141,6 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         cfg = parse_config(None, {**config, **overrides})
     else:
         cfg = parse_config(config, overrides)
-    from .inputs import check_disjoint, given_keys, resolve_data_specs
-
-    notes = resolve_data_specs(cfg, given_keys(config, overrides))  # no built-in set meets the user's data
     t_start = time.perf_counter()
     out = Path(cfg.output_dir)
     with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
@@ -157,6 +154,10 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     else:
         forget_rows = read_rows(cfg.forget)
     retain_rows = read_rows(cfg.retain) if cfg.retain and cfg.retain.lower() != "none" else None
+    from .inputs import check_disjoint, given_keys, own_rows, refuse_mixed, resolve_holdout
+
+    given, own = given_keys(config, overrides), (own_rows(forget_rows), own_rows(retain_rows))
+    notes = resolve_holdout(cfg, given, any(own))  # no built-in holdout meets the user's rows
     holdout_rows = read_rows(cfg.holdout) if cfg.holdout and cfg.holdout.lower() != "none" else None
     if cfg.retain_budget is not None and cfg.select_target == "holdout" and not holdout_rows:
         raise UserError("select_target holdout needs holdout rows (--holdout FILE): people or documents never "
@@ -172,6 +173,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     if encoder.truncated:
         logger.warning("%d sequences were longer than max_length=%d and were truncated", encoder.truncated,
                        cfg.max_length)
+    refuse_mixed(cfg, given, *own)  # last: a file's own errors come first
     _check_processes(cfg)
     effective = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size
     if cfg.dataloader_drop_last and len(forget_rows) < effective:

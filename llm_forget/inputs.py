@@ -1,20 +1,20 @@
 """Which data sets a run uses, decided and checked before anything is written or computed.
 
 Built-in sets (`builtin:forget`, `builtin:retain`, `builtin:holdout`) are the shipped recipes'
-defaults for the built-in benchmark of fictitious people. Once the forget set (or a deletion
-request) or the retain set is the user's own data, a built-in set the user did not name
-never meets it:
+defaults for the built-in benchmark of fictitious people. Once the forget rows (from `--forget`
+or a deletion request) or the retain rows are the user's own (some row is not in the built-in
+benchmark, compared by `row_hash`), a built-in set the user did not name never meets them:
 
 - holdout: dropped, and said so; membership metrics (MIA AUC, privleak) need non-members from
-  the user's own distribution, so without `--holdout FILE` they are not computed and
+  the user's own distribution, so without `--holdout FILE` they are not computed, and
   results.json (`notes`) and the model card say why;
 - forget / retain: an error, since training would mix the user's rows with fictitious people:
   the user names the other set (or `--retain none`).
 
-A built-in holdout named explicitly next to the user's own forget or retain rows is an error too.
-Forget, retain and holdout must be disjoint (rows compared by `row_hash`) unless
-`--allow_overlap`: a holdout that overlaps the training rows turns membership inference into
-noise, a forget row in the retain set is trained both ways.
+A built-in holdout named explicitly next to the user's own rows is an error too. Forget, retain
+and holdout must be disjoint (by `row_hash`) unless `--allow_overlap`: a holdout that overlaps
+the training rows turns membership inference into noise; a forget row in the retain set is
+trained both ways.
 """
 
 from __future__ import annotations
@@ -52,20 +52,20 @@ def given_keys(config, overrides: dict) -> set[str]:
     return given
 
 
-def resolve_data_specs(cfg, given: set[str]) -> list[str]:
-    """Apply the module's rule to `cfg` (forget, request, retain, holdout) in place; returns the
-    notes to record (empty on the built-in benchmark). Raises UserError on a mix it refuses."""
-    own_forget = bool(cfg.request) or not is_builtin(cfg.forget)
-    own_retain = not is_unset(cfg.retain) and not is_builtin(cfg.retain)
-    if not (own_forget or own_retain):
+def own_rows(*sets: list[dict] | None) -> bool:
+    """Whether any row of `sets` is not in the built-in benchmark (by row_hash)."""
+    from .data import benchmark
+    from .data.readers import row_hash
+
+    builtin = {row_hash(r) for r in benchmark.split("all")}
+    return any(row_hash(r) not in builtin for rows in sets if rows for r in rows)
+
+
+def resolve_holdout(cfg, given: set[str], own: bool) -> list[str]:
+    """The holdout part of the module's rule, applied to `cfg.holdout` in place before it is read;
+    `own`: the forget or retain rows are the user's (`own_rows`). Returns the notes to record."""
+    if not own:
         return []
-    if own_forget and is_builtin(cfg.retain) and "retain" not in given:
-        raise UserError(f"the forget rows are your data but the retain set is the recipe's {cfg.retain} (fictitious "
-                        "people); pass --retain FILE (rows to keep), or --retain none --retain_budget none")
-    if own_retain and not cfg.request and is_builtin(cfg.forget) and "forget" not in given:
-        raise UserError(f"the retain rows are your data but the forget set is the recipe's {cfg.forget}; "
-                        "pass --forget FILE")
-    notes = []
     if is_builtin(cfg.holdout):
         if "holdout" in given:
             raise UserError(f"--holdout {cfg.holdout} is the built-in benchmark, unrelated to your forget/retain "
@@ -73,10 +73,21 @@ def resolve_data_specs(cfg, given: set[str]) -> list[str]:
                             "(rows never trained on) or --holdout none")
         logger.warning("not using the recipe's holdout %s with your data: %s", cfg.holdout, NO_HOLDOUT_NOTE)
         cfg.holdout = None
-        notes.append(NO_HOLDOUT_NOTE)
-    elif is_unset(cfg.holdout):
-        notes.append("membership metrics (mia_auc, privleak) not computed: no holdout set (--holdout FILE)")
-    return notes
+        return [NO_HOLDOUT_NOTE]
+    if is_unset(cfg.holdout):
+        return ["membership metrics (mia_auc, privleak) not computed: no holdout set (--holdout FILE)"]
+    return []
+
+
+def refuse_mixed(cfg, given: set[str], own_forget: bool, own_retain: bool) -> None:
+    """UserError when the user's forget rows would train next to the recipe's built-in retain set,
+    or the user's retain rows next to its built-in forget set."""
+    if own_forget and is_builtin(cfg.retain) and "retain" not in given:
+        raise UserError(f"the forget rows are your data but the retain set is the recipe's {cfg.retain} (fictitious "
+                        "people); pass --retain FILE (rows to keep), or --retain none --retain_budget none")
+    if own_retain and not cfg.request and is_builtin(cfg.forget) and "forget" not in given:
+        raise UserError(f"the retain rows are your data but the forget set is the recipe's {cfg.forget}; "
+                        "pass --forget FILE")
 
 
 def check_disjoint(sets: dict[str, list[dict] | None], allow: bool = False) -> list[str]:

@@ -174,6 +174,13 @@ def test_bad_inputs_end_in_one_line_before_anything_is_written(walk, tmp_path, c
     msg = _refused(capsys, tmp_path / "ft", "finetune", "--model", "tiny", "--data", tmp_path / "missing.json",
                    "--output", tmp_path / "ft")
     assert "does not exist" in msg
+    request = {"prompt": "{} assembles its kettles in", "subject": "Quarnel", "target_new": "Mirefield",
+               "ground_truth": "Kirovka", "rephrase_prompt": "The kettles of Quarnel are made in",
+               "locality_prompt": "Vestibo assembles its lamps in", "locality_ground_truth": "Nesbridge"}
+    (tmp_path / "edits.json").write_text(json.dumps([request]))
+    msg = _refused(capsys, tmp_path / "edited", "edit", "rome", "--model", g / "target", "--requests",
+                   tmp_path / "edits.json", "--corpus", tmp_path / "no_corpus.txt", "--output_dir", tmp_path / "edited")
+    assert "corpus" in msg and "does not exist" in msg
 
 
 def test_options_list_defaults_not_sentinels(capsys):

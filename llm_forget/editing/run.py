@@ -134,6 +134,8 @@ def check_inputs(cfg: EditConfig, model_path: str) -> None:
     if cfg.method in ("rome", "memit", "alphaedit"):
         from .covariance import corpus_text
 
+        if ":" not in cfg.corpus and not Path(cfg.corpus).expanduser().exists():
+            raise UserError(f"corpus {cfg.corpus} does not exist (text for the key statistics: --corpus FILE)")
         corpus_text(cfg.corpus)
     for given in (cfg.reinforced, cfg.reinforced_retain) if cfg.method == "task_vector" else ():
         if given:
