@@ -7,7 +7,7 @@ fresh `python -m llm_forget` process without OMP_NUM_THREADS; the busy core is a
 (policy x load, `--reps` rounds) so that other work on the machine hits every cell alike;
 before each run the busy CPUs (excluding ours) are sampled from /proc/stat.
 
-    python benchmarks/threads_shared_cpu.py [--reps 3] [--out benchmarks/results/threads_shared_cpu.json]
+    python benchmarks/threads_shared_cpu.py [--reps 3] [--extra "--max_steps 20"] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one_run(policy: str, busy: bool, work: Path, timeout: float) -> dict:
+def one_run(policy: str, busy: bool, work: Path, timeout: float, extra: list[str]) -> dict:
     from llm_forget.threads import busy_cpus
 
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -36,7 +36,7 @@ def one_run(policy: str, busy: bool, work: Path, timeout: float) -> dict:
         n, load = busy_cpus(0.5)
         out = work / f"{policy}-{int(busy)}"
         argv = [sys.executable, "-m", "llm_forget", "--quiet", "unlearn", "npo", "--output_dir", str(out),
-                "--overwrite", "--disable_tqdm", "true"]
+                "--overwrite", "--disable_tqdm", "true", *extra]
         if policy != "default":
             argv += ["--threads", policy]
         t = time.perf_counter()
@@ -60,7 +60,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=240, help="seconds before a run is stopped (reported as this)")
-    ap.add_argument("--policies", default=f"{len(os.sched_getaffinity(0))},default")
+    ap.add_argument("--policies", default=f"default,{len(os.sched_getaffinity(0))}")
+    ap.add_argument("--extra", default="--max_steps 20", help="more unlearn options (default: 20 of the recipe's steps)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "threads_shared_cpu.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -69,14 +70,14 @@ def main() -> None:
         for _ in range(args.reps):
             for policy in args.policies.split(","):
                 for busy in (False, True):
-                    runs.append(one_run(policy, busy, Path(d), args.timeout))
+                    runs.append(one_run(policy, busy, Path(d), args.timeout, args.extra.split()))
                     print(json.dumps(runs[-1]), flush=True)
     cells = {}
     for r in runs:
         cells.setdefault(f"{r['policy']} {'busy' if r['busy_core'] else 'idle'}", []).append(r["total_s"])
     med = {k: statistics.median(v) for k, v in cells.items()}
     ratios = {p: med[f"{p} busy"] / med[f"{p} idle"] for p in args.policies.split(",")}
-    summary = {"median_total_s": med, "busy_over_idle": ratios, "runs": runs,
+    summary = {"command": "llm-forget unlearn npo " + args.extra, "median_total_s": med, "busy_over_idle": ratios, "runs": runs,
                "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                         text=True).stdout.strip(), "loadavg_end": os.getloadavg()}
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
