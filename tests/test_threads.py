@@ -44,10 +44,10 @@ def test_omp_num_threads_and_threads_option_win(monkeypatch):
         threads.use_threads(0)
 
 
-@pytest.mark.parametrize("command", ["unlearn", "finetune", "retrain", "edit", "demo", "eval"])
+@pytest.mark.parametrize("command", ["unlearn", "finetune", "retrain", "edit", "demo", "eval", "stream"])
 def test_every_training_or_scoring_command_takes_threads(command):
     from llm_forget.cli import build_parser
 
-    required = ["--model", "tiny"] if command == "eval" else []
+    required = {"eval": ["--model", "tiny"], "stream": ["npo", "--requests", "r.jsonl"]}.get(command, [])
     args, _ = build_parser().parse_known_args([command, "--threads", "1", *required])
     assert args.threads == 1
