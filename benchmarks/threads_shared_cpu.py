@@ -25,6 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _child_cpu() -> float:
+    """User + system CPU seconds of finished child processes (the run's own work, whatever its share)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def one_run(policy: str, busy: bool, work: Path, timeout: float, extra: list[str]) -> dict:
     from llm_forget.threads import busy_cpus
 
@@ -39,19 +47,20 @@ def one_run(policy: str, busy: bool, work: Path, timeout: float, extra: list[str
                 "--overwrite", "--disable_tqdm", "true", *extra]
         if policy != "default":
             argv += ["--threads", policy]
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), _child_cpu()
         try:
             subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, timeout=timeout)
         except subprocess.TimeoutExpired:  # recorded as the limit: the true time is longer
             return {"policy": policy, "busy_core": busy, "busy_cpus_before": round(load, 2), "cpus": n,
                     "wall_s": timeout, "total_s": timeout, "timed_out": True}
-        wall = time.perf_counter() - t
+        wall, cpu = time.perf_counter() - t, _child_cpu() - cpu
     finally:
         if spinner:
             spinner.kill()
             spinner.wait()
     res = json.loads((out / "results.json").read_text())
     return {"policy": policy, "busy_core": busy, "busy_cpus_before": round(load, 2), "cpus": n, "wall_s": wall,
+            "cpu_s": cpu,
             "train_s": res["timings"]["train_seconds"], "total_s": res["timings"]["total_seconds"],
             "steps": res["steps"], "forget_perplexity": res["summary"]["forget_perplexity"]}
 
@@ -61,7 +70,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=240, help="seconds before a run is stopped (reported as this)")
     ap.add_argument("--policies", default=f"default,{len(os.sched_getaffinity(0))}")
-    ap.add_argument("--extra", default="--max_steps 20", help="more unlearn options (default: 20 of the recipe's steps)")
+    ap.add_argument("--extra", default="--max_steps 20",
+                    help="more unlearn options (default: 20 of the recipe's steps)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "threads_shared_cpu.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -77,11 +87,17 @@ def main() -> None:
         cells.setdefault(f"{r['policy']} {'busy' if r['busy_core'] else 'idle'}", []).append(r["total_s"])
     med = {k: statistics.median(v) for k, v in cells.items()}
     ratios = {p: med[f"{p} busy"] / med[f"{p} idle"] for p in args.policies.split(",")}
-    summary = {"command": "llm-forget unlearn npo " + args.extra, "median_total_s": med, "busy_over_idle": ratios, "runs": runs,
+    cpu = {}
+    for r in runs:
+        if "cpu_s" in r:
+            cpu.setdefault(f"{r['policy']} {'busy' if r['busy_core'] else 'idle'}", []).append(r["cpu_s"])
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    summary = {"command": "llm-forget unlearn npo " + args.extra, "median_total_s": med, "median_cpu_s": med_cpu,
+               "busy_over_idle": ratios, "runs": runs,
                "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                         text=True).stdout.strip(), "loadavg_end": os.getloadavg()}
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps({"median_total_s": med, "busy_over_idle": ratios}, indent=2))
+    print(json.dumps({"median_total_s": med, "median_cpu_s": med_cpu, "busy_over_idle": ratios}, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import logging
 import os
 import sys
 
-COMMANDS = ["unlearn", "demo", "finetune", "retrain", "models", "card", "ledger", "eval", "compare", "sisa", "stream", "edit"]
+COMMANDS = ["unlearn", "demo", "finetune", "retrain", "models", "card", "ledger", "eval", "compare", "sisa", "stream",
+            "edit"]
 
 
 def build_parser() -> argparse.ArgumentParser:
