@@ -154,10 +154,10 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     else:
         forget_rows = read_rows(cfg.forget)
     retain_rows = read_rows(cfg.retain) if cfg.retain and cfg.retain.lower() != "none" else None
-    from .inputs import check_disjoint, given_keys, own_rows, refuse_mixed, resolve_holdout
+    from .inputs import check_disjoint, given_keys, own_rows, refuse_mixed, resolve_defaults
 
     given, own = given_keys(config, overrides), (own_rows(forget_rows), own_rows(retain_rows))
-    notes = resolve_holdout(cfg, given, any(own))  # no built-in holdout meets the user's rows
+    notes = resolve_defaults(cfg, given, any(own))  # no built-in holdout meets the user's rows
     holdout_rows = read_rows(cfg.holdout) if cfg.holdout and cfg.holdout.lower() != "none" else None
     if cfg.retain_budget is not None and cfg.select_target == "holdout" and not holdout_rows:
         raise UserError("select_target holdout needs holdout rows (--holdout FILE): people or documents never "

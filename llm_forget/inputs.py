@@ -61,11 +61,24 @@ def own_rows(*sets: list[dict] | None) -> bool:
     return any(row_hash(r) not in builtin for rows in sets if rows for r in rows)
 
 
-def resolve_holdout(cfg, given: set[str], own: bool) -> list[str]:
-    """The holdout part of the module's rule, applied to `cfg.holdout` in place before it is read;
-    `own`: the forget or retain rows are the user's (`own_rows`). Returns the notes to record."""
+BENCHMARK_MODELS = ("tiny-target", "tiny-retain")  # zoo models fine-tuned on the built-in benchmark
+
+
+def resolve_defaults(cfg, given: set[str], own: bool) -> list[str]:
+    """The module's rule for the holdout (applied to `cfg.holdout` in place, before it is read) and
+    the model: `own` says the forget or retain rows are the user's (`own_rows`). Returns the notes
+    to record."""
     if not own:
         return []
+    notes = []
+    if cfg.model in BENCHMARK_MODELS and "model" not in given:
+        notes.append(f"the model is the recipe's {cfg.model}, fine-tuned on the built-in benchmark rather than on "
+                     "your rows; pass --model (e.g. OUT/target of `llm-forget retrain`)")
+        logger.warning("%s", notes[-1])
+    return notes + _holdout(cfg, given)
+
+
+def _holdout(cfg, given: set[str]) -> list[str]:
     if is_builtin(cfg.holdout):
         if "holdout" in given:
             raise UserError(f"--holdout {cfg.holdout} is the built-in benchmark, unrelated to your forget/retain "
