@@ -154,7 +154,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     else:
         forget_rows = read_rows(cfg.forget)
     retain_rows = read_rows(cfg.retain) if cfg.retain and cfg.retain.lower() != "none" else None
-    from .inputs import check_disjoint, given_keys, own_rows, refuse_mixed, resolve_defaults
+    from .inputs import check_disjoint, given_keys, log_notes, own_rows, refuse_mixed, resolve_defaults
 
     given, own = given_keys(config, overrides), (own_rows(forget_rows), own_rows(retain_rows))
     notes = resolve_defaults(cfg, given, any(own))  # no built-in holdout meets the user's rows
@@ -174,6 +174,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         logger.warning("%d sequences were longer than max_length=%d and were truncated", encoder.truncated,
                        cfg.max_length)
     refuse_mixed(cfg, given, *own)  # last: a file's own errors come first
+    log_notes(notes)
     _check_processes(cfg)
     effective = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size
     if cfg.dataloader_drop_last and len(forget_rows) < effective:

@@ -67,14 +67,13 @@ BENCHMARK_MODELS = ("tiny-target", "tiny-retain")  # zoo models fine-tuned on th
 def resolve_defaults(cfg, given: set[str], own: bool) -> list[str]:
     """The module's rule for the holdout (applied to `cfg.holdout` in place, before it is read) and
     the model: `own` says the forget or retain rows are the user's (`own_rows`). Returns the notes
-    to record."""
+    to record (and to log once every input is checked: `log_notes`)."""
     if not own:
         return []
     notes = []
     if cfg.model in BENCHMARK_MODELS and "model" not in given:
         notes.append(f"the model is the recipe's {cfg.model}, fine-tuned on the built-in benchmark rather than on "
                      "your rows; pass --model (e.g. OUT/target of `llm-forget retrain`)")
-        logger.warning("%s", notes[-1])
     return notes + _holdout(cfg, given)
 
 
@@ -84,7 +83,6 @@ def _holdout(cfg, given: set[str]) -> list[str]:
             raise UserError(f"--holdout {cfg.holdout} is the built-in benchmark, unrelated to your forget/retain "
                             "rows: membership results against it would be meaningless; pass --holdout FILE "
                             "(rows never trained on) or --holdout none")
-        logger.warning("not using the recipe's holdout %s with your data: %s", cfg.holdout, NO_HOLDOUT_NOTE)
         cfg.holdout = None
         return [NO_HOLDOUT_NOTE]
     if is_unset(cfg.holdout):
@@ -105,7 +103,7 @@ def refuse_mixed(cfg, given: set[str], own_forget: bool, own_retain: bool) -> No
 
 def check_disjoint(sets: dict[str, list[dict] | None], allow: bool = False) -> list[str]:
     """Refuse rows shared by two of `sets` (name -> rows, None for absent), compared by
-    `row_hash`; with `allow`, warn and return notes instead."""
+    `row_hash`; with `allow`, return them as notes instead."""
     from .data.readers import row_hash
 
     hashes = {k: {row_hash(r) for r in rows} for k, rows in sets.items() if rows}
@@ -119,6 +117,11 @@ def check_disjoint(sets: dict[str, list[dict] | None], allow: bool = False) -> l
             msg = f"{n} of {len(sets[a])} {a} rows also occur in the {b} set"
             if not allow:
                 raise UserError(f"{msg}; remove them or pass --allow_overlap")
-            logger.warning("%s (allowed by --allow_overlap)", msg)
             notes.append(f"{msg} (allowed by --allow_overlap)")
     return notes
+
+
+def log_notes(notes: list[str]) -> None:
+    """Warn of each note, once all inputs passed (a refused run prints its one error line only)."""
+    for note in notes:
+        logger.warning("%s", note)

@@ -68,7 +68,7 @@ def use_threads(requested: int | None = None) -> int:
         raise UserError("--threads must be >= 1")
     n, why = (requested, "--threads") if requested else default_threads()
     torch.set_num_threads(n)
-    logger.info("torch CPU threads: %d (%s)", n, why)
+    logger.debug("torch CPU threads: %d (%s)", n, why)  # results.json records it (environment.cpu_threads)
     return n
 
 
