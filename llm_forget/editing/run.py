@@ -157,14 +157,15 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
     cfg = _config(config, overrides)
     out = Path(cfg.output_dir)
     model_path = resolve_model_path(cfg.model)
-    check_inputs(cfg, model_path)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     if cfg.method == "task_vector":
+        check_inputs(cfg, model_path)
         return _task_vector(cfg, model_path, out)
     from .requests import read_requests
 
     requests = read_requests(cfg.requests, cfg.format, cfg.n_requests)
+    check_inputs(cfg, model_path)
     prepare_output_dir(out, cfg.overwrite, False, model_path)
     tok = load_tokenizer(model_path)
     model = load_model(model_path, cfg.dtype)
