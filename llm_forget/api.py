@@ -135,7 +135,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
 
     from . import io
     from .data.encode import Encoder
-    from .data.readers import overlap, read_rows
+    from .data.readers import read_rows
     from .models import check_model, load_model, load_tokenizer, resolve_model_path
     from .trainer import Collator, Reference, TrainingDiverged, UnlearnDataset, UnlearnTrainer
 
@@ -155,15 +155,16 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     else:
         forget_rows = read_rows(cfg.forget)
     retain_rows = read_rows(cfg.retain) if cfg.retain and cfg.retain.lower() != "none" else None
+    from .inputs import check_disjoint, given_keys, log_notes, own_rows, refuse_mixed, resolve_defaults
+
+    given, own = given_keys(config, overrides), (own_rows(forget_rows), own_rows(retain_rows))
+    notes = resolve_defaults(cfg, given, any(own))  # no built-in holdout meets the user's rows
     holdout_rows = read_rows(cfg.holdout) if cfg.holdout and cfg.holdout.lower() != "none" else None
     if cfg.retain_budget is not None and cfg.select_target == "holdout" and not holdout_rows:
         raise UserError("select_target holdout needs holdout rows (--holdout FILE): people or documents never "
                         "trained on, whose perplexity the forget set should reach")
-    if retain_rows:
-        n = overlap(forget_rows, retain_rows)
-        if n and not cfg.allow_overlap:
-            raise UserError(f"{n} of {len(forget_rows)} forget rows also occur in the retain set; "
-                            "remove them or pass --allow_overlap")
+    notes += check_disjoint({"forget": forget_rows, "retain": retain_rows, "holdout": holdout_rows},
+                            cfg.allow_overlap)
     method = method_from_config(cfg)
     with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
         model_path = resolve_model_path(cfg.model)
@@ -175,6 +176,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     if encoder.truncated:
         logger.warning("%d sequences were longer than max_length=%d and were truncated", encoder.truncated,
                        cfg.max_length)
+    refuse_mixed(cfg, given, *own)  # last: a file's own errors come first
+    log_notes(notes)
     _check_processes(cfg)
     effective = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size
     if cfg.dataloader_drop_last and len(forget_rows) < effective:
@@ -266,7 +269,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                "hyperparameters": {k: v for k, v in vars(method).items() if isinstance(v, (int, float, str))},
                "counts": {"forget": len(forget_rows), "retain": len(retain_rows or []),
                           "holdout": len(holdout_rows or []), "truncated": encoder.truncated},
-               "steps": trainer.state.global_step}
+               "steps": trainer.state.global_step, "notes": notes}
     if selector is not None:
         results["selection"] = selector.summary()
     if ev is not None:

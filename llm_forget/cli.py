@@ -2,7 +2,8 @@
 
 Each subcommand is one module in llm_forget/commands/ with `add_parser(subparsers)` and
 `run(args) -> int`. Modules import heavy libraries only inside `run`, so `--help` is fast.
-User errors print one line and exit with status 2 (`--debug` shows the traceback).
+User errors print one line and exit with status 2 (`--debug` shows the traceback). A command
+with a `--threads` option gets its torch CPU threads set here (llm_forget/threads.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import logging
 import os
 import sys
 
-COMMANDS = ["unlearn", "demo", "finetune", "models", "card", "ledger", "eval", "compare", "sisa", "stream", "edit"]
+COMMANDS = ["unlearn", "demo", "finetune", "retrain", "models", "card", "ledger", "eval", "compare", "sisa", "stream",
+            "edit"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import UserError
 
     try:
+        if hasattr(args, "threads") and not getattr(args, "options", False):  # llm_forget/threads.py
+            from .threads import use_threads
+
+            use_threads(args.threads)
         return int(args.run(args) or 0)
     except UserError as e:
         if debug:

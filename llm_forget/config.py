@@ -33,8 +33,9 @@ class UnlearnConfig(TrainingArguments):
     request: str | None = _f(None, "deletion request file (kind items, concept or task; see README); replaces "
                                    "forget. FILE (one request) or FILE#N / FILE#ID")
     retain: str | None = _f("builtin:retain", "retain set (same forms as forget); none for no retain term")
-    holdout: str | None = _f("builtin:holdout", "holdout set (never trained on): non-members for membership tests")
-    allow_overlap: bool = _f(False, "allow rows that are in both the forget and the retain set")
+    holdout: str | None = _f("builtin:holdout", "holdout set (never trained on): non-members for membership tests; "
+                                                "a built-in one is dropped when forget/retain are your data")
+    allow_overlap: bool = _f(False, "allow rows shared by two of forget, retain and holdout (compared by content hash)")
     # method hyperparameters (None: the method's default)
     gamma: float | None = _f(None, "weight of the forget term γ")
     alpha: float | None = _f(None, "weight of the retain term α")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -35,8 +36,28 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def strict(obj):
+    """`obj` with every NaN or infinite float replaced by None (JSON null), recursively, so that
+    strict JSON readers accept it (JSON has no NaN); tuples become lists, other values stay."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return strict(obj.item())
+    return obj
+
+
+def dumps(obj, **kw) -> str:
+    """Strict JSON text of `obj`: NaN and infinities become null (`strict`), never `NaN`."""
+    return json.dumps(strict(obj), allow_nan=False, default=str, **kw)
+
+
 def write_json(path: str | Path, obj) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """Write `obj` as strict JSON (NaN and infinities as null), atomically."""
+    return write_text(path, dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 @contextmanager

@@ -1,22 +1,24 @@
 def add_parser(sub):
+    from ..threads import add_argument as add_threads
+
     p = sub.add_parser("edit", help="edit facts (ROME, MEMIT, AlphaEdit, LoRA) or negate a task vector",
                        description="Run an editing recipe (YAML path or a shipped name: rome, memit, alphaedit, "
                                    "lora_edit, task_vector). Options follow as --key value and override the recipe; "
                                    "`llm-forget edit --options` lists them.")
     p.add_argument("recipe", nargs="?", help="recipe YAML or shipped recipe name")
     p.add_argument("--options", action="store_true", help="list every option with its help and default")
+    add_threads(p)
     p.set_defaults(run=run, accepts_overrides=True)
 
 
 def run(args):
-    import dataclasses
-
     from ..editing.config import EditConfig
     from ..errors import UserError
+    from ._options import dataclass_options
 
     if args.options:
-        for f in dataclasses.fields(EditConfig):
-            print(f"--{f.name} (default {f.default!r}): {f.metadata['help']}")
+        print("\n".join(["--threads (default: CPUs other processes leave free): torch CPU threads",
+                         *dataclass_options(EditConfig)]))
         return 0
     if not args.recipe:
         raise UserError("give a recipe: a YAML path or a shipped recipe name (rome, memit, alphaedit, ...)")

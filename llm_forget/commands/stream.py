@@ -1,10 +1,13 @@
 def add_parser(sub):
+    from ..threads import add_argument as add_threads
+
     p = sub.add_parser("stream", help="apply a stream of deletion requests, evaluating after each",
                        description="llm-forget stream RECIPE.yaml --requests requests.jsonl [--key value ...]: "
                                    "unlearn each request in order from the previous step's model; writes "
                                    "OUTPUT_DIR/stream.md, stream.json, plots/stream.png and one run folder per step.")
     p.add_argument("recipe", help="recipe YAML or shipped recipe name (npo, grad_diff, ...)")
     p.add_argument("--requests", required=True, help="request file (.jsonl/.json/.yaml), applied in order")
+    add_threads(p)
     p.set_defaults(run=run, accepts_overrides=True)
 
 

@@ -125,6 +125,23 @@ def apply_edits(model, tok, requests, cfg: EditConfig, progress: bool = True):
     return model, res, timings
 
 
+def check_inputs(cfg: EditConfig, model_path: str) -> None:
+    """Every file a run reads, checked before anything is written or computed (UserError): the
+    model, the key-statistics corpus of locate-then-edit methods, a task vector's given models."""
+    from ..models import check_model
+
+    check_model(model_path)
+    if cfg.method in ("rome", "memit", "alphaedit"):
+        from .covariance import corpus_text
+
+        if ":" not in cfg.corpus and not Path(cfg.corpus).expanduser().exists():
+            raise UserError(f"corpus {cfg.corpus} does not exist (text for the key statistics: --corpus FILE)")
+        corpus_text(cfg.corpus)
+    for given in (cfg.reinforced, cfg.reinforced_retain) if cfg.method == "task_vector" else ():
+        if given:
+            check_model(given)
+
+
 def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
     """Run one editing recipe (see `EditConfig` for every option). Returns an EditRun whose
     `metrics` hold {"pre": ..., "post": ...} for locate-then-edit and LoRA editing, or the λ
@@ -140,7 +157,9 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
     cfg = _config(config, overrides)
     out = Path(cfg.output_dir)
     if cfg.method == "task_vector":
-        return _task_vector(cfg, resolve_model_path(cfg.model), out)
+        model_path = resolve_model_path(cfg.model)
+        check_inputs(cfg, model_path)
+        return _task_vector(cfg, model_path, out)
     from .requests import read_requests
 
     # the data first: a missing dataset stops the run before any model is built or loaded
@@ -150,6 +169,7 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
 
         corpus_text(cfg.corpus)
     model_path = resolve_model_path(cfg.model)
+    check_inputs(cfg, model_path)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     prepare_output_dir(out, cfg.overwrite, False, model_path)

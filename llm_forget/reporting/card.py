@@ -214,6 +214,8 @@ def build_card(run_dir: str | Path):
             lines.append(f"| {e.dataset_split} | {name} (`{e.metric_type}`) | {_fmt(e.metric_value)} | {how} |")
     else:
         lines += ["No evaluation was run (`eval_suite: none`)."]
+    for note in results.get("notes") or []:  # what was not computed, and why (llm_forget/inputs.py)
+        lines += ["", f"Note: {note}."]
     lines += ["", "## Use", "", "```python"]
     if method == "sisa":
         lines += ["from llm_forget.exact.sisa import SisaModel", "model = SisaModel.from_pretrained(\"model\")"]
