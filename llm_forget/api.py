@@ -194,7 +194,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     if getattr(method, "trainer", None) == "trl_dpo":
         from .idk import build_dpo_trainer
 
-        trainer = build_dpo_trainer(cfg, method, model, tok, encoder, forget_rows, _lora_config(cfg) if lora else None)
+        trainer = build_dpo_trainer(cfg, method, model, tok, encoder, forget_rows, _lora_config(cfg) if lora else None,
+                                    retain_enc=retain_enc)
         ref_kind = "trl"
     else:
         ds = UnlearnDataset(forget_enc, retain_enc, seed=cfg.seed)
