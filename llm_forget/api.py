@@ -206,6 +206,9 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                                  processing_class=tok, method=method, reference=reference)
         if ref_kind == "cached":  # after the Trainer placed the model on its device; same on every rank
             reference.cache_forget_logps(trainer.model, ds, collate, cfg.per_device_eval_batch_size)
+        if hasattr(method, "calibrate"):  # e.g. RMU's steering coefficient, from fixed forget rows, rank 0's
+            method.calibrate(trainer.model, collate([{"index": i, "forget": forget_enc[i]}
+                                                     for i in range(min(32, len(forget_enc)))])["forget"])
     _log_to_logger(trainer)
     selector = None
     if cfg.retain_budget is not None:
