@@ -163,6 +163,13 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         if n and not cfg.allow_overlap:
             raise UserError(f"{n} of {len(forget_rows)} forget rows also occur in the retain set; "
                             "remove them or pass --allow_overlap")
+    from .selection import calibration_split
+
+    avoid = {str(r.get("question", "")).strip() for r in read_rows(cfg.select_avoid)} if cfg.select_avoid else None
+    split = calibration_split(forget_rows, retain_rows, holdout_rows, cfg.select_rows, cfg.seed, avoid) \
+        if cfg.retain_budget is not None else {"calibration": {}, "evaluation": {}}
+    ev_sets = {k: [rows[i] for i in split["evaluation"][k]] if k in split["evaluation"] else rows or []
+               for k, rows in (("forget", forget_rows), ("retain", retain_rows), ("holdout", holdout_rows))}
     method = method_from_config(cfg)
     check_model(model_path, cfg.trust_remote_code, cfg.allow_pickle)
     tok = load_tokenizer(model_path, cfg.trust_remote_code)
@@ -211,16 +218,20 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                                                      for i in range(min(32, len(forget_enc)))])["forget"])
     _log_to_logger(trainer)
     selector = None
-    if cfg.retain_budget is not None:
-        from .selection import RetainBudgetSelector
+    if cfg.retain_budget is not None:  # calibration rows only; the evaluation reports on the others (`split`)
+        from .selection import RetainBudgetSelector, swapped_rows
 
-        step = max(1, len(retain_enc) // cfg.select_rows)
-        holdout_enc = None
-        if cfg.select_target == "holdout":
-            holdout_enc = encoder.rows(holdout_rows[: cfg.select_rows])
-        selector = RetainBudgetSelector(forget_enc[: cfg.select_rows], retain_enc[::step][: cfg.select_rows],
+        cal = split["calibration"]
+        reference, ref_enc = "holdout", None
+        if cfg.select_target in ("holdout", "retrain") and holdout_rows:
+            ref_enc = encoder.rows([holdout_rows[i] for i in cal["holdout"]])
+        elif cfg.select_target == "retrain":
+            reference, ref_enc = "swapped", encoder.rows(swapped_rows([forget_rows[i] for i in cal["forget"]],
+                                                                      cfg.seed)) or None
+        selector = RetainBudgetSelector([forget_enc[i] for i in cal["forget"]], [retain_enc[i] for i in cal["retain"]],
                                         tok.pad_token_id, cfg.retain_budget, cfg.select_every, cfg.select_patience,
-                                        cfg.per_device_eval_batch_size, holdout_items=holdout_enc)
+                                        cfg.per_device_eval_batch_size, holdout_items=ref_enc, reference=reference,
+                                        auto_lr=cfg.select_lr == "auto")
         trainer.add_callback(selector)
     resume_from = last_complete_checkpoint(out) if cfg.resume else None
     if cfg.resume and resume_from is None:
@@ -248,8 +259,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         from .evaluation.distributed import sharded_quick_eval
 
         with torch.no_grad():
-            ev = sharded_quick_eval(model, encoder, {"forget": forget_rows, "retain": retain_rows or [],
-                                                     "holdout": holdout_rows or []}, cfg.per_device_eval_batch_size,
+            ev = sharded_quick_eval(model, encoder, ev_sets, cfg.per_device_eval_batch_size,
                                     shard=not sharded, truth_ratio_correct=truth_ratio_correct_for(forget_rows))
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if sharded else None  # collective
     if not trainer.is_world_process_zero():
@@ -262,12 +272,19 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     recipe = to_dict(cfg)
     import yaml
 
+    from .selection import digest
+
     io.write_text(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
     results = {"method": cfg.method, "model": cfg.model, "reference": ref_kind,
                "hyperparameters": {k: v for k, v in vars(method).items() if isinstance(v, (int, float, str))},
                "counts": {"forget": len(forget_rows), "retain": len(retain_rows or []),
                           "holdout": len(holdout_rows or []), "truncated": encoder.truncated},
-               "steps": trainer.state.global_step}
+               "steps": trainer.state.global_step,
+               "rows": {**split, "digest": {k: digest(v or []) for k, v in (("forget", forget_rows),
+                                            ("retain", retain_rows), ("holdout", holdout_rows))}}}
+    seen = getattr(trainer, "retain_seen", None)
+    if seen is not None:
+        results["counts"]["retain_trained"] = len(seen)
     if selector is not None:
         results["selection"] = selector.summary()
     if ev is not None:
