@@ -183,7 +183,7 @@ def _recipe_lr(run: Path):
 
 
 def unlearn_one(recipe: str, scale_name: str, target: Path, split: str, files: dict, out: Path,
-                select_target: str = "max", lr: str | None = None) -> dict:
+                select_target: str = "recipe", lr: str | None = None) -> dict:
     from llm_forget.api import unlearn
 
     extra = dict(SCALES[scale_name]["unlearn"], select_avoid=str(files["avoid"]))
