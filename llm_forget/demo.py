@@ -16,7 +16,8 @@ COLUMNS = [("forget_perplexity", "forget ppl", "{:.3g}"), ("retain_perplexity", 
            ("forget_exact_memorization", "forget EM", "{:.3f}"), ("retain_exact_memorization", "retain EM", "{:.3f}"),
            ("forget_extraction_strength", "forget ES", "{:.3f}"), ("forget_quality", "forget quality", "{:.2g}"),
            ("model_utility", "utility*", "{:.3f}"), ("mia_auc", "MIA AUC", "{:.3f}"), ("privleak", "privleak", "{:.1f}"),
-           ("utility_vs_target", "utility / target", "{:.2f}"), ("forget_ppl_vs_retain", "forget ppl / retain's", "{:.2f}"),
+           ("utility_vs_target", "utility / target", "{:.2f}"),
+           ("forget_ppl_vs_retain", "forget ppl / retain's", "{:.2f}"),
            ("mia_auc_gap", "|AUC - retain's|", "{:.3f}"), ("wall_seconds", "wall s", "{:.1f}")]
 NOTE = ("forget quality: KS-test p-value of the forget truth ratios against the retain model's (high = "
         "indistinguishable from retraining). utility*: harmonic mean of retain answer probability and retain "

@@ -141,7 +141,8 @@ class RetainBudgetSelector(TrainerCallback):
 
     def __init__(self, forget_items: list[dict], retain_items: list[dict], pad_id: int, budget: float,
                  every: int = 5, patience: int = 2, batch_size: int = 32, holdout_items: list[dict] | None = None,
-                 reference: str = "holdout", auto_lr: bool = False, lr_growth: float = 2.0, max_lr_factor: float = 64.0):
+                 reference: str = "holdout", auto_lr: bool = False, lr_growth: float = 2.0,
+                 max_lr_factor: float = 64.0):
         def batches(items):
             return [pad(items[s:s + batch_size], pad_id) for s in range(0, len(items), batch_size)]
 

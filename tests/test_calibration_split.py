@@ -24,7 +24,8 @@ def test_holdout_splits_by_person_and_retain_calibration_is_left_out():
     assert len(cal["holdout"]) == 25 and len(ev["holdout"]) == 25  # 10 people of 5 facts, halved
     assert len(cal["retain"]) == 100 and len(ev["retain"]) == 300
     assert s == calibration_split(forget, retain, holdout, select_rows=100, seed=0)  # same on every rank
-    assert s["calibration"]["holdout"] != calibration_split(forget, retain, holdout, 100, seed=1)["calibration"]["holdout"]
+    other = calibration_split(forget, retain, holdout, 100, seed=1)
+    assert s["calibration"]["holdout"] != other["calibration"]["holdout"]
 
 
 def test_rows_without_a_group_key_split_by_row_and_avoided_groups_stay_out():
