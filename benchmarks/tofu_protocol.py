@@ -11,7 +11,9 @@ Holdout = retain90 rows 3560-3599 (two whole authors), kept out of every model's
   retain_SPLIT = full − forget SPLIT − holdout        (the retrained model: forget quality's reference)
 Every recipe starts from the target with its shipped settings (llm_forget/recipes/*.yaml, their retain
 budget = the tuning procedure), with forget = the split, retain = retain_SPLIT rows, and is evaluated with
-the shipped tofu suite against retain_SPLIT's results. Cost against retraining = the recipe's wall time
+the shipped tofu suite against retain_SPLIT's results. Rows carry their author (row // 20), so the holdout
+splits into a calibration author (the recipes' selection) and an evaluation author (the suite's MIA
+non-members); the suite's retain rows (retain_perturbed_400) are kept out of the recipes' calibration rows. Cost against retraining = the recipe's wall time
 (loading, unlearning, checkpoint selection, saving) / the wall time of fine-tuning retain_SPLIT.
 
 Reduced protocol for SmolLM2 (`--scale smollm2`, sized to run in under 90 min on 2 CPU cores): forget01 (2 authors) plus
@@ -72,10 +74,11 @@ def _key(r: dict) -> str:
 def tofu_splits(scale: dict) -> dict:
     """{"full", "holdout", "target", "forget": {split: rows}, "retain": {split: rows}, ...} per the docstring."""
     r90, f10 = _load("retain90"), _load("forget10")
-    full = r90 + f10
-    holdout = r90[HOLDOUT[0]:HOLDOUT[1]]
+    full = [{**r, "author": i // ROWS_PER_AUTHOR} for i, r in enumerate(r90 + f10)]  # splits keep authors whole
+    author = {_key(r): r["author"] for r in full}
+    holdout = full[HOLDOUT[0]:HOLDOUT[1]]
     drop = {_key(r) for r in holdout}
-    forget = {s: _load(s) for s in scale["splits"]}
+    forget = {s: [{**r, "author": author[_key(r)]} for r in _load(s)] for s in scale["splits"]}
     out = {"holdout": holdout, "forget": forget, "retain": {}}
     keep = None
     if scale.get("retain_authors"):  # reduced protocol: only the first N authors of retain_perturbed
@@ -128,15 +131,31 @@ def train(base: str, rows: list[dict], out: Path, settings: dict) -> dict:
     return info
 
 
+def holdout_evaluation_rows(holdout: list[dict], select_rows: int) -> list[int]:
+    """[start, stop) in retain90 of the holdout rows the evaluation reports on: the author the recipes do not
+    calibrate on (llm_forget.selection.calibration_split, the same call unlearn() makes)."""
+    from llm_forget.selection import calibration_split
+
+    ev = calibration_split([], None, holdout, select_rows)["evaluation"]["holdout"]
+    assert ev == list(range(ev[0], ev[-1] + 1)), "the evaluation holdout is one contiguous author"
+    return [HOLDOUT[0] + ev[0], HOLDOUT[0] + ev[-1] + 1]
+
+
 def suite_for(scale_name: str, split_data: dict, work: Path) -> dict | str:
-    """The shipped tofu suite, or for the reduced protocol a copy pointing at the reduced files."""
+    """The shipped tofu suite with the holdout cut to its evaluation author, and for the reduced protocol
+    pointing at the reduced files."""
     from llm_forget import io
+    from llm_forget.config import UnlearnConfig
     from llm_forget.evaluation.suite import load_suite
 
-    if scale_name == "tiny":
-        return "tofu"
-    n = SCALES[scale_name]["eval_rows"]
     cfg = load_suite("tofu")
+    rows = holdout_evaluation_rows(split_data["holdout"], SCALES[scale_name]["unlearn"].get(
+        "select_rows", UnlearnConfig.select_rows))
+    cfg["datasets"]["holdout"] = {**cfg["datasets"]["holdout"], "rows": rows}
+    if scale_name == "tiny":
+        cfg["name"] = "tofu-holdout-evaluation-half"
+        return cfg
+    n = SCALES[scale_name]["eval_rows"]
     rp = work / "data" / "retain_perturbed_reduced.json"
     io.write_json(rp, split_data["retain_perturbed"])
     cfg["datasets"]["retain"] = {"data": str(rp), "rows": [0, n]}
@@ -165,10 +184,12 @@ def _recipe_lr(run: Path):
 
 
 def unlearn_one(recipe: str, scale_name: str, target: Path, split: str, files: dict, out: Path,
-                select_target: str = "max", lr: str | None = None) -> dict:
+                select_target: str = "recipe", lr: str | None = None) -> dict:
     from llm_forget.api import unlearn
 
-    extra = dict(SCALES[scale_name]["unlearn"], select_target=select_target)
+    extra = dict(SCALES[scale_name]["unlearn"], select_avoid=str(files["avoid"]))
+    if select_target != "recipe":
+        extra["select_target"] = select_target
     if scale_name == "smollm2":
         extra["learning_rate"] = SMOLLM2_LR[recipe]
     if lr is not None:
@@ -274,9 +295,9 @@ def main() -> None:
     ap.add_argument("--lr", action="append", default=[], metavar="RECIPE=LR",
                     help="another learning rate for a recipe; its rows are named 'RECIPE@TARGET lr LR'")
     ap.add_argument("--select-every", type=int, default=None, help="override the selector's measurement interval")
-    ap.add_argument("--select-targets", default="max", help="checkpoint selection criteria to run, comma-separated: "
-                    "max (the recipes' own: most forgetting within the retain budget) and/or holdout "
-                    "(forget perplexity closest to the holdout's); rows of the latter are named RECIPE@holdout")
+    ap.add_argument("--select-targets", default="recipe", help="checkpoint selection criteria to run, comma-separated: "
+                    "recipe (the recipes' own), max (most forgetting within the retain budget), holdout (forget "
+                    "perplexity closest to the holdout's) or retrain; rows other than recipe are named RECIPE@TARGET")
     args = ap.parse_args()
     import torch
 
@@ -306,8 +327,10 @@ def main() -> None:
     save = lambda: io.write_json(rfile, res)  # noqa: E731
 
     data = tofu_splits(scale)
-    files = {"holdout": work / "data" / "holdout.json"}
+    files = {"holdout": work / "data" / "holdout.json", "avoid": work / "data" / "evaluated_retain.json"}
     io.write_json(files["holdout"], data["holdout"])
+    # the retain rows the suite reports on: kept out of the recipes' calibration rows (select_avoid)
+    io.write_json(files["avoid"], data.get("retain_perturbed") or _load("retain_perturbed_400"))
     base = build_tiny_base(work / "models" / "base") if scale["base"] == "tofu-tiny" else zoo.get(scale["base"])
     target = work / "models" / "target"
     tinfo = train(str(base), data["target"], target, scale["finetune"])
@@ -316,7 +339,7 @@ def main() -> None:
     for split in scale["splits"]:
         block = res["splits"].setdefault(split, {"rows": {}})
         f = {"forget": work / "data" / f"{split}.json", "retain": work / "data" / f"retain_{split}.json",
-             "holdout": files["holdout"]}
+             "holdout": files["holdout"], "avoid": files["avoid"]}
         io.write_json(f["forget"], data["forget"][split])
         io.write_json(f["retain"], data["retain"][split])
         suite = suite_for(args.scale, data, work)
@@ -337,7 +360,7 @@ def main() -> None:
             save()
         for name, sel in [(r, t) for t in args.select_targets.split(",") for r in recipes]:
             recipe = name
-            if sel != "max":
+            if sel != "recipe":
                 name = f"{name}@{sel}"
             if recipe in lrs:
                 name = f"{name} lr {lrs[recipe]}" + (f" every {args.select_every}" if args.select_every else "")

@@ -165,6 +165,13 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                         "trained on, whose perplexity the forget set should reach")
     notes += check_disjoint({"forget": forget_rows, "retain": retain_rows, "holdout": holdout_rows},
                             cfg.allow_overlap)
+    from .selection import calibration_split
+
+    avoid = {str(r.get("question", "")).strip() for r in read_rows(cfg.select_avoid)} if cfg.select_avoid else None
+    split = calibration_split(forget_rows, retain_rows, holdout_rows, cfg.select_rows, cfg.seed, avoid) \
+        if cfg.retain_budget is not None else {"calibration": {}, "evaluation": {}}
+    ev_sets = {k: [rows[i] for i in split["evaluation"][k]] if k in split["evaluation"] else rows or []
+               for k, rows in (("forget", forget_rows), ("retain", retain_rows), ("holdout", holdout_rows))}
     method = method_from_config(cfg)
     with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
         model_path = resolve_model_path(cfg.model)
@@ -200,7 +207,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     if getattr(method, "trainer", None) == "trl_dpo":
         from .idk import build_dpo_trainer
 
-        trainer = build_dpo_trainer(cfg, method, model, tok, encoder, forget_rows, _lora_config(cfg) if lora else None)
+        trainer = build_dpo_trainer(cfg, method, model, tok, encoder, forget_rows, _lora_config(cfg) if lora else None,
+                                    retain_enc=retain_enc)
         ref_kind = "trl"
     else:
         ds = UnlearnDataset(forget_enc, retain_enc, seed=cfg.seed)
@@ -211,18 +219,25 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                                  processing_class=tok, method=method, reference=reference)
         if ref_kind == "cached":  # after the Trainer placed the model on its device; same on every rank
             reference.cache_forget_logps(trainer.model, ds, collate, cfg.per_device_eval_batch_size)
+        if hasattr(method, "calibrate"):  # e.g. RMU's steering coefficient, from fixed forget rows, rank 0's
+            method.calibrate(trainer.model, collate([{"index": i, "forget": forget_enc[i]}
+                                                     for i in range(min(32, len(forget_enc)))])["forget"])
     _log_to_logger(trainer)
     selector = None
-    if cfg.retain_budget is not None:
-        from .selection import RetainBudgetSelector
+    if cfg.retain_budget is not None:  # calibration rows only; the evaluation reports on the others (`split`)
+        from .selection import RetainBudgetSelector, swapped_rows
 
-        step = max(1, len(retain_enc) // cfg.select_rows)
-        holdout_enc = None
-        if cfg.select_target == "holdout":
-            holdout_enc = encoder.rows(holdout_rows[: cfg.select_rows])
-        selector = RetainBudgetSelector(forget_enc[: cfg.select_rows], retain_enc[::step][: cfg.select_rows],
+        cal = split["calibration"]
+        reference, ref_enc = "holdout", None
+        if cfg.select_target in ("holdout", "retrain") and holdout_rows:
+            ref_enc = encoder.rows([holdout_rows[i] for i in cal["holdout"]])
+        elif cfg.select_target == "retrain":
+            reference, ref_enc = "swapped", encoder.rows(swapped_rows([forget_rows[i] for i in cal["forget"]],
+                                                                      cfg.seed)) or None
+        selector = RetainBudgetSelector([forget_enc[i] for i in cal["forget"]], [retain_enc[i] for i in cal["retain"]],
                                         tok.pad_token_id, cfg.retain_budget, cfg.select_every, cfg.select_patience,
-                                        cfg.per_device_eval_batch_size, holdout_items=holdout_enc)
+                                        cfg.per_device_eval_batch_size, holdout_items=ref_enc, reference=reference,
+                                        auto_lr=cfg.select_lr == "auto")
         trainer.add_callback(selector)
     resume_from = last_complete_checkpoint(out) if cfg.resume else None
     if cfg.resume and resume_from is None:
@@ -250,8 +265,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         from .evaluation.quick import sharded_quick_eval
 
         with torch.no_grad():
-            ev = sharded_quick_eval(model, encoder, {"forget": forget_rows, "retain": retain_rows or [],
-                                                     "holdout": holdout_rows or []}, cfg.per_device_eval_batch_size,
+            ev = sharded_quick_eval(model, encoder, ev_sets, cfg.per_device_eval_batch_size,
                                     shard=not sharded, truth_ratio_correct=truth_ratio_correct_for(forget_rows))
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if sharded else None  # collective
     if not trainer.is_world_process_zero():
@@ -264,12 +278,19 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     recipe = to_dict(cfg)
     import yaml
 
+    from .selection import digest
+
     io.write_text(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
     results = {"method": cfg.method, "model": cfg.model, "reference": ref_kind,
                "hyperparameters": {k: v for k, v in vars(method).items() if isinstance(v, (int, float, str))},
                "counts": {"forget": len(forget_rows), "retain": len(retain_rows or []),
                           "holdout": len(holdout_rows or []), "truncated": encoder.truncated},
-               "steps": trainer.state.global_step, "notes": notes}
+               "steps": trainer.state.global_step, "notes": notes,
+               "rows": {**split, "digest": {k: digest(v or []) for k, v in (("forget", forget_rows),
+                                            ("retain", retain_rows), ("holdout", holdout_rows))}}}
+    seen = getattr(trainer, "retain_seen", None)
+    if seen is not None:
+        results["counts"]["retain_trained"] = len(seen)
     if selector is not None:
         results["selection"] = selector.summary()
     if ev is not None:

@@ -55,8 +55,13 @@ class UnlearnConfig(TrainingArguments):
     select_every: int = _f(5, "with retain_budget: measure forget/retain perplexity every N steps")
     select_patience: int = _f(3, "with retain_budget: stop after N measurements over budget in a row")
     select_rows: int = _f(100, "with retain_budget: rows of each set used for the measurements")
-    select_target: str = _f("max", "with retain_budget: max (the most forgetting within budget) or holdout (forget "
-                                   "perplexity closest to the holdout's: forget rows look never seen; needs holdout)")
+    select_target: str = _f("max", "with retain_budget: max (the most forgetting within budget), holdout (forget "
+                                   "perplexity closest to the holdout's: forget rows look never seen; needs holdout) "
+                                   "or retrain (holdout if given, else forget questions with swapped answers)")
+    select_avoid: str | None = _f(None, "with retain_budget: rows (data spec) another evaluation will report on; "
+                                        "their people/documents are kept out of the calibration rows")
+    select_lr: str = _f("fixed", "with retain_budget: fixed, or auto (double the learning rate while forgetting "
+                                 "stalls, halve it past the retain budget)")
     # data encoding
     prompt_template: str = _f("Question: {question}\nAnswer:", "prompt for question/answer rows")
     chat_template: bool = _f(False, "wrap questions in the tokenizer's chat template")
@@ -214,7 +219,9 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.retain_budget is None or bool(cfg.retain) and cfg.retain.lower() != "none",
          "retain_budget needs a retain set"),
         (cfg.select_every > 0 and cfg.select_rows > 0, "select_every and select_rows must be > 0"),
-        (cfg.select_target in ("max", "holdout"), f"select_target must be max or holdout, not {cfg.select_target!r}"),
+        (cfg.select_target in ("max", "holdout", "retrain"),
+         f"select_target must be max, holdout or retrain, not {cfg.select_target!r}"),
+        (cfg.select_lr in ("fixed", "auto"), f"select_lr must be fixed or auto, not {cfg.select_lr!r}"),
         (cfg.reference != "adapter" or cfg.lora_r > 0, "reference: adapter needs lora_r > 0"),
     ]
     for ok, msg in checks:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -15,11 +16,16 @@ COLUMNS = [("forget_perplexity", "forget ppl", "{:.3g}"), ("retain_perplexity", 
            ("forget_exact_memorization", "forget EM", "{:.3f}"), ("retain_exact_memorization", "retain EM", "{:.3f}"),
            ("forget_extraction_strength", "forget ES", "{:.3f}"), ("forget_quality", "forget quality", "{:.2g}"),
            ("model_utility", "utility*", "{:.3f}"), ("mia_auc", "MIA AUC", "{:.3f}"), ("privleak", "privleak", "{:.1f}"),
-           ("wall_seconds", "wall s", "{:.1f}")]
+           ("utility_vs_target", "utility / target", "{:.2f}"),
+           ("forget_ppl_vs_retain", "forget ppl / retain's", "{:.2f}"),
+           ("mia_auc_gap", "|AUC - retain's|", "{:.3f}"), ("wall_seconds", "wall s", "{:.1f}")]
 NOTE = ("forget quality: KS-test p-value of the forget truth ratios against the retain model's (high = "
         "indistinguishable from retraining). utility*: harmonic mean of retain answer probability and retain "
         "truth ratio on the built-in benchmark (not TOFU's 9-number utility, which needs world knowledge). "
-        "privleak: (AUC - AUC_retain) / AUC_retain x 100, 0 is ideal.")
+        "privleak (MUSE's form, on the Min-K 40 % attack): (AUC_retain - AUC) / (1 - AUC_retain) x 100, 0 is "
+        "ideal, negative = forget rows still stand out, positive = over-unlearned. The last three columns are distances to the "
+        "retain model: forget ppl / retain's is 1 for a model that forgot as much as retraining (> 1 over-forgets). "
+        "Evaluation rows exclude every row a run calibrated on (llm_forget.selection.calibration_split).")
 
 
 def table(summary: dict) -> str:
@@ -32,19 +38,25 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def best_recipe(summary: dict, max_retain_ratio: float = 1.5) -> tuple[str | None, float]:
-    """The recipe with the largest forget-perplexity ratio over the target among those whose
-    retain perplexity stays within `max_retain_ratio` of the target's."""
-    t = summary["target"]
-    best, ratio = None, 0.0
-    for name, m in summary.items():
-        if name in ("target", "retain"):
-            continue
-        if m["retain_perplexity"] <= max_retain_ratio * t["retain_perplexity"]:
-            r = m["forget_perplexity"] / t["forget_perplexity"]
-            if r > ratio:
-                best, ratio = name, r
-    return best, ratio
+def best_recipe(summary: dict, min_utility: float = 0.95) -> tuple[str | None, float]:
+    """The recipe with the highest forget quality (closest to retraining) among those keeping at least
+    `min_utility` of the target's model utility; (None, 0.0) when none does."""
+    floor = min_utility * summary["target"]["model_utility"]
+    kept = {n: m for n, m in summary.items() if n not in ("target", "retain") and m["model_utility"] >= floor}
+    if not kept:
+        return None, 0.0
+    best = max(kept, key=lambda n: kept[n]["forget_quality"])
+    return best, kept[best]["forget_quality"]
+
+
+def add_distances(summary: dict) -> None:
+    """Each model's distance to the retain model (retrained without the forget set): its forget
+    perplexity over the retain model's (1 = the same; > 1 over-forgets) and |MIA AUC − the retain model's|."""
+    r = summary["retain"]
+    for m in summary.values():
+        m["forget_ppl_vs_retain"] = m["forget_perplexity"] / r["forget_perplexity"]
+        m["mia_auc_gap"] = abs(m["mia_auc"] - r["mia_auc"])
+        m["utility_vs_target"] = m["model_utility"] / summary["target"]["model_utility"]
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -96,7 +108,13 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
         target = finetune(model, "builtin:train", out / "target", **kw)["output_dir"]
         retain = finetune(model, "builtin:retain", out / "retain", **kw)["output_dir"]
         ft_seconds = time.perf_counter() - t0
-    sets = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
+    from .config import UnlearnConfig
+    from .selection import calibration_split
+
+    rows = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
+    # the rows each run calibrates on (its selection samples) are left out of what the demo reports
+    split = calibration_split(rows["forget"], rows["retain"], rows["holdout"], UnlearnConfig.select_rows, 0)
+    sets = {k: [v[i] for i in split["evaluation"][k]] for k, v in rows.items()}
     encoder = Encoder(load_tokenizer(target))
     tr = truth_ratio_correct_for(sets["forget"])
     ref = retain_reference(retain, encoder, sets, truth_ratio_correct=tr)  # the retain model's side, computed once
@@ -115,11 +133,19 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
                       disable_tqdm=True, eval_suite="none")
         summary[name] = {**evaluate(res.model_dir), "wall_seconds": time.perf_counter() - t}
         attach_evaluation(res.output_dir, {k: v for k, v in summary[name].items() if k != "wall_seconds"})
-    best, ratio = best_recipe(summary)
+        ran = json.loads((res.output_dir / "results.json").read_text()).get("rows", {}).get("evaluation")
+        if ran and ran != split["evaluation"]:
+            raise RuntimeError(f"recipe {name} calibrated on rows the demo reports on; set select_rows/seed to "
+                               "the defaults")
+    add_distances(summary)
+    best, fq = best_recipe(summary)
+    verdict = (f"**{best}** (forget quality {fq:.2g}, utility {summary[best]['utility_vs_target']:.1%} of the "
+               f"target's)" if best else "none: no recipe kept 95 % of the target's utility")
     report = (f"# llm_forget demo ({model})\n\n{table(summary)}\n\n{NOTE}\n\n"
-              f"Best recipe (largest forget-perplexity gain with retain perplexity within 1.5x of the target): "
-              f"**{best}** ({ratio:.1f}x forget perplexity). Total wall time {time.perf_counter() - t0:.0f}s.\n")
+              f"Best recipe (highest forget quality among those keeping >= 95 % of the target's utility): "
+              f"{verdict}. Total wall time {time.perf_counter() - t0:.0f}s.\n")
     io.write_json(out / "summary.json", summary)
     io.write_text(out / "report.md", report)
     plot(summary, out / "tradeoff.png")
-    return {"summary": summary, "best": best, "best_ratio": ratio, "report": report, "output": str(out)}
+    return {"summary": summary, "best": best, "best_forget_quality": fq, "report": report, "output": str(out),
+            "split": split}

@@ -14,12 +14,25 @@ to the holdout perplexity, |log(ppl_forget / ppl_holdout)| smallest. Going past 
 (forget rows become *less* likely than unseen ones, which membership inference and TOFU's forget
 quality both detect), so training also stops once forget perplexity has exceeded the holdout
 perplexity `patience` evaluations in a row.
+
+`select_target: retrain` (the shipped recipes' setting) is the same with the reference of "never seen"
+chosen automatically: the calibration part of the holdout when there is one, else `swapped_rows` (the
+forget questions with answers swapped among the forget rows, scored once by the starting model).
+`select_lr: auto` lets the callback find its own step size from the budget (`_adapt_lr`): the learning rate
+halves when one measurement interval spends more than 1/8 of the retain budget and doubles while forgetting
+stalls, so the budget is spent over many small steps rather than a few large ones.
+
+Calibration rows are kept apart from evaluation rows (`calibration_split`): the holdout is split by
+person/document into a calibration and an evaluation part, and the retain rows the callback measures are
+left out of the retain rows the run's evaluation reports on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import random
 
 import torch
 from transformers import TrainerCallback
@@ -47,28 +60,114 @@ def set_perplexity(model, batches) -> float:
     return math.exp(total / max(n, 1))
 
 
+GROUP_KEYS = ("person", "author", "subject", "document", "doc_id")
+
+
+def group_of(row: dict, i: int) -> str:
+    """The unit a split keeps together: the first of GROUP_KEYS the row has, else the row itself."""
+    for k in GROUP_KEYS:
+        if row.get(k) not in (None, ""):
+            return f"{k}={row[k]}"
+    return f"row={i}"
+
+
+def split_by_group(rows: list[dict], n_calibration: int, seed: int = 0,
+                   avoid: set[str] | None = None) -> tuple[list[int], list[int]]:
+    """(calibration, evaluation) row indices: whole groups, in a seeded order, go to calibration until
+    it holds >= n_calibration rows; at least one group is left for evaluation when there are two or more.
+    Groups holding a question in `avoid` (rows another evaluation reports on) come last."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(group_of(r, i), []).append(i)
+    avoid = avoid or set()
+    order = sorted(groups, key=lambda g: (any(str(rows[i].get("question", "")).strip() in avoid for i in groups[g]),
+                                          hashlib.sha256(f"{seed}/{g}".encode()).hexdigest()))
+    calib: list[int] = []
+    for g in order[: max(len(order) - 1, 1)]:
+        if len(calib) >= n_calibration:
+            break
+        calib += groups[g]
+    keep = set(calib)
+    return sorted(calib), [i for i in range(len(rows)) if i not in keep]
+
+
+def digest(rows: list[dict]) -> str:
+    """sha256 of the rows' question/answer/text fields, in order: which rows, without the rows."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update("\x1f".join(str(r.get(k, "")) for k in ("question", "answer", "text")).encode() + b"\x1e")
+    return h.hexdigest()
+
+
+def calibration_split(forget: list[dict], retain: list[dict] | None, holdout: list[dict] | None,
+                      select_rows: int, seed: int = 0, avoid: set[str] | None = None) -> dict:
+    """Which rows calibrate (the selector's measurements) and which rows the evaluation reports on.
+
+    holdout: split by group into halves (calibration at most `select_rows` rows); retain: whole groups
+    up to `select_rows` rows calibrate and are left out of the evaluation. Forget rows are the training
+    target by definition: the selector measures the first `select_rows` of them, and the evaluation
+    reports on all of them. `avoid`: questions an outside evaluation reports on (kept out of calibration
+    where the groups allow). Returns {"calibration": {set: [indices]}, "evaluation": {set: [indices]}}."""
+    out = {"calibration": {"forget": list(range(min(select_rows, len(forget))))},
+           "evaluation": {"forget": list(range(len(forget)))}}
+    if retain:
+        c, e = split_by_group(retain, min(select_rows, len(retain) // 2), seed, avoid)
+        out["calibration"]["retain"], out["evaluation"]["retain"] = c, e
+    if holdout:
+        c, e = split_by_group(holdout, min(select_rows, len(holdout) // 2), seed, avoid)
+        out["calibration"]["holdout"], out["evaluation"]["holdout"] = c, e
+    return out
+
+
+def swapped_rows(forget: list[dict], seed: int = 0) -> list[dict]:
+    """The forget questions with answers swapped among the forget rows (a seeded derangement): the
+    model's perplexity on them is its perplexity on a plausible answer it never saw for that question,
+    the reference of "never seen" when there is no holdout. Assumes the forget answers are of one kind
+    (exchangeable: a city for a city); see README, "Forgetting to the level of retraining"."""
+    order = list(range(len(forget)))
+    random.Random(seed).shuffle(order)
+    out = [dict(r) for r in forget]
+    for k, i in enumerate(order):
+        out[i]["answer"] = forget[order[(k + 1) % len(order)]]["answer"]
+    return out if len(forget) > 1 else []
+
+
 class RetainBudgetSelector(TrainerCallback):
-    """Keep the most-forgetting state within a retain-perplexity budget (see module docstring)."""
+    """Keep the most-forgetting state within a retain-perplexity budget (see module docstring).
+
+    reference_items: rows whose perplexity the forget perplexity should reach; `reference` says how
+    they are scored: "holdout" (at every measurement, by the model being trained) or "swapped" (once,
+    by the starting model). auto_lr: adapt the learning rate (see module docstring)."""
 
     def __init__(self, forget_items: list[dict], retain_items: list[dict], pad_id: int, budget: float,
-                 every: int = 5, patience: int = 2, batch_size: int = 32, holdout_items: list[dict] | None = None):
+                 every: int = 5, patience: int = 2, batch_size: int = 32, holdout_items: list[dict] | None = None,
+                 reference: str = "holdout", auto_lr: bool = False, lr_growth: float = 2.0,
+                 max_lr_factor: float = 64.0):
         def batches(items):
             return [pad(items[s:s + batch_size], pad_id) for s in range(0, len(items), batch_size)]
 
         self.forget, self.retain = batches(forget_items), batches(retain_items)
         self.holdout = batches(holdout_items) if holdout_items else None
-        self.target = "holdout" if holdout_items else "max"
+        self.target = reference if holdout_items else "max"
         self.budget, self.every, self.patience = budget, every, patience
+        self.auto_lr, self.lr_growth, self.max_lr_factor = auto_lr, lr_growth, max_lr_factor
         self.history: list[dict] = []
         self.best_state = None
         self.best_step = None
         self.best_score = -math.inf
         self.start_retain = None
+        self.start_reference = None
         self._over = 0
         self._past = 0
+        self._lr0 = None
 
     def _trainable(self, model):
         return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+    def _reference(self, model) -> float:
+        if self.target == "swapped" and self.start_reference is not None:
+            return self.start_reference
+        return set_perplexity(model, self.holdout)
 
     def _measure(self, model, step):
         f, r = set_perplexity(model, self.forget), set_perplexity(model, self.retain)
@@ -76,9 +175,11 @@ class RetainBudgetSelector(TrainerCallback):
             self.start_retain = r
         ok = r <= (1 + self.budget) * self.start_retain
         rec = {"step": step, "forget_perplexity": f, "retain_perplexity": r, "within_budget": ok}
-        score = f  # higher is better: forget perplexity, or closeness to the holdout below
-        if self.holdout is not None:  # closeness to the holdout perplexity (higher = closer)
-            h = set_perplexity(model, self.holdout)
+        score = f  # higher is better: forget perplexity, or closeness to the reference below
+        if self.holdout is not None:  # closeness to the reference perplexity (higher = closer)
+            h = self._reference(model)
+            if self.start_reference is None:
+                self.start_reference = h
             score = -abs(math.log(f / h))
             rec["holdout_perplexity"] = h
             self._past = self._past + 1 if f > h else 0
@@ -88,19 +189,49 @@ class RetainBudgetSelector(TrainerCallback):
         self._over = 0 if ok else self._over + 1
         return ok
 
+    def _adapt_lr(self, optimizer, lr_scheduler) -> None:
+        """Pace the run so that the retain budget would last >= 8 measurement intervals: halve the learning
+        rate when an interval used more than 1/8 of the budget, log(1 + b) (or left it); double it while an
+        interval closed < 1/64 of the starting log-gap to the reference and used < 1/32 of the budget."""
+        if optimizer is None or len(self.history) < 2 or self.holdout is None:
+            return
+        prev, cur = self.history[-2], self.history[-1]
+        gap = math.log(self.history[0]["holdout_perplexity"] / self.history[0]["forget_perplexity"])
+        budget = math.log(1 + self.budget)
+        moved = math.log(cur["forget_perplexity"] / prev["forget_perplexity"])
+        spent = math.log(cur["retain_perplexity"] / prev["retain_perplexity"])
+        factor = 1.0
+        if not cur["within_budget"] or spent > budget / 8:
+            factor = 1 / self.lr_growth
+        elif gap > 0 and moved < gap / 64 and spent < budget / 32:
+            factor = self.lr_growth
+        lrs = [g["lr"] for g in optimizer.param_groups]
+        if self._lr0 is None:
+            self._lr0 = max(lrs)
+        if factor > 1 and max(lrs) * factor > self.max_lr_factor * self._lr0:
+            factor = 1.0
+        if factor != 1.0:
+            for g in optimizer.param_groups:
+                g["lr"] *= factor
+            if lr_scheduler is not None and hasattr(lr_scheduler, "base_lrs"):
+                lr_scheduler.base_lrs = [b * factor for b in lr_scheduler.base_lrs]
+        cur["learning_rate"] = max(g["lr"] for g in optimizer.param_groups)
+
     def on_train_begin(self, args, state, control, model=None, **kw):
         if self.start_retain is None:
             self._measure(model, state.global_step)
 
-    def on_step_end(self, args, state, control, model=None, **kw):
+    def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kw):
         if state.global_step % self.every == 0:
             self._measure(model, state.global_step)
+            if self.auto_lr:
+                self._adapt_lr(optimizer, lr_scheduler)
             if self._over >= self.patience:
                 logger.info("retain perplexity over budget for %d evaluations; stopping at step %d",
                             self._over, state.global_step)
                 control.should_training_stop = True
             elif self._past >= self.patience:
-                logger.info("forget perplexity above the holdout's for %d evaluations; stopping at step %d",
+                logger.info("forget perplexity above the reference's for %d evaluations; stopping at step %d",
                             self._past, state.global_step)
                 control.should_training_stop = True
 
@@ -119,4 +250,5 @@ class RetainBudgetSelector(TrainerCallback):
 
     def summary(self) -> dict:
         return {"budget": self.budget, "target": self.target, "selected_step": self.best_step,
-                "start_retain_perplexity": self.start_retain, "history": self.history}
+                "start_retain_perplexity": self.start_retain, "start_reference_perplexity": self.start_reference,
+                "auto_lr": self.auto_lr, "history": self.history}

@@ -14,7 +14,7 @@ import math
 import random
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from .data.encode import pad
 from .errors import UserError
@@ -26,13 +26,32 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
+def retain_draw(seed: int, position: int, n_retain: int) -> int:
+    """The retain row at `position` of an endless stream of seeded permutations of range(n_retain):
+    positions 0..n−1 visit every retain row once (permutation 0), n..2n−1 again (permutation 1)...
+    A pure function of (seed, position), so every rank and a resumed run draw the same rows."""
+    cycle, k = divmod(position, n_retain)
+    perm = list(range(n_retain))
+    random.Random(f"{seed}/{cycle}").shuffle(perm)
+    return perm[k]
+
+
 class UnlearnDataset(torch.utils.data.Dataset):
-    """Item i = forget row i paired with a retain row (a fixed seeded permutation, cycled)."""
+    """Item i = forget row i paired with a retain row drawn afresh per epoch: in epoch e, item i
+    takes position e·len(forget) + i of the retain stream (`retain_draw`), so successive epochs
+    walk through all retain rows before any repeats. The Trainer sets the epoch (`set_epoch`,
+    called by `EpochCallback` at the start of each epoch, also on resume)."""
 
     def __init__(self, forget: list[dict], retain: list[dict] | None, seed: int = 0):
-        self.forget, self.retain = forget, retain
-        self.perm = list(range(len(retain))) if retain else []
-        random.Random(seed).shuffle(self.perm)
+        self.forget, self.retain, self.seed = forget, retain, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def retain_index(self, i: int, epoch: int | None = None) -> int:
+        e = self.epoch if epoch is None else epoch
+        return retain_draw(self.seed, e * len(self.forget) + i, len(self.retain))
 
     def __len__(self):
         return len(self.forget)
@@ -40,8 +59,21 @@ class UnlearnDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         item = {"index": i, "forget": self.forget[i]}
         if self.retain:
-            item["retain"] = self.retain[self.perm[i % len(self.perm)]]
+            j = self.retain_index(i)
+            item["retain"], item["retain_index"] = self.retain[j], j
         return item
+
+
+class EpochCallback(TrainerCallback):
+    """Tells the dataset which epoch starts (accelerate forwards `set_epoch` to a dataset only when
+    its sampler has none). state.epoch is e + steps/steps_in_epoch, so its floor is the epoch about to run,
+    also after resuming mid-epoch."""
+
+    def __init__(self, dataset: UnlearnDataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kw):
+        self.dataset.set_epoch(math.floor(state.epoch + 1e-9) if state.epoch else 0)
 
 
 class Collator:
@@ -58,6 +90,7 @@ class Collator:
                "forget": {k: v[:n] for k, v in batch.items()}}
         if len(parts) > n:
             out["retain"] = {k: v[n:] for k, v in batch.items()}
+            out["retain_index"] = torch.tensor([x["retain_index"] for x in items if "retain_index" in x])
         return out
 
 
@@ -189,6 +222,9 @@ class UnlearnTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.method, self.reference = method, reference
         self._parts: dict[str, list[float]] = {}
+        self.retain_seen: set[int] = set()  # distinct retain rows trained on by this process
+        if isinstance(self.train_dataset, UnlearnDataset):
+            self.add_callback(EpochCallback(self.train_dataset))
         if reference.model is not None:
             reference.model = self._prepare_reference(reference.model)
 
@@ -206,6 +242,8 @@ class UnlearnTrainer(Trainer):
         return self.accelerator.prepare_model(ref, evaluation_mode=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "retain_index" in inputs:
+            self.retain_seen.update(inputs["retain_index"].tolist())
         b = Batch(model, inputs, self.reference, unwrap=self.accelerator.unwrap_model)
         out = self.method.loss(b)
         loss = out["loss"]

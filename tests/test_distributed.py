@@ -170,8 +170,8 @@ def test_grad_diff_two_processes_equal_one_and_sharded_eval_is_exact(target_path
     from llm_forget.models import load_model, load_tokenizer
 
     two, one = tmp_path / "two", tmp_path / "one"
-    sets = {"forget": read_rows("builtin:forget"), "retain": read_rows("builtin:retain")[:40],
-            "holdout": read_rows("builtin:holdout")[:20]}
+    sets = {"forget": read_rows("builtin:forget"), "retain": read_rows("builtin:retain")[:80],
+            "holdout": read_rows("builtin:holdout")[:40]}
     for s in ("retain", "holdout"):  # small evaluation sets keep the test short
         (tmp_path / f"{s}.json").write_text(json.dumps(sets[s]))
     small = {"retain": str(tmp_path / "retain.json"), "holdout": str(tmp_path / "holdout.json")}
@@ -192,6 +192,7 @@ def test_grad_diff_two_processes_equal_one_and_sharded_eval_is_exact(target_path
     tok = load_tokenizer(str(two / "model"))
     model = load_model(str(two / "model"), "float32")
     enc = Encoder(tok, "Question: {question}\nAnswer:", False, 256, "truncate")
+    assert res["rows"]["evaluation"] == {}  # no selection: the run reports on every row
     with torch.no_grad(), launch_threads():
         ref = quick_eval(model, enc, sets, 16)
     for s in sets:

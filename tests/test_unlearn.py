@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +12,10 @@ import pytest
 import llm_forget
 from llm_forget.recipes_index import shipped
 
-# method -> (min forget-perplexity factor over the target, max retain-perplexity factor)
-BARS = {  # measured (forget x, retain x) on this machine: the comment; the bar leaves a margin
-    "simnpo": (5.0, 1.5),            # 6.79, 1.47: the best recipe
-    "grad_diff": (2.0, 1.45),        # 2.84, 1.40
-    "kl": (1.8, 1.45),               # 2.52, 1.30
-    "npo": (1.8, 1.45),              # 2.32, 1.33
-    "rmu": (1.5, 1.45),              # 1.95, 1.30
-    "gradient_ascent": (1.3, 1.45),  # 1.58, 1.17
-    "idk_po": (1.1, 1.45),           # 1.22, 1.10
-}
+RECIPES = ["gradient_ascent", "grad_diff", "kl", "npo", "simnpo", "idk_po", "rmu"]
+# Margins between the selector's calibration rows and the evaluation rows, which it never saw (other
+# people): perplexity ratios there agree within a few percent across seeds, CPUs and thread counts.
+ROW_MARGIN = 1.10
 
 
 def _hashes(folder):
@@ -39,18 +34,28 @@ def demo(target_path, retain_path, tmp_path_factory):
     return r
 
 
-def test_demo_meets_the_bar(demo):
-    """Core bar: the best recipe raises forget perplexity >= 5x over the target while retain
-    perplexity stays within 1.5x; the demo writes its table, summary and plot."""
+def test_demo_ranks_by_forget_quality_at_kept_utility(demo):
+    """The references: the retain model (never saw the forget people) is what forgetting should reach; the
+    target is what utility is kept against. The best recipe is the highest forget quality among those at
+    >= 95 % of the target's utility, and it moved toward the retain model."""
     s = demo["summary"]
-    assert set(s) == {"target", "retain", *BARS}
-    assert demo["best"] is not None and demo["best_ratio"] >= 5.0, demo["report"]
-    assert s[demo["best"]]["retain_perplexity"] <= 1.5 * s["target"]["retain_perplexity"]
-    # the retain model (never saw the forget people) is the gold standard: it does not know them
-    assert s["retain"]["forget_perplexity"] > 3 * s["target"]["forget_perplexity"]
-    assert s["target"]["mia_auc"] > 0.9 and s["target"]["forget_quality"] < 0.01
-    for m in s.values():  # every model gets the evidence columns
-        assert {"forget_quality", "model_utility", "mia_auc", "privleak", "forget_extraction_strength"} <= set(m)
+    assert set(s) == {"target", "retain", *RECIPES}
+    t, r = s["target"], s["retain"]
+    assert r["forget_perplexity"] > 3 * t["forget_perplexity"]  # the retain model does not know them
+    assert t["mia_auc"] > 0.9 and t["forget_quality"] < 0.01
+    kept = {n for n in RECIPES if s[n]["model_utility"] >= 0.95 * t["model_utility"]}
+    if kept:
+        assert demo["best"] == max(kept, key=lambda n: s[n]["forget_quality"]), demo["report"]
+        b = s[demo["best"]]
+        assert b["forget_quality"] > 10 * t["forget_quality"], demo["report"]
+        # closer to the retain model than the target is (forget perplexity ratio 1 = retraining's)
+        assert abs(math.log(b["forget_ppl_vs_retain"])) < abs(math.log(t["forget_ppl_vs_retain"]))
+    else:
+        assert demo["best"] is None and "none" in demo["report"]
+    for m in s.values():  # every model gets the evidence columns and its distance to the retain model
+        assert {"forget_quality", "model_utility", "mia_auc", "privleak", "forget_extraction_strength",
+                "forget_ppl_vs_retain", "mia_auc_gap"} <= set(m)
+    assert s["retain"]["forget_ppl_vs_retain"] == 1.0 and s["retain"]["mia_auc_gap"] == 0.0
     out = Path(demo["output"])
     assert json.loads((out / "summary.json").read_text()).keys() == s.keys()
     assert (out / "report.md").read_text().startswith("# llm_forget demo")
@@ -58,21 +63,27 @@ def test_demo_meets_the_bar(demo):
     assert demo["input_unchanged"], "the input model was modified"
 
 
-@pytest.mark.parametrize("method", sorted(BARS))
-def test_recipe_forgets_and_retains(method, demo):
+@pytest.mark.parametrize("method", RECIPES)
+def test_recipe_moves_toward_retraining_within_its_budget(method, demo):
+    """Each recipe keeps the selection's promise (retain perplexity within (1 + budget) x the start on its
+    calibration rows, and within ROW_MARGIN of that on the evaluation rows), forgets (forget perplexity
+    above the target's) and does not over-shoot retraining by more than the margin."""
     s = demo["summary"]
-    f = s[method]["forget_perplexity"] / s["target"]["forget_perplexity"]
-    r = s[method]["retain_perplexity"] / s["target"]["retain_perplexity"]
-    min_f, max_r = BARS[method]
-    assert f >= min_f, f"{method}: forget perplexity only x{f:.2f}"
-    assert r <= max_r, f"{method}: retain perplexity x{r:.2f}"
     run = Path(demo["output"]) / "runs" / method
-    assert (run / "model" / "model.safetensors").exists()
     results = json.loads((run / "results.json").read_text())
+    sel = results["selection"]
+    chosen = next(h for h in sel["history"] if h["step"] == sel["selected_step"])
+    assert chosen["within_budget"]
+    assert chosen["retain_perplexity"] <= (1 + sel["budget"]) * sel["start_retain_perplexity"]
+    gap = [abs(math.log(h["forget_perplexity"] / h["holdout_perplexity"])) for h in sel["history"]]
+    assert abs(math.log(chosen["forget_perplexity"] / chosen["holdout_perplexity"])) <= gap[0]  # closer than the target
+    t, r = s["target"], s["retain"]
+    assert s[method]["retain_perplexity"] <= (1 + sel["budget"]) * ROW_MARGIN * t["retain_perplexity"]
+    assert s[method]["forget_perplexity"] >= t["forget_perplexity"]
+    assert s[method]["forget_perplexity"] <= ROW_MARGIN * r["forget_perplexity"]  # not past retraining
+    assert (run / "model" / "model.safetensors").exists()
     assert results["counts"]["forget"] == 50 and results["environment"]["world_size"] == 1
-    sel = results["selection"]  # the retain-budget selection is recorded, and kept its promise on its sample
-    chosen = [h for h in sel["history"] if h["step"] == sel["selected_step"]]
-    assert chosen and chosen[0]["within_budget"]
+    assert not set(results["rows"]["calibration"]["holdout"]) & set(demo["split"]["evaluation"]["holdout"])
 
 
 def test_lora_with_adapter_reference(target_path, tmp_path):

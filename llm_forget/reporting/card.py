@@ -26,7 +26,7 @@ METRICS = {
     "forget_quality": ("Forget quality", "KS-test p-value vs the retain model; higher = closer to retraining"),
     "model_utility": ("Model utility", "harmonic mean of retain-side scores; higher = more useful"),
     "mia_auc": ("MIA AUC", "forget members vs holdout non-members; 0.5 = indistinguishable (ideal after forgetting)"),
-    "privleak": ("PrivLeak", "(AUC_model - AUC_retain)/AUC_retain x 100; 0 = ideal"),
+    "privleak": ("PrivLeak", "MUSE form: (AUC_retain - AUC_model)/(1 - AUC_retain) x 100; 0 = ideal, < 0 under-unlearned"),
     "forget_perplexity": ("Forget perplexity", "higher = more forgotten"),
     "retain_perplexity": ("Retain perplexity", "lower = more utility kept"),
     "holdout_perplexity": ("Holdout perplexity", "reference: data never trained on"),
