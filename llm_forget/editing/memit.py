@@ -142,14 +142,19 @@ def distribute(model, tokenizer, requests, layers, zs, key_prefixes, arch, solve
 
 def memit_edit(model, tokenizer, requests, layers: list[int], Cs: dict, key_prefixes, value_prefixes, arch,
                cfg: ValueConfig = ValueConfig(weight_decay=0.5, clamp_norm=0.75), lam: float = 15000.0,
-               batch_size: int | None = None, result: EditResult | None = None, progress: bool = True) -> EditResult:
-    """MEMIT in place on `model`; all requests at once, or in successive batches of `batch_size`."""
+               batch_size: int | None = None, result: EditResult | None = None, progress: bool = True,
+               v_batch: int = 32, cache: bool = True, after_batch=None) -> EditResult:
+    """MEMIT in place on `model`; all requests at once, or in successive batches of `batch_size`
+    (`after_batch(i, batch)` is called after batch i is written, e.g. to measure a lifelong stream).
+    v_batch: requests whose v* are optimised together (1 = one by one); cache: the targets cache."""
     result = result or EditResult(model)
     layers = sorted(layers)
     bs = batch_size or len(requests)
-    for s in range(0, len(requests), bs):
+    for i, s in enumerate(range(0, len(requests), bs)):
         batch = requests[s:s + bs]
-        zs = value_targets(model, tokenizer, batch, layers[-1], value_prefixes, arch, cfg, progress)
+        zs = value_targets(model, tokenizer, batch, layers[-1], value_prefixes, arch, cfg, progress, cache, v_batch)
         distribute(model, tokenizer, batch, layers, zs, key_prefixes, arch,
                    lambda layer, R, K: memit_solve(R, K, Cs[layer], lam), result)
+        if after_batch is not None:
+            after_batch(i, batch)
     return result
