@@ -46,7 +46,7 @@ def neighbourhood(model, tokenizer, requests) -> float:
 class StreamTable:
     """Collects one row per batch; use `after_batch` as the editing functions' callback."""
 
-    def __init__(self, model, tokenizer, first_batch, n_neighbour_requests: int = 20, fluency_prompts: int = 5,
+    def __init__(self, model, tokenizer, first_batch, n_neighbour_requests: int = 10, fluency_prompts: int = 3,
                  max_new_tokens: int = 30):
         self.model, self.tok = model, tokenizer
         self.first = list(first_batch)
