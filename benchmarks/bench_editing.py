@@ -122,7 +122,8 @@ def print_stream(name, rows):
           f"{'fluency':>9}{'s':>7}")
     for r in rows:
         print(f"{r['batch']:>5}{r['n_edits']:>7}{r['efficacy_latest']:>11.3f}{r['efficacy_earlier']:>12.3f}"
-              f"{r['efficacy_first']:>10.3f}{r['neighbourhood']:>10.3f}{r['fluency']:>9.2f}{r['elapsed_seconds']:>7.0f}")
+              f"{r['efficacy_first']:>10.3f}{r['neighbourhood']:>10.3f}{r['fluency']:>9.2f}"
+              f"{r['elapsed_seconds']:>7.0f}")
 
 
 if __name__ == "__main__":

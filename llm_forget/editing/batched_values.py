@@ -8,7 +8,8 @@ has ∂L/∂δ_i = ∂L_i/∂δ_i because the rows of different requests never m
 inside a row), and Adam's update is elementwise, so each δ_i follows the path it would follow
 alone. A request stops when its NLL falls below `stop_nll` (checked before the step, as
 one-by-one): its δ is frozen and its rows leave the batch, so the forward shrinks as requests
-converge. What differs from one-by-one is float rounding only (other matmul shapes and padding);
+converge. The tokens before a row's subject position do not depend on δ: their keys/values are
+computed once (`PrefixCache`) and each step runs only the rest. What differs from one-by-one is float rounding only (other matmul shapes and padding);
 tests/test_editing_batched.py bounds it.
 """
 
@@ -111,9 +112,11 @@ class PrefixCache:
 
 
 def compute_value_deltas(model, tokenizer, requests, layer: int, prefixes: list[str], arch, cfg: ValueConfig,
-                         h0_module: str = "block", prefix_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+                         h0_module: str = "block", prefix_cache: bool = True):
     """Optimise δ_i for every request together (see module docstring). Returns (δ (B, d), h_0 (B, d),
-    steps taken per request); h_0 as in `compute_value_delta`. Model weights are not changed."""
+    steps taken per request: list[int]); h_0 as in `compute_value_delta`; `prefix_cache` runs only
+    the tokens from the subject on (`PrefixCache`) for the decoder types in PREFIX_CACHE_TYPES.
+    Model weights are not changed."""
     from ..models import get_layers, get_mlp_out
 
     device = next(model.parameters()).device
