@@ -99,7 +99,9 @@ def _tiny_gemma2(vocab):
 def test_memit_refuses_a_norm_after_the_mlp_and_accepts_a_plain_residual(tiny_requests, tmp_path, monkeypatch):
     """Gemma 2 normalises the MLP output before adding it: an added r moves the block output by
     far from r, and MEMIT/AlphaEdit targets refuse with a UserError before anything is written.
-    Llama adds it straight in (gain error ~1e-7)."""
+    Llama and GPT-2 (Conv1D) add it straight in (gain error ~1e-7)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     from llm_forget.editing.locate import ValueConfig
     from llm_forget.editing.memit import value_targets
     from llm_forget.editing.residual import residual_gain
@@ -108,6 +110,8 @@ def test_memit_refuses_a_norm_after_the_mlp_and_accepts_a_plain_residual(tiny_re
     monkeypatch.setenv("LLM_FORGET_CACHE", str(tmp_path))
     model, tok, reqs = tiny_requests
     assert residual_gain(model, 2, arch_for(model)) < 1e-4
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tok))).eval()
+    assert residual_gain(gpt2, 1, arch_for(gpt2)) < 1e-4
     gemma = _tiny_gemma2(len(tok))
     arch = arch_for(gemma)
     assert residual_gain(gemma, 1, arch) > 0.1
