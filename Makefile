@@ -43,6 +43,10 @@ bench-editing: install
 	    --n_tokens 50000 --n_value_prefixes 2 --n_key_prefixes 5 --out runs/bench_editing_memit_sweep
 	$(BENCH)/bench_editing.py --methods alphaedit,rome,lora_edit --n 100 --n_tokens 50000 \
 	    --n_value_prefixes 2 --n_key_prefixes 5 --out runs/bench_editing_seq
+	$(BENCH)/bench_editing.py --compare_solvers --n 100 --mom2_weight 3000 --clamp_norm 4 --n_tokens 20000 \
+	    --n_value_prefixes 2 --n_key_prefixes 5 --out runs/bench_editing_solvers
+	$(BENCH)/bench_editing.py --methods alphaedit,memit --stream 10 --seq_batch 100 --n 1000 --mom2_weight 3000 \
+	    --clamp_norm 4 --n_tokens 20000 --n_value_prefixes 2 --n_key_prefixes 5 --out runs/bench_editing_stream
 bench-robustness: install
 	$(BENCH)/bench_robustness.py
 bench-sisa: install

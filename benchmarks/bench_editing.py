@@ -39,6 +39,11 @@ def main(argv=None):
                     help="MEMIT only: comma list of λ, one run each from the unedited weights; the targets z "
                          "are computed by the first and read from the targets cache by the others (a cheap sweep)")
     ap.add_argument("--clamp_norm", type=float, default=None, help="v* clamp (default per method)")
+    ap.add_argument("--v_batch", type=int, default=32, help="MEMIT/AlphaEdit: requests per batched v* solve")
+    ap.add_argument("--compare_solvers", action="store_true",
+                    help="MEMIT twice on the same requests: v* one by one, then batched (no targets cache)")
+    ap.add_argument("--stream", type=int, default=0,
+                    help="lifelong: --stream T batches of --seq_batch requests, measured after each batch")
     ap.add_argument("--out", default="runs/bench_editing")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -67,16 +72,24 @@ def main(argv=None):
     results["pre"] = pre
     results["pre_eval_seconds"] = time.perf_counter() - t
     logging.info("pre-edit: %s", pre)
-    runs = [(m, lam) for m in a.methods.split(",")
+    runs = [(m, lam, a.v_batch) for m in a.methods.split(",")
             for lam in ([float(x) for x in a.lambdas.split(",")] if m == "memit" and a.lambdas else [a.mom2_weight])]
-    for method, lam in runs:
+    if a.compare_solvers:
+        runs = [("memit", a.mom2_weight, 1), ("memit", a.mom2_weight, a.v_batch)]
+    for method, lam, v_batch in runs:
         name = f"memit@{lam:g}" if method == "memit" and a.lambdas else method
+        if a.compare_solvers:
+            name = "memit v* one-by-one" if v_batch == 1 else f"memit v* batched {v_batch}"
+        stream = a.stream and method in ("memit", "alphaedit")
+        if stream:
+            name = f"{method} {a.stream}x{a.seq_batch}"
         cfg = EditConfig(method=method, model=a.model, output_dir=str(out), requests=a.requests,
                          layers=a.rome_layer if method == "rome" else a.layers, n_tokens=a.n_tokens,
                          v_steps=a.v_steps, n_value_prefixes=a.n_value_prefixes, n_key_prefixes=a.n_key_prefixes,
-                         mode="batch" if method == "memit" else "sequential",
+                         mode="batch" if method == "memit" and not stream else "sequential",
                          batch_size=1 if method == "rome" else a.seq_batch, lora_steps=60,
-                         mom2_weight=lam, clamp_norm=a.clamp_norm)
+                         mom2_weight=lam, clamp_norm=a.clamp_norm, v_batch_size=v_batch,
+                         targets_cache=not a.compare_solvers, batch_eval=bool(stream))
         model = load_model(path, "float32")  # every run starts from the unedited weights
         t = time.perf_counter()
         model, res, timings = apply_edits(model, tok, requests, cfg)
@@ -84,7 +97,10 @@ def main(argv=None):
         with torch.no_grad():
             post = counterfact_metrics(model, tok, requests)["summary"]
         results["runs"][name] = {"post": post, "timings": timings, "wall_seconds": wall, "layers": cfg.layers,
-                                 "mode": cfg.mode, "batch_size": cfg.batch_size, "mom2_weight": lam}
+                                 "mode": cfg.mode, "batch_size": cfg.batch_size, "mom2_weight": lam,
+                                 "v_batch": v_batch, "per_batch": res.per_batch if res else None}
+        if stream:
+            print_stream(name, res.per_batch)
         logging.info("%s: %s in %.0fs", name, post, wall)
         io.write_json(out / "bench_editing.json", results)
     print(f"\n{len(requests)} CounterFact edits on {a.model}; C from {a.n_tokens} WikiText-2 tokens")
@@ -98,6 +114,16 @@ def main(argv=None):
               f"{r['timings']['edit_seconds']:>9.0f}")
     io.write_json(out / "bench_editing.json", results)
     print(json.dumps({m: r["post"] for m, r in results["runs"].items()}))
+
+
+def print_stream(name, rows):
+    print(f"\n{name}: after each batch")
+    print(f"{'batch':>5}{'edits':>7}{'eff latest':>11}{'eff earlier':>12}{'eff first':>10}{'neighbour':>10}"
+          f"{'fluency':>9}{'s':>7}")
+    for r in rows:
+        print(f"{r['batch']:>5}{r['n_edits']:>7}{r['efficacy_latest']:>11.3f}{r['efficacy_earlier']:>12.3f}"
+              f"{r['efficacy_first']:>10.3f}{r['neighbourhood']:>10.3f}{r['fluency']:>9.2f}"
+              f"{r['elapsed_seconds']:>7.0f}")
 
 
 if __name__ == "__main__":

@@ -62,19 +62,23 @@ class AlphaEditState:
 
 def alphaedit_edit(model, tokenizer, requests, layers, state: AlphaEditState, key_prefixes, value_prefixes, arch,
                    cfg: ValueConfig = ValueConfig(weight_decay=0.5, clamp_norm=0.75), l2: float = 10.0,
-                   batch_size: int | None = None, result: EditResult | None = None, progress: bool = True):
+                   batch_size: int | None = None, result: EditResult | None = None, progress: bool = True,
+                   v_batch: int = 32, cache: bool = True, after_batch=None):
     """AlphaEdit in place; batches of `batch_size` requests edited one after another, each batch's
-    keys added to `state.KpKp` so later batches keep earlier edits."""
+    keys added to `state.KpKp` so later batches keep earlier edits (`after_batch(i, batch)` is
+    called after each; v_batch and cache as in `memit_edit`)."""
     result = result or EditResult(model)
     layers = sorted(layers)
     bs = batch_size or len(requests)
-    for s in range(0, len(requests), bs):
+    for i, s in enumerate(range(0, len(requests), bs)):
         batch = requests[s:s + bs]
-        zs = value_targets(model, tokenizer, batch, layers[-1], value_prefixes, arch, cfg, progress)
+        zs = value_targets(model, tokenizer, batch, layers[-1], value_prefixes, arch, cfg, progress, cache, v_batch)
         keys = distribute(model, tokenizer, batch, layers, zs, key_prefixes, arch,
                           lambda layer, R, K: alphaedit_solve(R, K, state.P[layer], state.KpKp.get(layer), l2),
                           result)
         for layer, K in keys.items():
             kk = K.double() @ K.double().T
             state.KpKp[layer] = state.KpKp[layer] + kk if layer in state.KpKp else kk
+        if after_batch is not None:
+            after_batch(i, batch)
     return result

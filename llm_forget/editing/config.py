@@ -28,6 +28,8 @@ class EditConfig:
     n_requests: int | None = _f(None, "use only the first N requests")
     mode: str = _f("batch", "batch (all requests at once) or sequential (batches of batch_size, one after another)")
     batch_size: int = _f(1, "requests per step in sequential mode")
+    batch_eval: bool = _f(False, "sequential MEMIT/AlphaEdit: measure after every batch (results.json per_batch: "
+                                 "efficacy on the latest, earlier and first batch, neighbourhood, fluency)")
     # locate-then-edit
     layers: str = _f("4,5,6,7,8", "edited layers: ROME uses the first; MEMIT/AlphaEdit the range (comma list or a-b)")
     corpus: str = _f("hf:Salesforce/wikitext:wikitext-2-v1@validation",
@@ -42,6 +44,8 @@ class EditConfig:
     prefix_length: int = _f(10, "tokens per random prefix")
     v_steps: int = _f(25, "Adam steps for v*")
     v_lr: float = _f(0.5, "Adam learning rate for v*")
+    targets_cache: bool = _f(True, "MEMIT/AlphaEdit: read and write the on-disk cache of v* targets")
+    v_batch_size: int = _f(32, "MEMIT/AlphaEdit: requests whose v* are optimised together (1 = one by one)")
     kl_factor: float = _f(0.0625, "weight of the KL term on '{subject} is a' while optimising v*")
     v_weight_decay: float | None = _f(None, "weight decay on δ (default 1e-3 ROME, 0.5 MEMIT/AlphaEdit)")
     clamp_norm: float | None = _f(None, "‖δ‖ ≤ clamp·‖h‖ (default 4 ROME, 0.75 MEMIT/AlphaEdit)")
@@ -106,7 +110,7 @@ def validate(cfg: EditConfig) -> None:
     if cfg.method != "task_vector" and not cfg.requests:
         raise UserError(f"{cfg.method} needs requests: a CounterFact or zsRE file (--requests FILE)")
     checks = [(cfg.mode in ("batch", "sequential"), "mode must be batch or sequential"),
-              (cfg.batch_size > 0, "batch_size must be > 0"), (cfg.n_tokens > 0, "n_tokens must be > 0"),
+              (cfg.batch_size > 0, "batch_size must be > 0"), (cfg.v_batch_size > 0, "v_batch_size must be > 0"), (cfg.n_tokens > 0, "n_tokens must be > 0"),
               (cfg.v_steps >= 0, "v_steps must be >= 0"), (0 < cfg.fraction <= 1, "fraction must be in (0, 1]"),
               (cfg.mom2_weight >= 0, "mom2_weight must be >= 0"),
               (cfg.utility in ("probability", "perplexity"), "utility must be probability or perplexity"),

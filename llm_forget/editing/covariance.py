@@ -3,7 +3,9 @@
 ROME, MEMIT and AlphaEdit all need C (uncentred, over real text) to keep edits from disturbing
 other inputs. It is computed in float64 from `n_tokens` corpus tokens (padding never counts),
 one forward pass for all requested layers, stopped after the deepest one, and cached on disk
-under `cache_dir()/stats/` keyed by (model weights hash, layer, corpus hash, n_tokens, dtype).
+under `cache_dir()/stats/` keyed by the model weights hash, the layer and projection path, the
+dtype, and a hash of the exact token sequences fed (so the corpus, n_tokens, seq_len, the
+tokenizer and whether a bos token leads each sequence all change the key).
 """
 
 from __future__ import annotations
@@ -56,10 +58,31 @@ def corpus_text(corpus: str) -> tuple[str, str]:
     return text, hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _path(model_id: str, layer: int, corpus_hash: str, n: int, dtype: str) -> Path:
+def _path(model_id: str, layer: int, arch, inputs_hash: str, dtype: str) -> Path:
     from ..zoo import cache_dir
 
-    return cache_dir() / "stats" / model_id / f"v2-layer{layer}-corpus{corpus_hash}-n{n}-{dtype}.safetensors"
+    where = hashlib.sha256(f"{arch.layers}|{arch.mlp_out}|{arch.conv1d}".encode()).hexdigest()[:8]
+    return cache_dir() / "stats" / model_id / f"v3-layer{layer}-{where}-inputs{inputs_hash}-{dtype}.safetensors"
+
+
+def sequences(tokenizer, text: str, n_tokens: int, seq_len: int, corpus: str = "corpus"):
+    """The first `n_tokens` tokens of `text` cut into sequences of `seq_len` tokens in all, led by
+    the bos token when the tokenizer adds one itself. Returns (chunks, bos id or None, sha256[:16]
+    of exactly these inputs)."""
+    head = text[: n_tokens * 16]  # tokenise only what is needed (a token is rarely > 16 characters)
+    ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+    if len(ids) < n_tokens and len(head) < len(text):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) < n_tokens:
+        logger.warning("corpus %s has %d tokens, fewer than n_tokens=%d; using all", corpus, len(ids), n_tokens)
+    ids = torch.tensor(ids[:n_tokens])
+    bos = tokenizer.bos_token_id
+    if bos is not None and list(tokenizer("a")["input_ids"][:1]) != [bos]:
+        bos = None  # start sequences as the tokenizer does: with bos only if it adds one itself
+    chunks = list(ids.split(seq_len - (bos is not None)))  # with the bos token, seq_len in all
+    h = hashlib.sha256(f"bos={bos}|seq_len={seq_len}|".encode())
+    h.update(ids.to(torch.int64).numpy().tobytes())
+    return chunks, bos, h.hexdigest()[:16]
 
 
 def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000, seq_len: int = 256,
@@ -73,28 +96,18 @@ def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000,
 
     arch = arch or arch_for(model)
     layers = sorted(set(int(x) for x in layers))
-    text, chash = corpus_text(corpus)
+    text, _ = corpus_text(corpus)
     mid = weights_hash(model)
+    chunks, bos, ihash = sequences(tokenizer, text, n_tokens, seq_len, corpus)
     out, todo = {}, []
     for layer in layers:
-        p = _path(mid, layer, chash, n_tokens, dtype)
+        p = _path(mid, layer, arch, ihash, dtype)
         if cache and p.exists():
             out[layer] = load_file(str(p))["C"]
         else:
             todo.append(layer)
     if not todo:
         return out
-    head = text[: n_tokens * 16]  # tokenise only what is needed (a token is rarely > 16 characters)
-    ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-    if len(ids) < n_tokens and len(head) < len(text):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) < n_tokens:
-        logger.warning("corpus %s has %d tokens, fewer than n_tokens=%d; using all", corpus, len(ids), n_tokens)
-    ids = torch.tensor(ids[:n_tokens])
-    bos = tokenizer.bos_token_id
-    if bos is not None and list(tokenizer("a")["input_ids"][:1]) != [bos]:
-        bos = None  # start sequences as the tokenizer does: with bos only if it adds one itself
-    chunks = list(ids.split(seq_len - (bos is not None)))  # with the bos token, seq_len in all
     modules = {layer: get_mlp_out(model, layer, arch) for layer in todo}
     device = next(model.parameters()).device
     acc = {layer: None for layer in todo}
@@ -130,7 +143,7 @@ def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000,
         if cache:
             from ..io import atomic_file
 
-            with atomic_file(_path(mid, layer, chash, n_tokens, dtype)) as tmp:
+            with atomic_file(_path(mid, layer, arch, ihash, dtype)) as tmp:
                 save_file({"C": C.contiguous()}, str(tmp), metadata={"tokens": str(count), "corpus": str(corpus)})
     logger.info("key second moments for layers %s from %d tokens", todo, count)
     return out

@@ -53,41 +53,70 @@ def block_outputs(model, tokenizer, requests, layer: int, arch, batch_size: int 
     return torch.cat(out)
 
 
-def _target_path(model_id: str, layer: int, request, prefixes, arch, cfg) -> Path:
+def _target_path(model_id: str, layer: int, request, prefixes, arch, cfg, batched: bool = False) -> Path:
     from ..zoo import cache_dir
 
-    spec = json.dumps({"layer": layer, "prompt": request.prompt, "subject": request.subject,
-                       "target_new": request.target_new, "prefixes": list(prefixes), "arch": repr(arch),
-                       "v": asdict(cfg)}, sort_keys=True)
-    return cache_dir() / "targets" / model_id / f"{hashlib.sha256(spec.encode()).hexdigest()[:24]}.safetensors"
+    spec = {"layer": layer, "prompt": request.prompt, "subject": request.subject,
+            "target_new": request.target_new, "prefixes": list(prefixes), "arch": repr(arch), "v": asdict(cfg)}
+    if batched:  # equal to one-by-one within float rounding only, so kept apart from its entries
+        spec["solver"] = "batched"
+    blob = json.dumps(spec, sort_keys=True)
+    return cache_dir() / "targets" / model_id / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.safetensors"
+
+
+def _solve_targets(model, tokenizer, requests, layer, value_prefixes, arch, cfg, v_batch, progress):
+    """z = h_L + δ for requests not in the cache: one by one (v_batch 1) or in batches."""
+    from .batched_values import compute_value_deltas
+
+    if v_batch <= 1:
+        out = []
+        for r in tqdm(requests, desc="v*", disable=not progress, leave=False):
+            delta, h0 = compute_value_delta(model, tokenizer, r, layer, value_prefixes, arch, cfg, "block")
+            out.append(h0.cpu().float() + delta.cpu().float())
+        return out
+    order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt))  # less padding
+    out = [None] * len(requests)
+    bar = tqdm(total=len(requests), desc="v* (batched)", disable=not progress, leave=False)
+    for s in range(0, len(order), v_batch):
+        idx = order[s:s + v_batch]
+        delta, h0, _ = compute_value_deltas(model, tokenizer, [requests[i] for i in idx], layer, value_prefixes,
+                                            arch, cfg, "block")
+        for j, i in enumerate(idx):
+            out[i] = (h0[j] + delta[j]).cpu().float()
+        bar.update(len(idx))
+    bar.close()
+    return out
 
 
 def value_targets(model, tokenizer, requests, layer, value_prefixes, arch, cfg, progress=True,
-                  cache: bool = True):
-    """z_i = h_L,i + δ_i for each request (N, d). Each z is cached on disk under
-    cache_dir()/targets/, keyed by (model weights hash, layer, request, prefixes, v* settings), so
-    a rerun with another λ (or a λ sweep) skips the v* optimisations, the costly part."""
+                  cache: bool = True, v_batch: int = 1):
+    """z_i = h_L,i + δ_i for each request (N, d). δ_i are optimised one by one (v_batch 1) or
+    v_batch requests at a time (`batched_values`). Each z is cached on disk under
+    cache_dir()/targets/, keyed by (model weights hash, layer, request, prefixes, v* settings,
+    solver), so a rerun with another λ (or a λ sweep) skips the v* optimisations, the costly part."""
     from safetensors.torch import load_file, save_file
 
     from .covariance import weights_hash
+    from .residual import check_mlp_adds_to_residual
 
+    check_mlp_adds_to_residual(model, layer, arch)
     mid = weights_hash(model) if cache else None
-    zs, hits = [], 0
-    for r in tqdm(requests, desc="v*", disable=not progress, leave=False):
-        p = _target_path(mid, layer, r, value_prefixes, arch, cfg) if cache else None
-        if p is not None and p.exists():
-            zs.append(load_file(str(p))["z"])
-            hits += 1
-            continue
-        delta, h0 = compute_value_delta(model, tokenizer, r, layer, value_prefixes, arch, cfg, "block")
-        zs.append(h0.cpu().float() + delta.cpu().float())
-        if p is not None:
+    paths = [_target_path(mid, layer, r, value_prefixes, arch, cfg, v_batch > 1) if cache else None
+             for r in requests]
+    zs = [load_file(str(p))["z"] if p is not None and p.exists() else None for p in paths]
+    todo = [i for i, z in enumerate(zs) if z is None]
+    if len(todo) < len(requests):
+        logger.info("v*: %d of %d targets read from the cache (%s)", len(requests) - len(todo), len(requests),
+                    paths[0].parent)
+    solved = _solve_targets(model, tokenizer, [requests[i] for i in todo], layer, value_prefixes, arch, cfg,
+                            v_batch, progress) if todo else []
+    for i, z in zip(todo, solved):
+        zs[i] = z
+        if paths[i] is not None:
             from ..io import atomic_file
 
-            with atomic_file(p) as tmp:
-                save_file({"z": zs[-1].contiguous()}, str(tmp))
-    if hits:
-        logger.info("v*: %d of %d targets read from the cache (%s)", hits, len(requests), p.parent)
+            with atomic_file(paths[i]) as tmp:
+                save_file({"z": z.contiguous()}, str(tmp))
     return torch.stack(zs)
 
 
@@ -113,14 +142,19 @@ def distribute(model, tokenizer, requests, layers, zs, key_prefixes, arch, solve
 
 def memit_edit(model, tokenizer, requests, layers: list[int], Cs: dict, key_prefixes, value_prefixes, arch,
                cfg: ValueConfig = ValueConfig(weight_decay=0.5, clamp_norm=0.75), lam: float = 15000.0,
-               batch_size: int | None = None, result: EditResult | None = None, progress: bool = True) -> EditResult:
-    """MEMIT in place on `model`; all requests at once, or in successive batches of `batch_size`."""
+               batch_size: int | None = None, result: EditResult | None = None, progress: bool = True,
+               v_batch: int = 32, cache: bool = True, after_batch=None) -> EditResult:
+    """MEMIT in place on `model`; all requests at once, or in successive batches of `batch_size`
+    (`after_batch(i, batch)` is called after batch i is written, e.g. to measure a lifelong stream).
+    v_batch: requests whose v* are optimised together (1 = one by one); cache: the targets cache."""
     result = result or EditResult(model)
     layers = sorted(layers)
     bs = batch_size or len(requests)
-    for s in range(0, len(requests), bs):
+    for i, s in enumerate(range(0, len(requests), bs)):
         batch = requests[s:s + bs]
-        zs = value_targets(model, tokenizer, batch, layers[-1], value_prefixes, arch, cfg, progress)
+        zs = value_targets(model, tokenizer, batch, layers[-1], value_prefixes, arch, cfg, progress, cache, v_batch)
         distribute(model, tokenizer, batch, layers, zs, key_prefixes, arch,
                    lambda layer, R, K: memit_solve(R, K, Cs[layer], lam), result)
+        if after_batch is not None:
+            after_batch(i, batch)
     return result

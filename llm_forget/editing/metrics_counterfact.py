@@ -8,19 +8,24 @@ Probabilities of a multi-token object are compared through their mean token NLL
 - paraphrase_score     = E[P(o*) > P(o_true)] on rephrased prompts         (higher = better)
 - neighbourhood_score  = E[P(o_true) > P(o*)] on neighbour prompts, o_true there being the
                          neighbour's own answer                              (higher = better)
-- counterfact_score    = harmonic mean of the three scores                  (higher = better)
+- counterfact_score    = harmonic mean of the three scores; NaN when any of them is NaN (no
+                         prompts of that kind), the missing ones named in
+                         `counterfact_score_missing`                       (higher = better)
 - fluency              = mean over generations of the weighted n-gram entropy
                          (2/3·H₂ + 4/3·H₃)/2 in bits; lower means repetitive text (higher = better)
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import Counter
-from statistics import harmonic_mean as _hmean  # CounterFact score: n / Σ 1/x, 0 when any is 0
+from statistics import harmonic_mean  # CounterFact score: n / Σ 1/x, 0 when any is 0
 
 from .targets import score_targets
+
+logger = logging.getLogger(__name__)
 
 
 def prob_wins(nll_a: list[float], nll_b: list[float]) -> float:
@@ -48,6 +53,18 @@ def ngram_entropy(text: str, weights=(2 / 3, 4 / 3), ns=(2, 3)) -> float:
         h = -sum(c / tot * math.log2(c / tot) for c in grams.values()) if tot else 0.0
         vals.append(w * h)
     return sum(vals) / len(vals)
+
+
+def counterfact_score(efficacy: float, paraphrase: float, neighbourhood: float) -> dict:
+    """{"counterfact_score": harmonic mean of the three}, NaN (with the missing components named
+    under "counterfact_score_missing", and a warning) when any is NaN: a score over fewer
+    components is not comparable with one over all three."""
+    parts = {"efficacy": efficacy, "paraphrase": paraphrase, "neighbourhood": neighbourhood}
+    missing = [k for k, v in parts.items() if math.isnan(v)]
+    if missing:
+        logger.warning("counterfact_score is NaN: no %s prompts among the requests", " or ".join(missing))
+        return {"counterfact_score": float("nan"), "counterfact_score_missing": missing}
+    return {"counterfact_score": harmonic_mean(list(parts.values()))}
 
 
 def counterfact_metrics(model, tokenizer, requests, batch_size: int = 32, fluency_prompts: int = 0,
@@ -84,8 +101,7 @@ def counterfact_metrics(model, tokenizer, requests, batch_size: int = 32, fluenc
     ps = prob_wins(*groups["paraphrase"])
     ns = prob_wins(groups["neighbourhood"][1], groups["neighbourhood"][0])
     out = {"efficacy_score": es, "efficacy_magnitude": prob_margin(*groups["efficacy"]),
-           "paraphrase_score": ps, "neighbourhood_score": ns,
-           "counterfact_score": _hmean([v for v in (es, ps, ns) if not math.isnan(v)]),
+           "paraphrase_score": ps, "neighbourhood_score": ns, **counterfact_score(es, ps, ns),
            "n_requests": len(reqs)}
     if fluency_prompts:
         out["fluency"] = fluency(model, tokenizer, [r.prompt for r in reqs[:fluency_prompts]], max_new_tokens)

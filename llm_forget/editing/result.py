@@ -14,6 +14,7 @@ class EditResult:
     originals: dict = field(default_factory=dict)  # id(module) -> (module, original weight copy)
     log: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    per_batch: list | None = None  # lifelong table (`lifelong.StreamTable`), when measured
 
     def remember(self, module, conv1d: bool = False) -> None:
         """Keep a copy of `module.weight` the first time it is about to change."""

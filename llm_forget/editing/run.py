@@ -105,6 +105,13 @@ def apply_edits(model, tok, requests, cfg: EditConfig, progress: bool = True):
     kp = context_prefixes(model, tok, cfg.n_key_prefixes, cfg.prefix_length, cfg.seed)
     vp = kp[: cfg.n_value_prefixes + 1]
     vcfg = value_config(cfg)
+    table = None
+    if cfg.batch_eval and cfg.method in ("memit", "alphaedit") and bs:
+        from .lifelong import StreamTable
+
+        table = StreamTable(model, tok, requests[:bs])
+    more = {"v_batch": cfg.v_batch_size, "cache": cfg.targets_cache,
+            "after_batch": table.after_batch if table else None}
     if cfg.method == "rome":
         from .rome import rome_edit
 
@@ -114,13 +121,15 @@ def apply_edits(model, tok, requests, cfg: EditConfig, progress: bool = True):
         from .memit import memit_edit
 
         res = memit_edit(model, tok, requests, layers, Cs, kp, vp, arch, vcfg, cfg.mom2_weight, bs,
-                         progress=progress)
+                         progress=progress, **more)
     else:
         from .alphaedit import AlphaEditState, alphaedit_edit
 
         state = AlphaEditState.from_moments(Cs, cfg.nullspace_threshold)
-        res = alphaedit_edit(model, tok, requests, layers, state, kp, vp, arch, vcfg, cfg.l2, bs, progress=progress)
+        res = alphaedit_edit(model, tok, requests, layers, state, kp, vp, arch, vcfg, cfg.l2, bs, progress=progress,
+                             **more)
     timings["edit_seconds"] = time.perf_counter() - t
+    res.per_batch = table.rows if table else None
     res.timings = timings
     return model, res, timings
 
@@ -193,6 +202,8 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
                 post["fluency"] = fluency(model, tok, [r.prompt for r in requests[:cfg.fluency_prompts]])
         results["post"] = post
     results["log"] = res.log if res else []
+    if res is not None and getattr(res, "per_batch", None):
+        results["per_batch"] = res.per_batch
     if res:
         results["weight_change"] = res.weight_change()
     timings["total_seconds"] = time.perf_counter() - t0

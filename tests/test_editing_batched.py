@@ -1,0 +1,183 @@
+"""Batched v* targets, architecture checks, covariance cache keys, NaN-aware scores and the
+lifelong table, on the tiny zoo models (offline, CPU)."""
+
+import math
+
+import pytest
+import torch
+
+from llm_forget.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def tiny_requests(target_path):
+    """Four retain birthplace questions that tiny-target answers right (different people), each
+    with another city as the new answer and the model's own answer as the true one. The subject is the question (the 4-layer
+    model recalls at the last prompt token)."""
+    from llm_forget.data.benchmark import split
+    from llm_forget.data.encode import Encoder
+    from llm_forget.editing.requests import EditRequest
+    from llm_forget.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(target_path)
+    model = load_model(target_path, "float32")
+    enc = Encoder(tok)
+    reqs, seen = [], set()
+    for r in split("retain"):
+        if r["person"] in seen or len(reqs) == 4 or r["fact"] != "birthplace":
+            continue
+        prompt = enc.prompt_text(r["question"])
+        with torch.no_grad():
+            ids = tok(prompt, return_tensors="pt")["input_ids"]
+            old = tok.decode([int(model(input_ids=ids).logits[0, -1].argmax())]).strip()
+        seen.add(r["person"])
+        if not old or old not in r["answer"]:
+            continue
+        new = next(x for x in ("Lisbon", "Oslo", "Riga", "Quito") if x not in r["answer"] and x != old)
+        reqs.append(EditRequest(prompt=prompt, subject=prompt[len("Question: "):], target_new=new,
+                                target_true=old, case_id=r["person"]))
+    return model, tok, reqs
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_batched_targets_match_one_by_one_with_one_forward_per_step(tiny_requests, prefix_cache):
+    """Each request's δ from the batched solver equals its one-by-one δ (relative difference
+    < 1e-4; float rounding only, measured ~1e-6), and the batch runs one forward per step (plus the
+    reference pass and, with the prefix cache, one prefix pass) instead of one per request per step."""
+    from llm_forget.editing.batched_values import compute_value_deltas
+    from llm_forget.editing.locate import ValueConfig, compute_value_delta, context_prefixes
+    from llm_forget.models import arch_for
+
+    model, tok, reqs = tiny_requests
+    arch = arch_for(model)
+    prefixes = context_prefixes(model, tok, 2, 4, seed=0)
+    cfg = ValueConfig(steps=10, n_prefixes=2, weight_decay=0.5, clamp_norm=4.0, stop_nll=0.5)
+    calls = []
+    handle = model.base_model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        single = [compute_value_delta(model, tok, r, 2, prefixes, arch, cfg, "block") for r in reqs]
+        n_single = len(calls)
+        calls.clear()
+        delta, h0, steps = compute_value_deltas(model, tok, reqs, 2, prefixes, arch, cfg, "block", prefix_cache)
+        n_batched = len(calls)
+    finally:
+        handle.remove()
+    for i, (d, h) in enumerate(single):
+        assert d.norm() > 0
+        assert float((d - delta[i]).norm() / d.norm()) < 1e-4
+        assert torch.allclose(h, h0[i], rtol=1e-5, atol=1e-5)
+    assert n_batched <= cfg.steps + 2
+    assert n_single >= sum(steps)  # one-by-one: a forward per request per step taken
+    assert len(set(steps)) > 1 or steps[0] == cfg.steps  # requests stop on their own
+
+
+def test_batched_and_one_by_one_targets_are_cached_apart(tiny_requests, tmp_path, monkeypatch):
+    from llm_forget.editing.locate import ValueConfig
+    from llm_forget.editing.memit import value_targets
+    from llm_forget.models import arch_for
+
+    monkeypatch.setenv("LLM_FORGET_CACHE", str(tmp_path))
+    model, tok, reqs = tiny_requests
+    arch, cfg = arch_for(model), ValueConfig(steps=4, n_prefixes=0)
+    z1 = value_targets(model, tok, reqs[:2], 2, [""], arch, cfg, progress=False, v_batch=1)
+    z2 = value_targets(model, tok, reqs[:2], 2, [""], arch, cfg, progress=False, v_batch=8)
+    assert len(list((tmp_path / "targets").rglob("*.safetensors"))) == 4
+    assert float((z1 - z2).norm() / z1.norm()) < 1e-4
+    assert torch.equal(value_targets(model, tok, reqs[:2], 2, [""], arch, cfg, progress=False, v_batch=8), z2)
+    assert len(list((tmp_path / "targets").rglob("*.safetensors"))) == 4
+
+
+def _tiny_gemma2(vocab):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Gemma2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64)
+    return Gemma2ForCausalLM(cfg).eval()
+
+
+def test_memit_refuses_a_norm_after_the_mlp_and_accepts_a_plain_residual(tiny_requests, tmp_path, monkeypatch):
+    """Gemma 2 normalises the MLP output before adding it: an added r moves the block output by
+    far from r, and MEMIT/AlphaEdit targets refuse with a UserError before anything is written.
+    Llama and GPT-2 (Conv1D) add it straight in (gain error ~1e-7)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from llm_forget.editing.locate import ValueConfig
+    from llm_forget.editing.memit import value_targets
+    from llm_forget.editing.residual import residual_gain
+    from llm_forget.models import arch_for
+
+    monkeypatch.setenv("LLM_FORGET_CACHE", str(tmp_path))
+    model, tok, reqs = tiny_requests
+    assert residual_gain(model, 2, arch_for(model)) < 1e-4
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tok))).eval()
+    assert residual_gain(gpt2, 1, arch_for(gpt2)) < 1e-4
+    gemma = _tiny_gemma2(len(tok))
+    arch = arch_for(gemma)
+    assert residual_gain(gemma, 1, arch) > 0.1
+    before = {k: v.clone() for k, v in gemma.state_dict().items()}
+    with pytest.raises(UserError, match="gemma2.*rome"):
+        value_targets(gemma, tok, reqs[:1], 1, [""], arch, ValueConfig(steps=2, n_prefixes=0), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in gemma.state_dict().items())
+    assert not (tmp_path / "targets").exists()
+
+
+def test_covariance_cache_key_follows_seq_len_and_bos(target_path, tmp_path, monkeypatch):
+    """C over the same corpus tokens changes with the sequence length and with a bos token leading
+    each sequence; each gets its own cache file, and an identical call reads its file back."""
+    from transformers import AutoTokenizer
+
+    from llm_forget.editing.covariance import second_moments
+    from llm_forget.models import load_model, load_tokenizer
+
+    monkeypatch.setenv("LLM_FORGET_CACHE", str(tmp_path))
+    model = load_model(target_path, "float32")
+    tok = load_tokenizer(target_path)
+    tok_bos = AutoTokenizer.from_pretrained(target_path, add_bos_token=True)
+    assert tok_bos("a")["input_ids"][0] == tok_bos.bos_token_id != tok("a")["input_ids"][0]
+    if tok_bos.pad_token_id is None:
+        tok_bos.pad_token = tok.pad_token
+    run = lambda t, s: second_moments(model, t, [1], "builtin:train", 600, s, arch=None)[1]  # noqa: E731
+    files = lambda: sorted((tmp_path / "stats").rglob("*.safetensors"))  # noqa: E731
+    c32 = run(tok, 32)
+    c64 = run(tok, 64)
+    assert len(files()) == 2
+    c32b = run(tok_bos, 32)
+    assert len(files()) == 3
+    assert float((c32 - c64).norm() / c32.norm()) > 1e-3
+    assert float((c32 - c32b).norm() / c32.norm()) > 1e-3
+    assert torch.equal(run(tok, 32), c32)
+    assert len(files()) == 3
+
+
+def test_counterfact_score_is_nan_and_says_why_when_a_component_is_missing():
+    from llm_forget.editing.metrics_counterfact import counterfact_score
+
+    assert counterfact_score(1.0, 0.5, 0.5)["counterfact_score"] == pytest.approx(3 / (1 + 2 + 2))
+    out = counterfact_score(1.0, float("nan"), 0.5)
+    assert math.isnan(out["counterfact_score"])
+    assert out["counterfact_score_missing"] == ["paraphrase"]
+
+
+def test_lifelong_table_after_each_batch(tiny_requests):
+    """Sequential MEMIT over two batches of two requests: three rows (unedited, after 1, after 2); each
+    batch's efficacy is 1 right after it is written, up from the unedited model's 0."""
+    from llm_forget.editing.config import EditConfig
+    from llm_forget.editing.lifelong import efficacy
+    from llm_forget.editing.run import apply_edits
+
+    model, tok, reqs = tiny_requests
+    assert efficacy(model, tok, reqs) == 0.0  # the true answers are the model's own
+    cfg = EditConfig(method="memit", output_dir="-", requests="-", layers="1-2", corpus="builtin:train",
+                     n_tokens=2000, seq_len=128, n_key_prefixes=0, n_value_prefixes=0, v_steps=12, mom2_weight=1.0,
+                     mode="sequential", batch_size=2, batch_eval=True, targets_cache=False)
+    _, res, _ = apply_edits(model, tok, reqs, cfg, progress=False)
+    try:
+        rows = res.per_batch
+        assert [r["batch"] for r in rows] == [0, 1, 2] and [r["n_edits"] for r in rows] == [0, 2, 4]
+        assert rows[0]["efficacy_first"] == 0.0
+        assert rows[1]["efficacy_latest"] == 1.0 and rows[2]["efficacy_latest"] == 1.0
+        assert math.isnan(rows[1]["efficacy_earlier"]) and 0.0 <= rows[2]["efficacy_earlier"] <= 1.0
+        assert rows[2]["efficacy_earlier"] == efficacy(model, tok, reqs[:2])
+    finally:
+        res.restore()
