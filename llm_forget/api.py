@@ -147,10 +147,13 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         model_path = resolve_model_path(cfg.model)
 
     # read and check all inputs before anything is written
+    described = None  # a request naming what to forget by description: probed below (llm_forget/probe.py)
     if cfg.request:  # a deletion request file names the forget rows (llm_forget/requests.py)
         from .requests import select
 
-        forget_rows = select(cfg.request).resolve()
+        req = select(cfg.request)
+        described = req if req.description is not None else None
+        forget_rows = req.resolve() if described is None else []
     else:
         forget_rows = read_rows(cfg.forget)
     retain_rows = read_rows(cfg.retain) if cfg.retain and cfg.retain.lower() != "none" else None
@@ -167,6 +170,12 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     check_model(model_path, cfg.trust_remote_code, cfg.allow_pickle)
     tok = load_tokenizer(model_path, cfg.trust_remote_code)
     encoder = Encoder(tok, cfg.prompt_template, cfg.chat_template, cfg.max_length, cfg.overlong)
+    probes = None
+    if described is not None:
+        from . import probe
+
+        probes = probe.probe_request(described, model_path, cfg, tok, encoder, retain_rows)
+        forget_rows, retain_rows = probes.forget, (retain_rows or []) + probes.retain
     forget_enc = encoder.rows(forget_rows)
     retain_enc = encoder.rows(retain_rows) if retain_rows else None
     if encoder.truncated:
@@ -259,11 +268,16 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     import yaml
 
     io.write_text(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
+    if probes is not None:
+        probe_text = probe.jsonl(probes)
+        io.write_text(out / "probes.jsonl", probe_text)
     results = {"method": cfg.method, "model": cfg.model, "reference": ref_kind,
                "hyperparameters": {k: v for k, v in vars(method).items() if isinstance(v, (int, float, str))},
                "counts": {"forget": len(forget_rows), "retain": len(retain_rows or []),
                           "holdout": len(holdout_rows or []), "truncated": encoder.truncated},
                "steps": trainer.state.global_step}
+    if probes is not None:
+        results["probes"] = probe.summary(probes, described.description, probe_text)
     if selector is not None:
         results["selection"] = selector.summary()
     if ev is not None:

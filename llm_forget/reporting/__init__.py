@@ -15,6 +15,12 @@ TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_t
                  "gradient_accumulation_steps", "lora_r", "seed")
 
 
+def _described(results: dict) -> dict:
+    """A described request's hashes (llm_forget/probe.py): the description's and the probes file's."""
+    p = results.get("probes")
+    return {"description_sha256": p["description_sha256"], "probes_sha256": p["sha256"]} if p else {}
+
+
 def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_path: str | None,
                  operation: str = "unlearn") -> dict:
     """Append a ledger entry for this run to OUT/ledger.jsonl and write OUT/README.md.
@@ -38,7 +44,7 @@ def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_p
         kind=kind, operation=operation, forgotten_hashes=[row_hash(r) for r in forget_rows],
         method=results.get("method", getattr(cfg, "method", "?")), hyperparameters=hp, model_before=before,
         model_after=model_hash(out / "model"), evaluation=results.get("summary"), counts=results.get("counts"),
-        request_id=request_id, extra={"steps": results.get("steps")})
+        request_id=request_id, extra={"steps": results.get("steps"), **_described(results)})
     e = ledger.append(out, entry, parent=ledger.find_parent(input_model_path), fresh=True)
     card.write_card(out)
     logger.info("ledger entry %d (head %s…) and model card written", e["index"], e["hash"][:12])
