@@ -2,6 +2,7 @@
 their facts paraphrased, reversed and one hop away (llm_forget/data/scope.py), beside their neighbours.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scope.py [--recipes npo,simnpo] [--targets zoo,all-forms]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scope.py --targets zoo --recipes npo --retain-budget 0.05
 
 Two targets:
 - `zoo`: the zoo's tiny-target (trained on the direct questions only, like every recipe's default
@@ -59,6 +60,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipes", default="npo,simnpo")
     ap.add_argument("--targets", default="zoo,all-forms")
+    ap.add_argument("--retain-budget", type=float, default=None,
+                    help="override the recipes' retain budget; rows are named RECIPE@budgetB")
     args = ap.parse_args()
     import torch
 
@@ -74,8 +77,11 @@ def main() -> None:
                        "torch": torch.__version__},
            "counts": {f: sum(r["form"] == f for r in rows) for f in ("direct", "paraphrased", "reversed", "one_hop")},
            "targets": {}}
+    old = RESULTS / "scope.json"
+    if old.is_file():  # a rerun adds its rows to the file
+        res["targets"] = json.loads(old.read_text())["targets"]
     for tname in args.targets.split(","):
-        block = res["targets"][tname] = {"models": {}}
+        block = res["targets"].setdefault(tname, {"models": {}})
         if tname == "zoo":
             target, retain = str(zoo.get("tiny-target")), str(zoo.get("tiny-retain"))
         else:
@@ -89,17 +95,19 @@ def main() -> None:
         block["models"]["target"] = scope_of(target, rows)
         if retain:
             block["models"]["retain"] = scope_of(retain, rows)
+        extra = {} if args.retain_budget is None else {"retain_budget": args.retain_budget}
         for recipe in args.recipes.split(","):
-            out = work / "runs" / tname / recipe
+            name = recipe if args.retain_budget is None else f"{recipe}@budget{args.retain_budget:g}"
+            out = work / "runs" / tname / name
             t = time.perf_counter()
             unlearn(str(ROOT / "llm_forget" / "recipes" / f"{recipe}.yaml"), model=target, forget="builtin:forget",
                     retain="builtin:retain", holdout="builtin:holdout", output_dir=str(out), eval_suite="none",
-                    overwrite=True)
+                    overwrite=True, **extra)
             g = scope_of(str(out / "model"), rows)
-            block["models"][recipe] = {**g, "unlearn_seconds": time.perf_counter() - t,
-                                       "criterion": criterion(g, block["models"]["target"])}
-            c = block["models"][recipe]["criterion"]
-            print(f"{tname} {recipe}: forget fall {c['forget_fall']}, retain kept {c['retain_relative']}", flush=True)
+            block["models"][name] = {**g, "unlearn_seconds": time.perf_counter() - t,
+                                     "criterion": criterion(g, block["models"]["target"])}
+            c = block["models"][name]["criterion"]
+            print(f"{tname} {name}: forget fall {c['forget_fall']}, retain kept {c['retain_relative']}", flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)
         io.write_json(RESULTS / "scope.json", res)
     print(json.dumps({t: {m: {sp: {f: round(g["accuracy"], 3) for f, g in v[sp].items()}

@@ -12,7 +12,7 @@ makes them:
 2. **Neighbours**, other names of the same kind, so that only the named one is removed: the request's
    `neighbours` list; else the retain rows' `person` field when they have one; else names harvested
    from the retain questions (`harvest_names`: runs of two or more capitalised words, leading question
-   words dropped, that occur in at least two rows: this assumes names are written capitalised and
+   words and a possessive 's dropped, that occur in at least two rows: this assumes names are written capitalised and
    that each neighbour is asked about more than once). Anything equal to, containing, or contained in
    the description is never a neighbour. At most `n_neighbours`, most often named first.
 3. **Answers**: the model's own greedy answer to each template filled with the description (forget
@@ -75,7 +75,9 @@ def harvest_names(rows: list[dict], min_rows: int = 2) -> list[str]:
             words = m.group(0).split()
             while words and words[0] in QUESTION_WORDS:
                 words = words[1:]
-            if len(words) >= 2 and words[-1][0].isupper():
+            if words:
+                words[-1] = re.sub(r"'s?$", "", words[-1])  # "Nikolai Abilov's" -> "Nikolai Abilov"
+            if len(words) >= 2 and words[-1][:1].isupper():
                 found.add(" ".join(words))
         seen.update(found)
     return [n for n, c in sorted(seen.items(), key=lambda x: -x[1]) if c >= min_rows]
