@@ -59,7 +59,7 @@ def criterion(model: dict, target: dict, forms=("paraphrased", "reversed")) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipes", default="npo,simnpo")
-    ap.add_argument("--targets", default="zoo,all-forms")
+    ap.add_argument("--targets", default="zoo", help="zoo and/or all-forms (see the docstring)")
     ap.add_argument("--retain-budget", type=float, default=None,
                     help="override the recipes' retain budget; rows are named RECIPE@budgetB")
     args = ap.parse_args()
