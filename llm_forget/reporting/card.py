@@ -164,15 +164,15 @@ def build_card(run_dir: str | Path):
             lines.append(f"| {e.get('index')} | `{e.get('request_id')}` | {e.get('kind')} | {f.get('count')} | "
                          f"`{f.get('set_sha256')}` |")
         lines += ["", "Per-row hashes are listed in `ledger.jsonl`."]
+    else:
+        counts = results.get("counts") or {}
+        lines += [f"- {counts.get('forget', 0)} rows (no ledger entries)"]
     pr = results.get("probes")
     if pr:  # a request by description (llm_forget/probe.py)
         lines += ["", f"Requested by description (sha256 `{pr['description_sha256']}`): {pr['forget']} forget rows "
                   f"({pr['examples']} given as examples, the rest the model's own answers to {pr['templates']} "
                   f"question templates) and {pr['retain']} answers about {pr['neighbours']} neighbours kept; "
                   f"all in `probes.jsonl` (sha256 `{pr['sha256']}`)."]
-    else:
-        counts = results.get("counts") or {}
-        lines += [f"- {counts.get('forget', 0)} rows (no ledger entries)"]
     counts = results.get("counts") or {}
     if counts:
         lines += ["", "Set sizes: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."]
