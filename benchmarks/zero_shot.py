@@ -1,7 +1,7 @@
 """Forgetting TOFU's forget01 authors from their names only (zero-shot), from two rows each (few-shot),
 and from all 40 rows, with one recipe; forget quality against the forget01 retain model.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zero_shot.py [--recipe npo] [--retain-authors 10] [--epochs 30]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zero_shot.py [--recipe npo] [--retain-authors 4] [--epochs 40]
 
 Models (benchmarks/tofu_protocol.py's functions, reduced protocol so that the whole benchmark fits in
 ~15 min of one CPU core): the zoo's tiny Llama with a BPE trained on TOFU's texts, fine-tuned on
@@ -53,7 +53,8 @@ def run_requests(recipe: str, model: str, reqs: list[dict], files: dict, out: Pa
         run = out / f"step{i}"
         io.write_json(out / f"request{i}.json", req)
         t = time.perf_counter()
-        unlearn(str(ROOT / "llm_forget" / "recipes" / f"{recipe}.yaml"), model=model, request=str(out / f"request{i}.json"),
+        unlearn(str(ROOT / "llm_forget" / "recipes" / f"{recipe}.yaml"), model=model,
+                request=str(out / f"request{i}.json"),
                 retain=str(files["retain"]), holdout=str(files["holdout"]), output_dir=str(run), eval_suite="none",
                 overwrite=True, **extra)
         info["unlearn_seconds"] += time.perf_counter() - t
@@ -66,9 +67,9 @@ def run_requests(recipe: str, model: str, reqs: list[dict], files: dict, out: Pa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", default="npo")
-    ap.add_argument("--retain-authors", type=int, default=10)
-    ap.add_argument("--epochs", type=float, default=30)
-    ap.add_argument("--max-steps", type=int, default=200)
+    ap.add_argument("--retain-authors", type=int, default=4)
+    ap.add_argument("--epochs", type=float, default=40)
+    ap.add_argument("--max-steps", type=int, default=-1, help="cap on each run's steps (-1: the recipe's epochs)")
     args = ap.parse_args()
     import torch
 
@@ -131,8 +132,8 @@ def main() -> None:
         print(f"{name}: FQ {s['forget_quality']:.3g}, MU {s['model_utility']:.4f} "
               f"({rows[name]['utility_of_target']:.0%} of target), {info['unlearn_seconds']:.0f} s", flush=True)
         save()
-    print(json.dumps({k: {m: v.get(m) for m in KEEP + ("utility_of_target", "unlearn_seconds")} for k, v in rows.items()},
-                     indent=1))
+    cols = KEEP + ("utility_of_target", "unlearn_seconds")
+    print(json.dumps({k: {m: v.get(m) for m in cols} for k, v in rows.items()}, indent=1))
 
 
 if __name__ == "__main__":
