@@ -2,6 +2,7 @@
 and from all 40 rows, with one recipe; forget quality against the forget01 retain model.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zero_shot.py [--recipe npo] [--retain-authors 4] [--epochs 40]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zero_shot.py --select-target holdout --runs zero-shot,few-shot
 
 Models (benchmarks/tofu_protocol.py's functions, reduced protocol so that the whole benchmark fits in
 ~15 min of one CPU core): the zoo's tiny Llama with a BPE trained on TOFU's texts, fine-tuned on
@@ -69,6 +70,9 @@ def main() -> None:
     ap.add_argument("--recipe", default="npo")
     ap.add_argument("--retain-authors", type=int, default=4)
     ap.add_argument("--epochs", type=float, default=40)
+    ap.add_argument("--select-target", default="max", help="checkpoint selection: max (the recipe's) or holdout "
+                    "(forget perplexity closest to the holdout's); rows of the latter are named NAME@holdout")
+    ap.add_argument("--runs", default="zero-shot,few-shot,all", help="which runs (comma-separated)")
     ap.add_argument("--max-steps", type=int, default=-1, help="cap on each run's steps (-1: the recipe's epochs)")
     args = ap.parse_args()
     import torch
@@ -108,7 +112,7 @@ def main() -> None:
     if "target" not in rows:
         rows["target"] = tp.evaluate(str(target), suite, "forget01", ev / "target", rres)
         save()
-    extra = {"max_steps": args.max_steps}
+    extra = {"max_steps": args.max_steps, "select_target": args.select_target}
     runs = {
         "zero-shot": [{"kind": "concept", "description": a} for a in AUTHORS],
         "few-shot (2 rows each)": [{"kind": "concept", "description": a, "examples": forget[20 * i:20 * i + 2]}
@@ -116,9 +120,13 @@ def main() -> None:
         "all 40 rows": None,
     }
     for name, reqs in runs.items():
+        if name.split(" ")[0] not in args.runs.split(","):
+            continue
+        stem = name.split(" ")[0] + ("" if args.select_target == "max" else f"@{args.select_target}")
+        name = name if args.select_target == "max" else f"{name} @{args.select_target}"
         if name in rows:
             continue
-        out = work / "runs" / name.split(" ")[0]
+        out = work / "runs" / stem
         if reqs is None:
             t = time.perf_counter()
             unlearn(str(ROOT / "llm_forget" / "recipes" / f"{args.recipe}.yaml"), model=str(target),
@@ -127,7 +135,7 @@ def main() -> None:
             model, info = str(out / "model"), {"unlearn_seconds": time.perf_counter() - t}
         else:
             model, info = run_requests(args.recipe, str(target), reqs, files, out, extra)
-        s = tp.evaluate(model, suite, "forget01", ev / name.split(" ")[0], rres)
+        s = tp.evaluate(model, suite, "forget01", ev / stem, rres)
         rows[name] = {**s, **info, "utility_of_target": s["model_utility"] / rows["target"]["model_utility"]}
         print(f"{name}: FQ {s['forget_quality']:.3g}, MU {s['model_utility']:.4f} "
               f"({rows[name]['utility_of_target']:.0%} of target), {info['unlearn_seconds']:.0f} s", flush=True)
