@@ -148,10 +148,13 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     t_start = time.perf_counter()
     out = Path(cfg.output_dir)
     # read and check all inputs before anything is built or written (a missing dataset stops here)
+    described = None  # a request naming what to forget by description: probed below (llm_forget/probe.py)
     if cfg.request:  # a deletion request file names the forget rows (llm_forget/requests.py)
         from .requests import select
 
-        forget_rows = select(cfg.request).resolve()
+        req = select(cfg.request)
+        described = req if req.description is not None else None
+        forget_rows = req.resolve() if described is None else []
     else:
         forget_rows = read_rows(cfg.forget)
     retain_rows = read_rows(cfg.retain) if cfg.retain and cfg.retain.lower() != "none" else None
@@ -165,19 +168,25 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                         "trained on, whose perplexity the forget set should reach")
     notes += check_disjoint({"forget": forget_rows, "retain": retain_rows, "holdout": holdout_rows},
                             cfg.allow_overlap)
-    from .selection import calibration_split
-
     avoid = {str(r.get("question", "")).strip() for r in read_rows(cfg.select_avoid)} if cfg.select_avoid else None
-    split = calibration_split(forget_rows, retain_rows, holdout_rows, cfg.select_rows, cfg.seed, avoid) \
-        if cfg.retain_budget is not None else {"calibration": {}, "evaluation": {}}
-    ev_sets = {k: [rows[i] for i in split["evaluation"][k]] if k in split["evaluation"] else rows or []
-               for k, rows in (("forget", forget_rows), ("retain", retain_rows), ("holdout", holdout_rows))}
     method = method_from_config(cfg)
     with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
         model_path = resolve_model_path(cfg.model)
     check_model(model_path, cfg.trust_remote_code, cfg.allow_pickle)
     tok = load_tokenizer(model_path, cfg.trust_remote_code)
     encoder = Encoder(tok, cfg.prompt_template, cfg.chat_template, cfg.max_length, cfg.overlong)
+    probes = None
+    if described is not None:
+        from . import probe
+
+        probes = probe.probe_request(described, model_path, cfg, tok, encoder, retain_rows)
+        forget_rows, retain_rows = probes.forget, (retain_rows or []) + probes.retain
+    from .selection import calibration_split
+
+    split = calibration_split(forget_rows, retain_rows, holdout_rows, cfg.select_rows, cfg.seed, avoid) \
+        if cfg.retain_budget is not None else {"calibration": {}, "evaluation": {}}
+    ev_sets = {k: [rows[i] for i in split["evaluation"][k]] if k in split["evaluation"] else rows or []
+               for k, rows in (("forget", forget_rows), ("retain", retain_rows), ("holdout", holdout_rows))}
     forget_enc = encoder.rows(forget_rows)
     retain_enc = encoder.rows(retain_rows) if retain_rows else None
     if encoder.truncated:
@@ -281,6 +290,9 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     from .selection import digest
 
     io.write_text(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
+    if probes is not None:
+        probe_text = probe.jsonl(probes)
+        io.write_text(out / "probes.jsonl", probe_text)
     results = {"method": cfg.method, "model": cfg.model, "reference": ref_kind,
                "hyperparameters": {k: v for k, v in vars(method).items() if isinstance(v, (int, float, str))},
                "counts": {"forget": len(forget_rows), "retain": len(retain_rows or []),
@@ -291,6 +303,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     seen = getattr(trainer, "retain_seen", None)
     if seen is not None:
         results["counts"]["retain_trained"] = len(seen)
+    if probes is not None:
+        results["probes"] = probe.summary(probes, probe_text)
     if selector is not None:
         results["selection"] = selector.summary()
     if ev is not None:
@@ -304,6 +318,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     io.write_json(out / "results.json", results)
     from .reporting import finalize_run
 
-    finalize_run(out, results, cfg, forget_rows, model_path)  # ledger.jsonl + README.md model card
+    finalize_run(out, results, cfg, forget_rows, model_path,  # ledger.jsonl + README.md model card
+                 description=described.description if described is not None else None)
     logger.info("unlearned with %s in %.1fs; outputs in %s", cfg.method, train_seconds, out)
     return result

@@ -9,12 +9,17 @@ A request file is JSON (one object, or a list of objects, or `{"requests": [...]
     {"kind": "concept", "data": "builtin:all", "field": "person", "value": "Ada Brask"}
     {"kind": "concept", "data": "builtin:all", "filter": {"fact": ["birthplace", "birth_year"]}}
     {"kind": "task", "data": "builtin:forget"}
+    {"kind": "concept", "description": "Basil Mahfouz Al-Kuwaiti"}                  zero-shot: a name only
+    {"kind": "concept", "description": "Ada Brask", "examples": [rows], "neighbours": ["Bram Corvel", ...]}
 
 `concept` (or its synonym `class`) selects every row whose fields match: `field`/`value` is
 shorthand for a one-field `filter`; a filter value that is a list matches any of its values;
 all fields must match. `task` forgets a whole dataset: here it is unlearned with the
 recipe's method on every row of that dataset (no task-vector negation: that is
 `llm_forget.editing.task_vectors`, applied by `llm-forget edit`).
+A `concept` with a `description` names what to forget without rows (zero-shot), optionally with a
+few `examples` rows (few-shot) and `neighbours` (names of the same kind that must stay); it takes no
+data or filter: `llm-forget unlearn` builds its forget set by probing the model (llm_forget/probe.py).
 Optional: `id` (default: `req-` + the first 12 hex digits of the sha256 of the request's
 canonical JSON, so the same request always gets the same id).
 
@@ -42,6 +47,9 @@ class Request:
     rows: list[dict] | None = None
     sha256: list[str] | None = None
     filter: dict = field(default_factory=dict)
+    description: str | None = None
+    examples: list[dict] | None = None
+    neighbours: list[str] | None = None
 
     def resolve(self) -> list[dict]:
         """The forget rows this request names (UserError when it names none)."""
@@ -60,7 +68,8 @@ def parse_request(obj, where: str = "request") -> Request:
     kind = obj.get("kind")
     if kind not in KINDS:
         raise UserError(f"{where}: kind must be one of items, concept, class, task (got {kind!r})")
-    known = {"kind", "id", "data", "rows", "sha256", "field", "value", "filter", "note"}
+    known = {"kind", "id", "data", "rows", "sha256", "field", "value", "filter", "note", "description", "examples",
+             "neighbours"}
     unknown = sorted(set(obj) - known)
     if unknown:
         raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
@@ -70,6 +79,8 @@ def parse_request(obj, where: str = "request") -> Request:
     data, rows, hashes = obj.get("data"), obj.get("rows"), obj.get("sha256")
     if data is not None and not isinstance(data, str):
         raise UserError(f"{where}: data must be a data spec string (a path, builtin:SPLIT, hf:NAME)")
+    if any(k in obj for k in ("description", "examples", "neighbours")):
+        return _described(obj, kind, rid, where)
     if kind == "items":
         if (rows is None) == (data is None):
             raise UserError(f"{where}: an items request needs exactly one of 'rows' or 'data'")
@@ -98,6 +109,31 @@ def parse_request(obj, where: str = "request") -> Request:
     if not flt:
         raise UserError(f"{where}: a {kind} request needs field/value or a filter")
     return Request("concept", rid, data=data, filter=flt)
+
+
+def _described(obj: dict, kind: str, rid: str, where: str) -> Request:
+    """A concept named by a description (zero-shot), with optional examples (few-shot) and neighbours."""
+    if kind not in ("concept", "class"):
+        raise UserError(f"{where}: description/examples/neighbours belong to concept requests (got kind {kind!r})")
+    desc = obj.get("description")
+    if not isinstance(desc, str) or not desc.strip():
+        raise UserError(f"{where}: a described concept needs 'description', a non-empty string (e.g. a name)")
+    extra = sorted(k for k in ("data", "rows", "sha256", "field", "value", "filter") if k in obj)
+    if extra:
+        raise UserError(f"{where}: a described concept takes no {', '.join(extra)}; its forget set is built by "
+                        "probing the model (give example rows as 'examples')")
+    examples = obj.get("examples")
+    if examples is not None:
+        if not isinstance(examples, list) or not examples:
+            raise UserError(f"{where}: examples must be a non-empty list of question/answer rows")
+        examples = _normalize(examples, where)
+    nbs = obj.get("neighbours")
+    if nbs is not None:
+        if not isinstance(nbs, list) or not nbs or not all(isinstance(n, str) and n.strip() for n in nbs):
+            raise UserError(f"{where}: neighbours must be a non-empty list of names")
+        if any(n.strip().casefold() == desc.strip().casefold() for n in nbs):
+            raise UserError(f"{where}: neighbours must not include the description itself")
+    return Request("concept", rid, description=desc.strip(), examples=examples, neighbours=nbs)
 
 
 def load_requests(path: str | Path) -> list[Request]:
@@ -196,6 +232,9 @@ def resolve(req: Request) -> list[dict]:
     from .data.readers import read_rows, row_hash
 
     where = f"request {req.id}"
+    if req.description is not None:
+        raise UserError(f"{where} names {req.description!r} by description only: its forget set is built by "
+                        "probing a model (llm-forget unlearn, or llm_forget.probe.build_probes)")
     if req.kind == "items" and req.rows is not None:
         return _normalize(req.rows, where)
     rows = read_rows(req.data)

@@ -36,10 +36,20 @@ def record(out, *, input_model: str | None, model_dir, parent=None, fresh: bool 
     return ledger.append(out, e, parent=parent, fresh=fresh, signing_key=signing_key)
 
 
+def _described(results: dict) -> dict:
+    """A described request's probes file hash (llm_forget/probe.py); the description itself enters the
+    ledger only as a keyed fingerprint (ledger.keyed)."""
+    p = results.get("probes")
+    return {"probes_sha256": p["sha256"]} if p else {}
+
+
 def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_path: str | None,
-                 operation: str = "unlearn") -> dict:
-    """Append a ledger entry for this run to OUT/ledger.jsonl and write OUT/README.md.
+                 operation: str = "unlearn", description: str | None = None) -> dict:
+    """Append a ledger entry for this run to OUT/ledger.jsonl and write OUT/README.md. `description`:
+    what a request by description named (kept in the ledger as a keyed fingerprint only).
     Returns the ledger entry."""
+    import hashlib
+
     from ..data.readers import row_hash
     from . import card, ledger
 
@@ -56,7 +66,8 @@ def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_p
                kind=kind, operation=operation, forgotten_hashes=[row_hash(r) for r in forget_rows],
                method=results.get("method", getattr(cfg, "method", "?")), hyperparameters=hp,
                evaluation=results.get("summary"), counts=results.get("counts"), request_id=request_id,
-               extra={"steps": results.get("steps")})
+               extra={"steps": results.get("steps"), **_described(results)},
+               description_hash=hashlib.sha256(description.encode()).hexdigest() if description else None)
     card.write_card(out)
     logger.info("ledger entry %d (head %s…) and model card written", e["index"], e["hash"][:12])
     return e

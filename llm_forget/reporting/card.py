@@ -201,7 +201,14 @@ def build_card(run_dir: str | Path):
             lines.append(f"| {e.get('index')} | `{e.get('request_id')}` | {e.get('kind')} | {f.get('count')} | "
                          f"`{f.get('set_digest') or f.get('set_sha256')}` |")
     else:
-        lines += [f"- {(results.get('counts') or {}).get('forget', 0)} rows (no ledger entries)"]
+        counts = results.get("counts") or {}
+        lines += [f"- {counts.get('forget', 0)} rows (no ledger entries)"]
+    pr = results.get("probes")
+    if pr:  # a request by description (llm_forget/probe.py)
+        lines += ["", f"Requested by description (kept in the ledger as a keyed fingerprint): {pr['forget']} forget rows "
+                  f"({pr['examples']} given as examples, the rest the model's own answers to {pr['templates']} "
+                  f"question templates) and {pr['retain']} answers about {pr['neighbours']} neighbours kept; "
+                  f"all in `probes.jsonl` (sha256 `{pr['sha256']}`)."]
     counts = results.get("counts") or {}
     if counts:
         lines += ["", "Set sizes: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."]

@@ -128,16 +128,19 @@ def find_parent(model_path: str | Path | None) -> Path | None:
 
 def new_entry(*, kind: str, operation: str, forgotten_hashes: list[str], method: str, hyperparameters: dict,
               model_before: str | None, model_after: str, evaluation: dict | None = None, counts: dict | None = None,
-              request_id: str | None = None, extra: dict | None = None) -> dict:
-    """An unchained entry. `forgotten_hashes` (row_hash values) are turned into keyed fingerprints by
-    append(); model_before / model_after are fingerprint.model_fingerprint values."""
+              request_id: str | None = None, extra: dict | None = None, description_hash: str | None = None) -> dict:
+    """An unchained entry. `forgotten_hashes` (row_hash values) and, for a request by description,
+    `description_hash` (sha256 of the description) are turned into keyed fingerprints by append():
+    a name is as guessable as a short row. model_before / model_after are
+    fingerprint.model_fingerprint values."""
     return {
         "version": VERSION,
         "request_id": request_id or f"req-{uuid.uuid4().hex[:12]}",
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "operation": operation,
         "kind": kind,
-        "forgotten": {"count": len(forgotten_hashes), "_rows": list(forgotten_hashes)},
+        "forgotten": {"count": len(forgotten_hashes), "_rows": list(forgotten_hashes),
+                      **({"_description": description_hash} if description_hash else {})},
         "counts": _finite(counts or {}),
         "method": method,
         "hyperparameters": _finite(hyperparameters or {}),
@@ -164,8 +167,11 @@ def keyed(forgotten: dict, kid: str, secret: bytes) -> dict:
     """A forgotten block with row hashes replaced by keyed fingerprints (count, scheme, key id, set digest)."""
     rows = forgotten.get("_rows", forgotten.get("row_sha256", []))
     fps = [fpr.row_fingerprint(secret, h) for h in rows]
-    return {"count": len(fps), "scheme": SCHEME, "key_id": kid, "set_digest": set_digest(fps),
-            "row_fingerprints": fps}
+    out = {"count": len(fps), "scheme": SCHEME, "key_id": kid, "set_digest": set_digest(fps),
+           "row_fingerprints": fps}
+    if forgotten.get("_description"):
+        out["description_fingerprint"] = fpr.row_fingerprint(secret, forgotten["_description"])
+    return out
 
 
 def chain(entries: list[dict], entry: dict, signing_key=None) -> dict:

@@ -1,0 +1,148 @@
+"""Forgetting TOFU's forget01 authors from their names only (zero-shot), from two rows each (few-shot),
+and from all 40 rows, with one recipe; forget quality against the forget01 retain model.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zero_shot.py [--recipe npo] [--retain-authors 4] [--epochs 40]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zero_shot.py --select-target holdout --runs zero-shot,few-shot
+
+Models (benchmarks/tofu_protocol.py's functions, reduced protocol so that the whole benchmark fits in
+~15 min of one CPU core): the zoo's tiny Llama with a BPE trained on TOFU's texts, fine-tuned on
+forget01 (2 authors) + the first N authors of retain_perturbed_400 (target) and on those N authors
+alone (retain model, the reference of forget quality); TOFU's holdout authors are never trained on.
+Evaluation: the tofu suite as reduced in tofu_protocol (forget01's 40 rows, 40 retain_perturbed rows,
+40 real_authors, 40 world_facts), forget quality against the retain model, model utility against
+the target's.
+
+Runs, each from the target with the recipe's shipped settings (retain budget included), retain = the
+N authors' rows, holdout = TOFU's holdout authors:
+- zero-shot: one described request per author, `{"kind": "concept", "description": NAME}`, applied
+  one after the other; the run probes the model (llm_forget/probe.py): neighbours are harvested from
+  the retain rows' questions, templates from those questions and the generic list;
+- few-shot: the same with `examples` = the author's first 2 forget01 rows;
+- all rows: forget = the 40 forget01 rows (the ordinary recipe).
+Writes benchmarks/results/zero_shot.json (appended as it goes; a rerun skips what is there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import tofu_protocol as tp  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+AUTHORS = ["Basil Mahfouz Al-Kuwaiti", "Nikolai Abilov"]  # forget01's two authors, rows 0-19 and 20-39
+KEEP = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_probability", "forget_rougeL_recall",
+        "retain_probability", "retain_rougeL_recall", "eval_seconds")
+
+
+def run_requests(recipe: str, model: str, reqs: list[dict], files: dict, out: Path, extra: dict) -> tuple[str, dict]:
+    """Apply described requests one after another; returns the last model and the runs' probe records."""
+    from llm_forget import io
+    from llm_forget.api import unlearn
+
+    info = {"unlearn_seconds": 0.0, "probes": []}
+    for i, req in enumerate(reqs):
+        run = out / f"step{i}"
+        io.write_json(out / f"request{i}.json", req)
+        t = time.perf_counter()
+        unlearn(str(ROOT / "llm_forget" / "recipes" / f"{recipe}.yaml"), model=model,
+                request=str(out / f"request{i}.json"),
+                retain=str(files["retain"]), holdout=str(files["holdout"]), output_dir=str(run), eval_suite="none",
+                overwrite=True, **extra)
+        info["unlearn_seconds"] += time.perf_counter() - t
+        res = json.loads((run / "results.json").read_text())
+        info["probes"].append({**res["probes"], "steps": res["steps"]})
+        model = str(run / "model")
+    return model, info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipe", default="npo")
+    ap.add_argument("--retain-authors", type=int, default=4)
+    ap.add_argument("--epochs", type=float, default=40)
+    ap.add_argument("--select-target", default="max", help="checkpoint selection: max (the recipe's) or holdout "
+                    "(forget perplexity closest to the holdout's); rows of the latter are named NAME@holdout")
+    ap.add_argument("--runs", default="zero-shot,few-shot,all", help="which runs (comma-separated)")
+    ap.add_argument("--max-steps", type=int, default=-1, help="cap on each run's steps (-1: the recipe's epochs)")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    from llm_forget import io
+    from llm_forget.api import unlearn
+
+    scale = {"splits": ["forget01"], "retain_authors": args.retain_authors}
+    ft = dict(epochs=args.epochs, learning_rate=1e-3, batch_size=32, max_length=256)
+    work = ROOT / "benchmarks" / "out" / "zero_shot"
+    rfile = RESULTS / "zero_shot.json"
+    res = json.loads(rfile.read_text()) if rfile.is_file() else {"rows": {}}
+    res.update(machine={"cpu_cores": os.cpu_count(), "cpu_threads": 1, "platform": platform.platform(),
+                        "torch": torch.__version__},
+               protocol={"retain_authors": args.retain_authors, "finetune": ft, "recipe": args.recipe,
+                         "max_steps": args.max_steps, "authors": AUTHORS})
+    save = lambda: (RESULTS.mkdir(parents=True, exist_ok=True), io.write_json(rfile, res))  # noqa: E731
+    data = tp.tofu_splits(scale)
+    forget = data["forget"]["forget01"]
+    assert all(a in r["question"] + r["answer"] for a, rows in zip(AUTHORS, (forget[:20], forget[20:])) for r in rows)
+    files = {k: work / "data" / f"{k}.json" for k in ("forget", "retain", "holdout")}
+    io.write_json(files["forget"], forget)
+    io.write_json(files["retain"], data["retain"]["forget01"])
+    io.write_json(files["holdout"], data["holdout"])
+    suite = tp.suite_for("smollm2", data, work)  # the reduced tofu suite (40 rows per set)
+    base = tp.build_tiny_base(work / "models" / "base")
+    target, retain = work / "models" / "target", work / "models" / "retain"
+    res["target_train"] = tp.train(str(base), data["target"], target, ft)
+    res["retain_train"] = tp.train(str(base), data["retain"]["forget01"], retain, ft)
+    ev = work / "eval"
+    rows = res["rows"]
+    if "retain" not in rows:
+        rows["retain"] = {**tp.evaluate(str(retain), suite, "forget01", ev / "retain", None), "forget_quality": 1.0}
+        save()
+    rres = ev / "retain" / "results.json"
+    if "target" not in rows:
+        rows["target"] = tp.evaluate(str(target), suite, "forget01", ev / "target", rres)
+        save()
+    extra = {"max_steps": args.max_steps, "select_target": args.select_target}
+    runs = {
+        "zero-shot": [{"kind": "concept", "description": a} for a in AUTHORS],
+        "few-shot (2 rows each)": [{"kind": "concept", "description": a, "examples": forget[20 * i:20 * i + 2]}
+                                   for i, a in enumerate(AUTHORS)],
+        "all 40 rows": None,
+    }
+    for name, reqs in runs.items():
+        if name.split(" ")[0] not in args.runs.split(","):
+            continue
+        stem = name.split(" ")[0] + ("" if args.select_target == "max" else f"@{args.select_target}")
+        name = name if args.select_target == "max" else f"{name} @{args.select_target}"
+        if name in rows:
+            continue
+        out = work / "runs" / stem
+        if reqs is None:
+            t = time.perf_counter()
+            unlearn(str(ROOT / "llm_forget" / "recipes" / f"{args.recipe}.yaml"), model=str(target),
+                    forget=str(files["forget"]), retain=str(files["retain"]), holdout=str(files["holdout"]),
+                    output_dir=str(out), eval_suite="none", overwrite=True, **extra)
+            model, info = str(out / "model"), {"unlearn_seconds": time.perf_counter() - t}
+        else:
+            model, info = run_requests(args.recipe, str(target), reqs, files, out, extra)
+        s = tp.evaluate(model, suite, "forget01", ev / stem, rres)
+        rows[name] = {**s, **info, "utility_of_target": s["model_utility"] / rows["target"]["model_utility"]}
+        print(f"{name}: FQ {s['forget_quality']:.3g}, MU {s['model_utility']:.4f} "
+              f"({rows[name]['utility_of_target']:.0%} of target), {info['unlearn_seconds']:.0f} s", flush=True)
+        save()
+    cols = KEEP + ("utility_of_target", "unlearn_seconds")
+    print(json.dumps({k: {m: v.get(m) for m in cols} for k, v in rows.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
