@@ -57,7 +57,8 @@ def main(argv=None):
     from llm_forget.editing.metrics_counterfact import counterfact_metrics
     from llm_forget.editing.requests import read_counterfact
     from llm_forget.editing.run import apply_edits
-    from llm_forget.models import load_model, load_tokenizer, resolve_model_path
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.zoo import resolve_model_path
 
     path = resolve_model_path(a.model)
     tok = load_tokenizer(path)

@@ -65,7 +65,8 @@ def main():
     from llm_forget.data.encode import Encoder
     from llm_forget.data.readers import read_rows
     from llm_forget.evaluation.generation import greedy
-    from llm_forget.models import load_model, load_tokenizer, resolve_model_path
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.zoo import resolve_model_path
 
     path = resolve_model_path(args.model)
     tok, model = load_tokenizer(path), load_model(path, "float32").eval()

@@ -92,7 +92,8 @@ def main():
     args = ap.parse_args()
     from llm_forget.editing.lora_edit import LoraEditConfig, lora_edit
     from llm_forget.editing.requests import read_requests
-    from llm_forget.models import arch_for, load_model, load_tokenizer, resolve_model_path
+    from llm_forget.models import arch_for, load_model, load_tokenizer
+    from llm_forget.zoo import resolve_model_path
 
     path = resolve_model_path(args.model)
     tok, base = load_tokenizer(path), load_model(path, "float32")

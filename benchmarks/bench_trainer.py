@@ -33,7 +33,8 @@ def child(kind: str, model: str, steps: int, batch: int) -> dict:
 
     from llm_forget.data.encode import Encoder, pad
     from llm_forget.data.readers import read_rows
-    from llm_forget.models import load_model, load_tokenizer, resolve_model_path
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.zoo import resolve_model_path
 
     path = resolve_model_path(model)
     tok = load_tokenizer(path)

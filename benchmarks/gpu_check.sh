@@ -58,7 +58,8 @@ from pathlib import Path
 runs, res, model = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 from llm_forget.data.encode import Encoder
 from llm_forget.data.readers import read_rows
-from llm_forget.models import load_tokenizer, resolve_model_path
+from llm_forget.models import load_tokenizer
+from llm_forget.zoo import resolve_model_path
 
 enc = Encoder(load_tokenizer(resolve_model_path(model)), "Question: {question}\nAnswer:", False, 256, "truncate")
 mean_len = {s: sum(len(enc.row(r)["input_ids"]) for r in read_rows(f"builtin:{s}")) / len(read_rows(f"builtin:{s}"))

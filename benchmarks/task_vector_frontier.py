@@ -29,7 +29,8 @@ def main() -> None:
     from llm_forget.data.encode import Encoder, pad, without_eos_labels
     from llm_forget.data.readers import read_rows
     from llm_forget.evaluation.quick import quick_eval
-    from llm_forget.models import load_model, load_tokenizer, resolve_model_path
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.zoo import resolve_model_path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("specs", nargs="+")

@@ -136,7 +136,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     from . import io
     from .data.encode import Encoder
     from .data.readers import read_rows
-    from .models import check_model, load_model, load_tokenizer, resolve_model_path
+    from .models import check_model, load_model, load_tokenizer
+    from .zoo import resolve_model_path
     from .trainer import Collator, Reference, TrainingDiverged, UnlearnDataset, UnlearnTrainer
 
     if isinstance(config, UnlearnConfig):

@@ -2,96 +2,42 @@
 
 Builds the target model (trained on everything) and the retain model (trained without the
 forget set) that unlearning is measured against; also the "reinforced" model of task-vector
-negation. A thin layer over `transformers.Trainer`.
+negation. The inputs are checked here; the training loop is `sft.train` (transformers.Trainer).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
-
-import torch
 
 logger = logging.getLogger(__name__)
 
 
-class _Rows(torch.utils.data.Dataset):
-    def __init__(self, enc):
-        self.enc = enc
-
-    def __len__(self):
-        return len(self.enc)
-
-    def __getitem__(self, i):
-        return self.enc[i]
-
-
 def finetune(model: str, data: str | list[dict], output_dir: str | Path, *, epochs: float = 10,
              learning_rate: float = 1e-3, batch_size: int = 32, seed: int = 0, max_length: int = 256,
-             prompt_template: str = "Question: {question}\nAnswer:", chat_template: bool = False,
-             warmup_ratio: float = 0.05, weight_decay: float = 0.0, lora_r: int = 0,
-             dtype: str = "auto", progress: bool = True, max_steps: int = -1, lr_scheduler_type: str = "cosine",
-             answer_eos: bool = True, overwrite: bool | None = None) -> dict:
+             overwrite: bool | None = None, **kw) -> dict:
     """Fine-tune `model` (folder or zoo name) on `data` (rows or a data spec); save to `output_dir`.
-    `max_steps` > 0 overrides `epochs`; `answer_eos=False` leaves the eos closing each answer out
-    of the loss. With `overwrite` True/False a non-empty `output_dir` is replaced/refused once the
-    inputs are checked (None: the folder is replaced at the end, as before).
-    Returns {"output_dir", "train_seconds", "steps", "final_loss"}."""
-    from transformers import Trainer, TrainingArguments, set_seed
-
-    from . import io
-    from .data.encode import Encoder, pad, without_eos_labels
+    Other keywords are `sft.train`'s (prompt_template, chat_template, warmup_ratio, weight_decay,
+    lora_r, dtype, progress, max_steps, lr_scheduler_type, answer_eos). With `overwrite` True/False a
+    non-empty `output_dir` is replaced/refused once the inputs are checked (None: the folder is
+    replaced at the end). Returns {"output_dir", "train_seconds", "steps", "final_loss"}."""
     from .data.readers import read_rows
-    from .models import check_model, load_model, load_tokenizer, resolve_model_path
+    from .models import check_model
+    from .sft import train
+    from .zoo import resolve_model_path
 
-    check_settings(epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                   max_length=max_length)
+    check_settings(epochs=epochs, max_steps=kw.get("max_steps", -1), learning_rate=learning_rate,
+                   batch_size=batch_size, max_length=max_length)
     rows = read_rows(data) if isinstance(data, str) else data
     path = resolve_model_path(model)
     check_model(path)
-    tok = load_tokenizer(path)
     if overwrite is not None:
         from .api import prepare_output_dir
 
         prepare_output_dir(Path(output_dir), overwrite, False, path)
-    enc = Encoder(tok, prompt_template, chat_template, max_length)
-    items = enc.rows(rows)
-    if not answer_eos:
-        items = without_eos_labels(items, tok.eos_token_id)
-    set_seed(seed)
-    m = load_model(path, dtype)
-    if lora_r:
-        from peft import LoraConfig, get_peft_model
-
-        m = get_peft_model(m, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear",
-                                         task_type="CAUSAL_LM"))
-    out = Path(output_dir)
-    import tempfile
-
-    scratch = tempfile.mkdtemp(prefix="llm_forget_ft.")
-    args = TrainingArguments(output_dir=scratch, num_train_epochs=epochs, learning_rate=learning_rate,
-                             per_device_train_batch_size=batch_size, warmup_steps=warmup_ratio,
-                             weight_decay=weight_decay, lr_scheduler_type=lr_scheduler_type, save_strategy="no",
-                             max_steps=max_steps,
-                             report_to="none", logging_steps=50, seed=seed, disable_tqdm=not progress,
-                             remove_unused_columns=False)
-    trainer = Trainer(model=m, args=args, train_dataset=_Rows(items),
-                      data_collator=lambda b: pad(b, tok.pad_token_id))
-    t = time.perf_counter()
-    res = trainer.train()
-    secs = time.perf_counter() - t
-    if trainer.is_world_process_zero():
-        final = trainer.model.merge_and_unload() if lora_r else trainer.model
-        with io.atomic_dir(out) as d:
-            final.save_pretrained(d, safe_serialization=True)
-            tok.save_pretrained(d)
-    import shutil
-
-    shutil.rmtree(scratch, ignore_errors=True)
-    logger.info("fine-tuned %s on %d rows in %.1fs (loss %.3f)", model, len(rows), secs, res.training_loss)
-    return {"output_dir": str(out), "train_seconds": secs, "steps": res.global_step, "final_loss": res.training_loss}
+    return train(path, rows, output_dir, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                 seed=seed, max_length=max_length, name=model, **kw)
 
 
 def check_settings(*, epochs: float, max_steps: int | None, learning_rate: float, batch_size: int,
@@ -165,7 +111,8 @@ def retrain(model: str, data, forget, output_dir: str | Path, *, holdout=None, a
     from .api import prepare_output_dir
     from .data.readers import read_rows
     from .inputs import check_disjoint
-    from .models import check_model, resolve_model_path
+    from .models import check_model
+    from .zoo import resolve_model_path
 
     check_settings(epochs=epochs, max_steps=max_steps, learning_rate=kw.get("learning_rate", 1e-3),
                    batch_size=batch_size, max_length=kw.get("max_length", 256))

@@ -120,13 +120,9 @@ def cache_from_kv(kv) -> object:
     return cache
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """A zoo name (`tiny`, `smollm2-135m`) becomes its cached folder; a local folder stays;
-    anything else is treated as a Hub id (works only when online)."""
-    from . import zoo
-
-    if name_or_path in zoo.SOURCES:
-        return str(zoo.get(name_or_path))
+def model_source(name_or_path: str, other: str = "a zoo name") -> str:
+    """A local model folder (checked: a folder with config.json) or a Hub id (only when online).
+    Zoo names are resolved one layer up (`zoo.resolve_model_path`); `other` names them in the error."""
     p = Path(name_or_path).expanduser()
     if p.exists():
         if not p.is_dir():
@@ -137,10 +133,8 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/").split("/", 1)[-1]:
         raise UserError(f"model path {name_or_path} does not exist")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise UserError(
-            f"model {name_or_path!r} is neither a local folder nor a zoo name ({', '.join(zoo.SOURCES)}) "
-            "and HF_HUB_OFFLINE=1 forbids downloading it"
-        )
+        raise UserError(f"model {name_or_path!r} is neither a local folder nor {other} "
+                        "and HF_HUB_OFFLINE=1 forbids downloading it")
     return name_or_path
 
 
@@ -166,7 +160,7 @@ def check_model(name_or_path: str, trust_remote_code: bool = False, allow_pickle
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    path = resolve_model_path(name_or_path)
+    path = model_source(name_or_path)
     _check_weights(path, allow_pickle)
     if not Path(path).is_dir() or Path(path, "adapter_config.json").exists():
         return
@@ -192,7 +186,7 @@ def load_model(name_or_path: str, dtype: str = "auto", trust_remote_code: bool =
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    path = resolve_model_path(name_or_path)
+    path = model_source(name_or_path)
     _check_weights(path, allow_pickle)
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -226,7 +220,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     """Load a tokenizer; give it a pad token (eos) when it has none, and say so."""
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(name_or_path)
+    path = model_source(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as e:

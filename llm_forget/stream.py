@@ -107,7 +107,7 @@ def run_stream(recipe: str | None, requests: str, output_dir: str | None = None,
     from .data.readers import read_rows
     from .errors import UserError
     from .evaluation.quick import summarize
-    from .models import resolve_model_path
+    from .zoo import resolve_model_path
     from .requests import load_requests
 
     reqs = load_requests(requests)

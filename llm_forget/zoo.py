@@ -166,9 +166,11 @@ SOURCES = {
 
 
 def _build_finetuned(out: Path, split: str) -> None:
-    from .finetune import finetune
+    from .data.readers import read_rows
+    from .sft import train
 
-    finetune(str(get("tiny")), f"builtin:{split}", out, progress=False, **{**TINY_FT, "seed": seed()})
+    train(str(get("tiny")), read_rows(f"builtin:{split}"), out, progress=False, name=f"tiny ({split})",
+          **{**TINY_FT, "seed": seed()})
 
 
 def get(name: str, **overrides) -> Path:
@@ -183,3 +185,13 @@ def get(name: str, **overrides) -> Path:
     if name == "smollm2-135m":
         return _atomic_build(cache_dir() / "zoo" / "smollm2-135m", build_smollm2)
     raise UserError(f"unknown zoo model {name!r}; known: {', '.join(SOURCES)}")
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A zoo name (`tiny`, `smollm2-135m`) becomes its cached folder; a local folder stays;
+    anything else is treated as a Hub id (works only when online): `models.model_source`."""
+    from .models import model_source
+
+    if name_or_path in SOURCES:
+        return str(get(name_or_path))
+    return model_source(name_or_path, f"a zoo name ({', '.join(SOURCES)})")

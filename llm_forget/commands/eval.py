@@ -102,7 +102,7 @@ def run(args):
 def _check_model(model: str) -> None:
     """A missing model folder is named before anything else (zoo models are built later, when used)."""
     from .. import zoo
-    from ..models import resolve_model_path
+    from ..zoo import resolve_model_path
 
     if model not in zoo.SOURCES:
         resolve_model_path(model)

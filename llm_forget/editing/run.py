@@ -161,7 +161,8 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
     from .. import io
     from ..api import environment, prepare_output_dir
     from ..config import to_dict
-    from ..models import load_model, load_tokenizer, resolve_model_path
+    from ..models import load_model, load_tokenizer
+    from ..zoo import resolve_model_path
 
     cfg = _config(config, overrides)
     out = Path(cfg.output_dir)

@@ -245,7 +245,8 @@ class _Subject:
 
 
 def _load(m, dtype, device):
-    from ..models import load_model, load_tokenizer, resolve_model_path
+    from ..models import load_model, load_tokenizer
+    from ..zoo import resolve_model_path
 
     if isinstance(m, tuple):
         return m

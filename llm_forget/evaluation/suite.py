@@ -121,7 +121,7 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
     import torch
 
     from .. import io
-    from ..models import resolve_model_path
+    from ..zoo import resolve_model_path
 
     cfg = load_suite(suite)
     if chat_template is not None:

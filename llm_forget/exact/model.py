@@ -112,7 +112,7 @@ class SisaModel(torch.nn.Module):
         meta = json.loads((p / "sisa.json").read_text(encoding="utf-8"))
         cfg = SisaConfig(**{k: meta[k] for k in ("model", "shards", "lora_r", "lora_alpha", "lora_target_modules")
                             if k in meta}, output_dir=str(p))
-        from ..models import resolve_model_path
+        from ..zoo import resolve_model_path
 
         model = build_model(resolve_model_path(meta["model"]), cfg)
         for k in range(cfg.shards):

@@ -98,7 +98,8 @@ def train(config: SisaConfig | str | dict | None = None, **overrides) -> dict:
     from ..api import prepare_output_dir
     from ..config import build_config, load_yaml, to_dict
     from ..data.readers import read_rows, row_hash
-    from ..models import load_tokenizer, resolve_model_path
+    from ..models import load_tokenizer
+    from ..zoo import resolve_model_path
     from ..reporting import card, ledger, record
 
     if isinstance(config, SisaConfig):
@@ -179,7 +180,8 @@ def _training_encodings(cfg, state, tok):
 def retrain_shard(run_dir: str | Path, k: int) -> dict[str, torch.Tensor]:
     """Shard k trained from scratch (seeded initialisation, every stage) on the rows its layout
     holds now: what `forget` must equal. Writes nothing."""
-    from ..models import load_tokenizer, resolve_model_path
+    from ..models import load_tokenizer
+    from ..zoo import resolve_model_path
 
     cfg, state = load_run(run_dir)
     path = resolve_model_path(cfg.model)
@@ -199,7 +201,8 @@ def forget(run_dir: str | Path, request: str, signing_key: str | None = None) ->
     Returns the cost: shards retrained, steps retrained, steps a full retraining would take."""
     from .. import io
     from ..data.readers import read_rows, row_hash
-    from ..models import load_tokenizer, resolve_model_path
+    from ..models import load_tokenizer
+    from ..zoo import resolve_model_path
     from ..reporting import card, ledger
     from ..reporting.fingerprint import model_fingerprint, model_fingerprint_for
     from ..requests import select
