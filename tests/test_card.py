@@ -40,7 +40,8 @@ def canary_run(tmp_path_factory, target_path):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             res = unlearn("llm_forget/recipes/npo.yaml", model=target_path, forget=str(d / "f.json"),
                           retain=str(d / "r.json"), holdout=str(d / "h.json"), output_dir=str(d / "run"),
-                          max_steps=2, per_device_train_batch_size=5, learning_rate=1e-3, logging_steps=1)
+                          max_steps=2, per_device_train_batch_size=5, learning_rate=1e-3, logging_steps=1,
+                          retain_budget=None)  # mechanics: both steps applied, every row evaluated
     finally:
         root.removeHandler(handler)
         root.setLevel(old)

@@ -159,11 +159,17 @@ def test_cached_reference_is_indexed_by_dataset_index(target_path):
 # ---------------------------------------------------------------- launches
 
 
+F32 = 1e-6  # float32 rounding, relative and absolute
+
+
 def test_grad_diff_two_processes_equal_one_and_sharded_eval_is_exact(target_path, tmp_path):
     """GradDiff, SGD: 2 processes x 4 rows == 1 process x 4 rows x 2 accumulation steps, to 1e-5.
     The 2-process run also evaluates sharded (eval batch 16: 50 forget rows -> 32 + 18, 40 retain
     -> 32 + 8, 20 holdout -> 16 + 4); its gathered per-item numbers and its summary must equal a
-    single-process evaluation of the saved weights exactly."""
+    single-process evaluation of the saved weights, row by row, to float32 rounding (F32). A
+    standalone script reproduces them bit for bit; inside the suite's process the last bits of a few
+    rows differ (measured: 1.1e-7 relative), so the test holds rounding, not bits."""
+    from llm_forget.data.benchmark import truth_ratio_correct_for
     from llm_forget.data.encode import Encoder
     from llm_forget.data.readers import read_rows
     from llm_forget.evaluation.quick import quick_eval
@@ -194,13 +200,18 @@ def test_grad_diff_two_processes_equal_one_and_sharded_eval_is_exact(target_path
     enc = Encoder(tok, "Question: {question}\nAnswer:", False, 256, "truncate")
     assert res["rows"]["evaluation"] == {}  # no selection: the run reports on every row
     with torch.no_grad(), launch_threads():
-        ref = quick_eval(model, enc, sets, 16)
+        ref = quick_eval(model, enc, sets, 16, truth_ratio_correct=truth_ratio_correct_for(sets["forget"]))
     for s in sets:
         assert len(res["per_item"][s]) == len(sets[s])
-        assert res["per_item"][s] == ref["per_item"][s]  # exactly, item by item
+        for got, want in zip(res["per_item"][s], ref["per_item"][s]):  # item by item, in row order
+            assert got["id"] == want["id"] and got.keys() == want.keys()
+            for k in got:
+                want_k = want[k] if isinstance(want[k], str) else pytest.approx(want[k], rel=F32, abs=F32)
+                assert got[k] == want_k, (s, got["id"], k)
     summary = {k: v for k, v in ref["summary"].items() if k != "eval_seconds"}
     assert {"mia_auc", "forget_truth_ratio", "model_utility"} <= summary.keys()
-    assert {k: res["summary"][k] for k in summary} == summary
+    for k, v in summary.items():
+        assert res["summary"][k] == (pytest.approx(v, rel=F32, abs=F32) if isinstance(v, float) else v), k
 
 
 def test_npo_and_lora_two_processes_equal_one(target_path, tmp_path):

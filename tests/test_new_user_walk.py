@@ -87,9 +87,18 @@ def test_unlearn_with_own_holdout_scores_the_users_rows(walk):
     assert _unlearn(walk, "npo_holdout", "--holdout", walk / "holdout.json") == 0
     run = walk / "npo_holdout"
     res = json.loads((run / "results.json").read_text())
-    assert res["counts"] == {"forget": 12, "retain": 36, "holdout": 12, "truncated": 0}
+    assert {k: res["counts"][k] for k in ("forget", "retain", "holdout", "truncated")} == \
+        {"forget": 12, "retain": 36, "holdout": 12, "truncated": 0}
     assert res["notes"] == []
-    assert {k: len(v) for k, v in res["per_item"].items()} == {"forget": 12, "retain": 36, "holdout": 12}
+    # the evaluation reports on the user's rows that checkpoint selection did not calibrate on
+    cal, ev = res["rows"]["calibration"], res["rows"]["evaluation"]
+    for k, n in (("retain", 36), ("holdout", 12)):
+        assert sorted(cal[k] + ev[k]) == list(range(n)) and cal[k] and ev[k] and not set(cal[k]) & set(ev[k])
+    full = {k: json.loads((p).read_text()) for k, p in
+            (("forget", walk / "gold" / "forget.json"), ("retain", walk / "gold" / "retain.json"),
+             ("holdout", walk / "holdout.json"))}
+    sets = {k: [v[i] for i in ev[k]] if k in ev else v for k, v in full.items()}
+    assert {k: len(v) for k, v in res["per_item"].items()} == {k: len(v) for k, v in sets.items()}
     s = res["summary"]
     assert 0 <= s["mia_auc"] <= 1 and "privleak" in s
 
@@ -98,9 +107,6 @@ def test_unlearn_with_own_holdout_scores_the_users_rows(walk):
     from llm_forget.evaluation.quick import quick_eval, retain_reference
     from llm_forget.models import load_model, load_tokenizer
 
-    sets = {k: json.loads((p).read_text()) for k, p in
-            (("forget", walk / "gold" / "forget.json"), ("retain", walk / "gold" / "retain.json"),
-             ("holdout", walk / "holdout.json"))}
     enc = Encoder(load_tokenizer(str(run / "model")))
     again = quick_eval(load_model(str(run / "model")), enc, sets)["summary"]
     for k in ("forget_perplexity", "retain_perplexity", "holdout_perplexity", "mia_auc"):
@@ -114,9 +120,11 @@ def test_unlearn_with_own_holdout_scores_the_users_rows(walk):
     assert retain["forget_quality"] == pytest.approx(1.0)  # identical truth ratios: KS p-value 1
     assert target["forget_perplexity"] < retain["forget_perplexity"]
     assert target["mia_auc"] > retain["mia_auc"]
-    # NPO forgot the user's forget rows (2.5x here) within the recipe's retain budget (+40 %, all 36 rows)
-    assert s["forget_perplexity"] > 1.5 * target["forget_perplexity"]
-    assert s["retain_perplexity"] <= 1.4 * target["retain_perplexity"] * (1 + 1e-6)
+    # NPO moved the forget rows away from the target, towards the retain model, and kept utility: the
+    # recipe's budget (+5 % retain perplexity) is held on the calibration rows; on the evaluation rows
+    # the retain perplexity stays within +25 % of the target's (another sample of the same people)
+    assert target["forget_perplexity"] < s["forget_perplexity"] < retain["forget_perplexity"] * 1.5
+    assert s["retain_perplexity"] <= 1.25 * target["retain_perplexity"]
 
     card = (run / "README.md").read_text()
     assert "forget.json" in card and "built-in" not in card

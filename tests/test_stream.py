@@ -76,7 +76,7 @@ def stream(tmp_path_factory, target_path):
     rc = main(["stream", "grad_diff", "--requests", str(d / "requests.jsonl"), "--model", target_path,
                "--retain", str(d / "r.json"), "--holdout", str(d / "h.json"), "--output_dir", str(d / "out"),
                "--max_steps", "2", "--learning_rate", "1e-3", "--per_device_train_batch_size", "5",
-               "--disable_tqdm", "true"])
+               "--retain_budget", "none", "--disable_tqdm", "true"])  # mechanics: every step applied
     assert rc == 0
     return d / "out"
 
