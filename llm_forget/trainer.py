@@ -223,6 +223,9 @@ class UnlearnTrainer(Trainer):
         self.method, self.reference = method, reference
         self._parts: dict[str, list[float]] = {}
         self.retain_seen: set[int] = set()  # distinct retain rows trained on by this process
+        # compute_loss returns each micro-batch's own token means and ignores num_items_in_batch, so the
+        # Trainer must divide it by the gradient accumulation steps itself (and count no items for it)
+        self.model_accepts_loss_kwargs = False
         if isinstance(self.train_dataset, UnlearnDataset):
             self.add_callback(EpochCallback(self.train_dataset))
         if reference.model is not None:

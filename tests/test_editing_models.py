@@ -61,7 +61,9 @@ def test_gpt2_conv1d_rome_through_the_api(tmp_path, tiny_path):
     dW = (after[changed[0]] - before[changed[0]]).T.double()
     # k* with the same seeded prefixes the run sampled (keys at layer 1 are inputs of the edited
     # projection, so the edit does not change them)
+    side = tok.padding_side
     prefixes = context_prefixes(model, tok, 2, 4, seed=0)
+    assert tok.padding_side == side  # sampled with left padding, the shared tokenizer left as it was
     req = EditRequest(prompt=row["prompt"], subject=row["subject"], target_new="Lisbon")
     k = compute_keys(model, tok, [req], [1], prefixes, arch_for(model))[1][0]
     assert res["log"][0]["delta_norm"] > 0

@@ -49,12 +49,7 @@ def context_prefixes(model, tokenizer, n: int = 20, length: int = 10, seed: int 
     model.eval()
     device = next(model.parameters()).device
     starts = [STARTS[i % len(STARTS)] for i in range(n)]
-    tokenizer_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer(starts, return_tensors="pt", padding=True)
-    finally:
-        tokenizer.padding_side = tokenizer_side
+    enc = tokenizer(starts, return_tensors="pt", padding=True, padding_side="left")  # the tokenizer is not changed
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         out = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),

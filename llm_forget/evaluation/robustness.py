@@ -6,7 +6,7 @@ Attacks (each run on the unlearned model AND on the retain model, the baseline f
   the REST of the forget set (the rows never trained on). One run to max(k) measured at every k: with
   a constant learning rate this equals separate runs. On the retain model this is learning afresh.
 - quantize: round-trip every nn.Linear weight through b-bit per-channel symmetric round-to-nearest
-  (`quantize_rtn`, default b = 8 and 4).
+  (`quantize.quantize_rtn`, default b = 8 and 4).
 - prompts: the forget questions asked differently: paraphrased questions (rows with
   `paraphrased_question`, as TOFU ships), other prompt templates, and the tokenizer's chat template
   when it has one (or without it when the suite uses it).
@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from .quantize import quantize_model, quantize_rtn  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -70,36 +71,6 @@ def recovery(before: float, after: float, target: float) -> float:
     if gap == 0 or not all(math.isfinite(x) for x in (before, after, target)):
         return float("nan")
     return (after - before) / gap
-
-
-def quantize_rtn(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-output-channel symmetric round-to-nearest quantization round trip of a weight matrix (out, in).
-
-    q_max = 2^(bits−1) − 1;  s_i = max_j |w_ij| / q_max  (s_i = 1 for an all-zero row);
-    ŵ_ij = s_i · clamp(round(w_ij / s_i), −q_max, q_max).
-    Returns ŵ in w's dtype (computed in fp32). Error |ŵ − w| ≤ s_i / 2; more bits = closer to w."""
-    if bits < 2:
-        raise ValueError("bits must be >= 2")
-    qmax = 2 ** (bits - 1) - 1
-    x = w.float()
-    flat = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
-    s = flat.abs().amax(1, keepdim=True) / qmax
-    s = torch.where(s == 0, torch.ones_like(s), s)
-    q = torch.clamp(torch.round(flat / s), -qmax, qmax) * s
-    return q.reshape(w.shape).to(w.dtype)
-
-
-@torch.no_grad()
-def quantize_model(model, bits: int):
-    """A deep copy of `model` whose nn.Linear weights (a tied lm_head/embedding once) went through
-    `quantize_rtn`. The input model is not changed."""
-    m = copy.deepcopy(model)
-    seen = set()
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.Linear) and id(mod.weight) not in seen:
-            seen.add(id(mod.weight))
-            mod.weight.copy_(quantize_rtn(mod.weight, bits))
-    return m
 
 
 def few_shot_template(template: str, examples: list[dict]) -> str:
