@@ -4,8 +4,8 @@ Off by default (`--lanes 2` turns them on). Two lanes run forward passes of ONE 
 threads, and nothing in transformers promises that this is safe: rotary embeddings with a dynamic
 or long-context scaling (`rope_type` "dynamic", "longrope") re-register `inv_freq` inside forward,
 so one lane can compute with the frequencies another lane set for its sequence length; a shared
-tokenizer's `padding_side` and truncation settings are process-wide state that other code changes
-(editing/locate.py sets `padding_side`). The gain does not pay for that risk. Measured with
+tokenizer's `padding_side` and truncation settings are process-wide state that other code may
+change. The gain does not pay for that risk. Measured with
 `llm-forget eval --model tiny-target --retain-model tiny-retain --limit 100` (a 2-core x86 CPU
 shared with other jobs, load average 9-16; wall seconds): 2 threads in 2 lanes 53 and 84; 1 thread
 in 1 lane 76 and 97; 2 threads in 1 lane 227. Two lanes mostly avoid what two OpenMP threads cost
