@@ -10,18 +10,14 @@ min(48, 1.5 x answer tokens + 8), stop "\\nQuestion:"). Writes benchmarks/result
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
-import statistics
-import subprocess
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, run_info, save_per_model, timings  # benchmarks/ is on sys.path when run as a script
+
 os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -85,17 +81,9 @@ def main():
             texts[k] = f()
             times[k].append(time.perf_counter() - t)
     same = sum(a == b for a, b in zip(texts["greedy"], texts["generate_stop_strings"]))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    res = {"model": args.model, "prompts": len(prompts), "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-           "machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "commit": commit,
-           "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
-           "median_seconds": {k: round(statistics.median(v), 3) for k, v in times.items()},
-           "identical_texts": same}
-    print(json.dumps(res, indent=1))
-    out = ROOT / "benchmarks" / "results" / "generate_stop.json"
-    old = json.loads(out.read_text()) if out.exists() else {}
-    old[args.model] = res
-    out.write_text(json.dumps(old, indent=1) + "\n")
+    res = {"model": args.model, "prompts": len(prompts), "batch_size": args.batch_size, **run_info(),
+           **timings(times), "identical_texts": same}
+    save_per_model("generate_stop", args.model, res)
 
 
 if __name__ == "__main__":

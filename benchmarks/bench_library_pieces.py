@@ -12,18 +12,15 @@ Writes benchmarks/results/library_pieces.json (median of `--repeats` runs, alter
 from __future__ import annotations
 
 import json
-import os
-import platform
 import random
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, run_info  # benchmarks/ is on sys.path when run as a script
+
 
 
 def hand_kl(a, b):
@@ -48,9 +45,7 @@ def main():
     from llm_forget.kl import kl_rows
 
     repeats = 7
-    res = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "threads": torch.get_num_threads(),
-           "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                    text=True).stdout.strip()}
+    res = run_info()
     g = torch.Generator().manual_seed(0)
     a = torch.randn(256, 49152, generator=g, requires_grad=True)
     b = torch.randn(256, 49152, generator=g)

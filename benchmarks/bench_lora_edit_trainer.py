@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import platform
-import statistics
-import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, run_info, save_per_model, timings  # benchmarks/ is on sys.path when run as a script
+
 os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LLM_FORGET_DATA_DIR", str(ROOT.parent / "shared" / "data"))
@@ -110,17 +106,9 @@ def main():
             times[k].append(time.perf_counter() - t)
             nll[k] = target_nll(m, tok, reqs)
     res = {"model": args.model, "requests": len(reqs), "steps": cfg.steps, "batch_size": cfg.batch_size,
-           "threads": torch.get_num_threads(), "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
-           "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                    text=True).stdout.strip(),
-           "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
-           "median_seconds": {k: round(statistics.median(v), 3) for k, v in times.items()},
+           **run_info(), **timings(times),
            "target_nll": {"before": target_nll(base, tok, reqs), **nll}}
-    print(json.dumps(res, indent=1))
-    out = ROOT / "benchmarks" / "results" / "lora_edit_trainer.json"
-    old = json.loads(out.read_text()) if out.exists() else {}
-    old[args.model] = res
-    out.write_text(json.dumps(old, indent=1) + "\n")
+    save_per_model("lora_edit_trainer", args.model, res)
 
 
 if __name__ == "__main__":

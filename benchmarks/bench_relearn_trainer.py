@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import platform
-import statistics
-import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, run_info, save_per_model, timings  # benchmarks/ is on sys.path when run as a script
+
 os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -103,17 +99,9 @@ def main():
             nll[k] = f()
             times[k].append(time.perf_counter() - t)
     res = {"model": args.model, "steps": steps, "batch_size": bs, "train_rows": len(train),
-           "threads": torch.get_num_threads(), "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
-           "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                    text=True).stdout.strip(),
-           "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
-           "median_seconds": {k: round(statistics.median(v), 3) for k, v in times.items()},
+           **run_info(), **timings(times),
            "held_out_forget_nll_after_k": {"before": mean_nll(model, enc, held), **nll}}
-    print(json.dumps(res, indent=1))
-    out = ROOT / "benchmarks" / "results" / "relearn_trainer.json"
-    old = json.loads(out.read_text()) if out.exists() else {}
-    old[args.model] = res
-    out.write_text(json.dumps(old, indent=1) + "\n")
+    save_per_model("relearn_trainer", args.model, res)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,38 @@
+"""What the side-by-side benchmarks share: the machine/commit record, timing summaries, and one
+results file per benchmark holding one entry per model."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_info() -> dict:
+    """{"threads", "machine", "commit"} of this run (torch's thread count, CPU count and arch, HEAD)."""
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    return {"threads": torch.get_num_threads(), "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
+            "commit": commit}
+
+
+def timings(times: dict[str, list[float]]) -> dict:
+    """{"seconds": every repeat, "median_seconds": their median} per variant, to the millisecond."""
+    return {"seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
+            "median_seconds": {k: round(statistics.median(v), 3) for k, v in times.items()}}
+
+
+def save_per_model(name: str, model: str, res: dict) -> None:
+    """Print `res` and store it as benchmarks/results/NAME.json[model], keeping the other models' entries."""
+    print(json.dumps(res, indent=1))
+    out = ROOT / "benchmarks" / "results" / f"{name}.json"
+    old = json.loads(out.read_text()) if out.exists() else {}
+    old[model] = res
+    out.write_text(json.dumps(old, indent=1) + "\n")
