@@ -40,7 +40,8 @@ def test_subjects_and_fabricated_names():
     for real, name in fake.items():
         assert name.casefold() not in corpus and len(name.split()) == len(real.split())
     assert fabricate_names(subjects, corpus, seed=0) == fake != fabricate_names(subjects, corpus, seed=1)
-    assert swap("Nikolai Abilov's father; Abilov wrote", "Nikolai Abilov", "Leif Kvist") == "Leif Kvist's father; Kvist wrote"
+    assert swap("Nikolai Abilov's father; Abilov wrote", "Nikolai Abilov", "Leif Kvist") == \
+        "Leif Kvist's father; Kvist wrote"
     assert aligned([1, 2, 3, 4], [1, 9, 3, 4]) == [True, False, True, True]
     assert aligned([1, 2, 3, 4], [1, 9, 8, 3, 4]) == [True, False, False, False]
 
@@ -54,7 +55,9 @@ def _truth_ratios(model_path, rows):
     return [x["truth_ratio"] for x in res["per_item"]["forget"]]
 
 
-def test_loss_is_zero_when_the_teacher_sees_the_same_row(target_path):
+def test_loss_is_zero_when_the_teacher_sees_the_same_row(target_path, monkeypatch):
+    import llm_forget.methods.swap_distill as sd
+
     from llm_forget.data.encode import Encoder
     from llm_forget.models import load_model, load_tokenizer
     from llm_forget.trainer import Batch, Collator, Reference
@@ -62,18 +65,24 @@ def test_loss_is_zero_when_the_teacher_sees_the_same_row(target_path):
     model, tok = load_model(target_path), load_tokenizer(target_path)
     enc = Encoder(tok)
     rows, retain = split("forget")[:6], split("retain")
-    absent = [{**r, "person": "Nobody Atall"} for r in rows]  # a subject the rows never name: nothing is swapped
     items = [{"index": i, "forget": enc.row(rows[i]), "retain": enc.row(retain[j]), "retain_index": j}
              for i, j in ((4, 0), (1, 7), (3, 2))]
     batch = Collator(tok.pad_token_id)(items)
-    for given, zero in ((absent, True), (rows, False)):
+    fabricate = sd.fabricate_names
+    for same in (True, False):  # the subject "renamed" to itself: the teacher sees the student's own rows
+        monkeypatch.setattr(sd, "fabricate_names", (lambda subjects, corpus, seed: {x: x for x in subjects})
+                            if same else fabricate)
         m = SwapDistill()
-        m.prepare_teacher(model, enc, given, retain, tok.pad_token_id)
+        m.prepare_teacher(model, enc, rows, retain, tok.pad_token_id)
+        assert m.skipped_rows == 0 and all(bool(v.all()) for _, v in m.teacher)
         with torch.no_grad():
             out = m.loss(Batch(model, batch, Reference("none")))
         f = out["forget_kl"].item()
-        assert (f < 1e-5) if zero else (f > 0.05), f
+        assert (f < 1e-5) if same else (f > 0.05), f
         assert out["loss"].item() == pytest.approx(f + out["retain_loss"].item(), rel=1e-5)
+    m = SwapDistill()  # a subject its question does not name: no distillation term for that row
+    m.prepare_teacher(model, enc, rows + [{**rows[0], "person": "Nobody Atall"}], retain, tok.pad_token_id)
+    assert m.skipped_rows == 1 and not bool(m.teacher[-1][1].any()) and bool(m.teacher[0][1].all())
 
 
 def test_short_run_moves_forget_truth_ratios_towards_the_retain_model(target_path, retain_path, tmp_path):

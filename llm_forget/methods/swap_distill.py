@@ -18,9 +18,10 @@ Positions whose target tokens differ between the two answers (the name's own tok
 out: there the teacher predicts the fabricated name, which the student should not learn. When the
 swapped answer tokenises to another length, only the positions before the first difference are
 kept. Subjects: the row's `person` field, else the most frequent capitalised multi-word name of
-the forget questions (llm_forget.probe.harvest_names) that the question contains; a row without
-one gets no distillation term (counted in `skipped_rows`). Teacher log-probs are computed once, up
-front, for the answer positions only (float16 when float32 would pass `cache_bytes`).
+the forget questions (llm_forget.probe.harvest_names) that the question contains; a row whose
+question does not name one gets no distillation term (counted in `skipped_rows`). Teacher log-probs
+are computed once, up front, for the answer positions only (float16 when float32 would pass
+`cache_bytes`; there is no live-teacher fallback for forget sets too large to cache).
 """
 
 from __future__ import annotations
@@ -132,13 +133,14 @@ class SwapDistill(Method):
         """Teacher log-probs at every forget answer position, from `model` before any update."""
         from ..data.encode import pad
 
-        subjects = find_subjects(forget_rows)
+        subjects = [s if s and s in r.get("question", "") else None  # named in the question, or no term
+                    for r, s in zip(forget_rows, find_subjects(forget_rows))]
         corpus = "\n".join(row_text(r) for r in list(forget_rows) + list(other_rows))
         fake = fabricate_names([s for s in subjects if s], corpus, self.seed)
         truncated = encoder.truncated
         student = encoder.rows(forget_rows)
         swapped = [{**r, "question": swap(r["question"], s, fake[s]), "answer": swap(r["answer"], s, fake[s])}
-                   if s and "question" in r else r for r, s in zip(forget_rows, subjects)]
+                   if s else r for r, s in zip(forget_rows, subjects)]
         teacher = encoder.rows(swapped)
         encoder.truncated = truncated  # the training rows were counted once already
         was_training, device = model.training, next(model.parameters()).device
