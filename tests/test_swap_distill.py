@@ -42,8 +42,8 @@ def test_subjects_and_fabricated_names():
     assert fabricate_names(subjects, corpus, seed=0) == fake != fabricate_names(subjects, corpus, seed=1)
     assert swap("Nikolai Abilov's father; Abilov wrote", "Nikolai Abilov", "Leif Kvist") == \
         "Leif Kvist's father; Kvist wrote"
-    assert aligned([1, 2, 3, 4], [1, 9, 3, 4]) == [True, False, True, True]
-    assert aligned([1, 2, 3, 4], [1, 9, 8, 3, 4]) == [True, False, False, False]
+    assert aligned([1, 2, 3, 4], [1, 9, 3, 4]) == [0, None, 2, 3]
+    assert aligned([1, 2, 3, 4, 5], [1, 9, 8, 7, 4, 5]) == [0, None, None, 4, 5]  # a longer fabricated name
 
 
 def _truth_ratios(model_path, rows):

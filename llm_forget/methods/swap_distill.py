@@ -16,8 +16,9 @@ Alignment: the name is swapped in the question and, where the answer names the s
 answer too (else the teacher would read the real name in its own context and recall its facts).
 Positions whose target tokens differ between the two answers (the name's own tokens) are masked
 out: there the teacher predicts the fabricated name, which the student should not learn. When the
-swapped answer tokenises to another length, only the positions before the first difference are
-kept. Subjects: the row's `person` field, else the most frequent capitalised multi-word name of
+fabricated name has another number of tokens, the answers' shared tokens are paired by a diff
+(`aligned`), so every position outside the name keeps its teacher (a byte-level tokenizer splits
+at spaces: the other words tokenise the same). Subjects: the row's `person` field, else the most frequent capitalised multi-word name of
 the forget questions (llm_forget.probe.harvest_names) that the question contains; a row whose
 question does not name one gets no distillation term (counted in `skipped_rows`). Teacher log-probs
 are computed once, up front, for the answer positions only (float16 when float32 would pass
@@ -26,6 +27,7 @@ are computed once, up front, for the answer positions only (float16 when float32
 
 from __future__ import annotations
 
+import difflib
 import logging
 import random
 import re
@@ -100,13 +102,15 @@ def swap(text: str, real: str, fake: str) -> str:
     return text
 
 
-def aligned(student: list[int], teacher: list[int]) -> list[bool]:
-    """Which student answer positions take the teacher's distribution: same-length answers keep
-    the positions whose tokens agree; otherwise only those before the first difference."""
-    if len(student) == len(teacher):
-        return [s == t for s, t in zip(student, teacher)]
-    k = next((i for i, (s, t) in enumerate(zip(student, teacher)) if s != t), min(len(student), len(teacher)))
-    return [i < k for i in range(len(student))]
+def aligned(student: list[int], teacher: list[int]) -> list[int | None]:
+    """For each student answer position, the teacher answer position it is distilled from, or None:
+    the tokens the two answers share (difflib's matching blocks, in order) are paired, the name's
+    own tokens are not. Same-length answers that differ only in the name pair position t with t."""
+    out: list[int | None] = [None] * len(student)
+    for a, b, n in difflib.SequenceMatcher(None, student, teacher, autojunk=False).get_matching_blocks():
+        for i in range(n):
+            out[a + i] = b + i
+    return out
 
 
 @register("swap_distill")
@@ -155,12 +159,14 @@ class SwapDistill(Method):
                 pos = [t for t in range(len(item["labels"]) - 1) if item["labels"][t + 1] != -100]
                 s_ans = [y for y in student[i]["labels"] if y != -100]
                 t_ans = [y for y in item["labels"] if y != -100]
-                ok = aligned(s_ans, t_ans) if subjects[i] else [False] * len(s_ans)
-                self.skipped_rows += not any(ok)
+                pair = aligned(s_ans, t_ans) if subjects[i] else [None] * len(s_ans)
+                pair = [u if u is not None and u < len(pos) else None for u in pair]
+                self.skipped_rows += all(u is None for u in pair)
                 lp = torch.zeros(len(s_ans), logp.shape[-1])
-                k = min(len(s_ans), len(pos))
-                lp[:k] = logp[j, pos[:k]].cpu()
-                self.teacher.append((lp, torch.tensor(ok, dtype=torch.float32)))
+                keep = [t for t, u in enumerate(pair) if u is not None]
+                if keep:
+                    lp[keep] = logp[j, [pos[pair[t]] for t in keep]].cpu()
+                self.teacher.append((lp, torch.tensor([u is not None for u in pair], dtype=torch.float32)))
         model.train(was_training)
         total = sum(lp.numel() for lp, _ in self.teacher) * 4
         if total > self.cache_bytes:
