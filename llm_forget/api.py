@@ -232,6 +232,9 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         if hasattr(method, "calibrate"):  # e.g. RMU's steering coefficient, from fixed forget rows, rank 0's
             method.calibrate(trainer.model, collate([{"index": i, "forget": forget_enc[i]}
                                                      for i in range(min(32, len(forget_enc)))])["forget"])
+        if hasattr(method, "prepare_teacher"):  # e.g. swap_distill's teacher log-probs, from the starting model
+            method.prepare_teacher(trainer.model, encoder, forget_rows, (retain_rows or []) + (holdout_rows or []),
+                                   tok.pad_token_id, cfg.per_device_eval_batch_size)
     _log_to_logger(trainer)
     selector = None
     if cfg.retain_budget is not None:  # calibration rows only; the evaluation reports on the others (`split`)

@@ -27,7 +27,8 @@ def _f(default, help: str, **kw):
 @dataclass
 class UnlearnConfig(TrainingArguments):
     # what to forget, from what
-    method: str = _f("npo", "unlearning objective: gradient_ascent, grad_diff, kl, npo, simnpo, idk_po, rmu")
+    method: str = _f("npo", "unlearning objective: gradient_ascent, grad_diff, kl, npo, simnpo, idk_po, rmu, "
+                            "swap_distill")
     model: str = _f("tiny", "model folder, zoo name (tiny, smollm2-135m) or Hub id")
     forget: str = _f("builtin:forget", "forget set: builtin:forget, a .json/.jsonl/.csv/.txt file, a saved dataset")
     request: str | None = _f(None, "deletion request file (kind items, concept or task; see README); replaces "

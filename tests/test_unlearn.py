@@ -13,6 +13,7 @@ import llm_forget
 from llm_forget.recipes_index import shipped
 
 RECIPES = ["gradient_ascent", "grad_diff", "kl", "npo", "simnpo", "idk_po", "rmu"]
+UNSELECTED = ["swap_distill"]  # run a fixed number of epochs to their objective's fixed point, no selection
 # Margins between the selector's calibration rows and the evaluation rows, which it never saw (other
 # people): perplexity ratios there agree within a few percent across seeds, CPUs and thread counts.
 ROW_MARGIN = 1.10
@@ -39,11 +40,11 @@ def test_demo_ranks_by_forget_quality_at_kept_utility(demo):
     target is what utility is kept against. The best recipe is the highest forget quality among those at
     >= 95 % of the target's utility, and it moved toward the retain model."""
     s = demo["summary"]
-    assert set(s) == {"target", "retain", *RECIPES}
+    assert set(s) == {"target", "retain", *RECIPES, *UNSELECTED}
     t, r = s["target"], s["retain"]
     assert r["forget_perplexity"] > 3 * t["forget_perplexity"]  # the retain model does not know them
     assert t["mia_auc"] > 0.9 and t["forget_quality"] < 0.01
-    kept = {n for n in RECIPES if s[n]["model_utility"] >= 0.95 * t["model_utility"]}
+    kept = {n for n in RECIPES + UNSELECTED if s[n]["model_utility"] >= 0.95 * t["model_utility"]}
     if kept:
         assert demo["best"] == max(kept, key=lambda n: s[n]["forget_quality"]), demo["report"]
         b = s[demo["best"]]
@@ -84,6 +85,17 @@ def test_recipe_moves_toward_retraining_within_its_budget(method, demo):
     assert (run / "model" / "model.safetensors").exists()
     assert results["counts"]["forget"] == 50 and results["environment"]["world_size"] == 1
     assert not set(results["rows"]["calibration"]["holdout"]) & set(demo["split"]["evaluation"]["holdout"])
+
+
+@pytest.mark.parametrize("method", UNSELECTED)
+def test_unselected_recipe_forgets_without_passing_retraining(method, demo):
+    """A recipe without checkpoint selection still forgets (forget perplexity above the target's), stops short
+    of over-shooting the retain model by more than the margin, and keeps the retain rows within the
+    selection's own bar (+5 % and the row margin)."""
+    s, t, r = demo["summary"], demo["summary"]["target"], demo["summary"]["retain"]
+    assert "selection" not in json.loads((Path(demo["output"]) / "runs" / method / "results.json").read_text())
+    assert t["forget_perplexity"] < s[method]["forget_perplexity"] <= ROW_MARGIN * r["forget_perplexity"]
+    assert s[method]["retain_perplexity"] <= 1.05 * ROW_MARGIN * t["retain_perplexity"]
 
 
 def test_lora_with_adapter_reference(target_path, tmp_path):
