@@ -189,15 +189,21 @@ def test_reversed_and_one_hop_questions_name_exactly_one_person():
 
 def test_scope_accuracy_separates_the_target_from_the_retain_model(target_path, retain_path):
     """tiny-target answers the forget people's direct questions (96 % when built), the retrained model
-    does not (2 %, the holdout people's level): the group's direct accuracy must show it."""
+    does not (2 %, the holdout people's level): the group's direct accuracy must show it. The target runs
+    through the quick suite's `scope` group (builtin:scope), the retain model through `scope_group`."""
+    import llm_forget
     from llm_forget.data.scope import scope_rows
     from llm_forget.evaluation.scope import scope_group
+    from llm_forget.evaluation.spec import load_suite
     from llm_forget.models import load_model, load_tokenizer
 
     rows = scope_rows()
-    t = scope_group(load_model(target_path), load_tokenizer(target_path), rows=rows)
+    quick = load_suite("quick")
+    suite = {**quick, "metrics": {"scope": quick["metrics"]["scope"]}}
+    t = llm_forget.evaluate(target_path, suite, progress=False, batch_size=16)
     r = scope_group(load_model(retain_path), load_tokenizer(retain_path), rows=rows)
+    assert sum(g["n"] for forms in t["scope"].values() for g in forms.values()) == len(rows)
     assert t["summary"]["scope_forget_direct_accuracy"] >= 0.85
     assert r["summary"]["scope_forget_direct_accuracy"] <= r["summary"]["scope_holdout_direct_accuracy"] + 0.15
     assert r["summary"]["scope_retain_direct_accuracy"] >= 0.85
-    assert set(t["groups"]["forget"]) == {"direct", "paraphrased", "reversed", "one_hop"}
+    assert set(t["scope"]["forget"]) == {"direct", "paraphrased", "reversed", "one_hop"}

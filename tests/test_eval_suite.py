@@ -432,6 +432,10 @@ def test_suite_errors(target_path, tmp_path, monkeypatch):
         llm_forget.evaluate(target_path, "nope")
     with pytest.raises(UserError, match="unknown metric group"):
         llm_forget.evaluate(target_path, {"datasets": {"f": "builtin:forget"}, "metrics": {"tokens": ["f"]}})
+    with pytest.raises(UserError, match="scope on dataset f needs .* split and form fields.*0 of 50"):
+        llm_forget.evaluate(target_path, {"datasets": {"f": "builtin:forget"}, "metrics": {"scope": {"set": "f"}}})
+    with pytest.raises(UserError, match=r"scope needs \{set: DATASET\}"):
+        llm_forget.evaluate(target_path, {"datasets": {"f": "builtin:scope"}, "metrics": {"scope": ["f"]}})
 
 
 def test_tofu_suite_on_shared_data(shared_data, tiny_path):

@@ -2,7 +2,8 @@
 
 A data spec is one of:
 - `builtin:SPLIT` (forget, retain, holdout, train, all): the built-in benchmark;
-  `builtin:refusals` gives the built-in "I don't know" answers;
+  `builtin:refusals` gives the built-in "I don't know" answers; `builtin:scope` every person's facts
+  asked directly, paraphrased, reversed and one hop away (`llm_forget.data.scope`, with `split`/`form`);
 - a `.json` (list of rows, or `{"data": [...]}`), `.jsonl`, `.csv` or `.txt` file (one row per
   non-empty line, read as raw text);
 - a folder saved by `datasets.Dataset.save_to_disk`;
@@ -53,10 +54,14 @@ def _read(spec: str):
         name = spec.split(":", 1)[1]
         if name == "refusals":
             return benchmark.refusals()
+        if name == "scope":
+            from .scope import scope_rows
+
+            return scope_rows()
         try:
             return benchmark.split(name)
         except ValueError as e:
-            raise UserError(f"{e}; choose builtin:forget, retain, holdout, train, all or refusals") from e
+            raise UserError(f"{e}; choose builtin:forget, retain, holdout, train, all, refusals or scope") from e
     if spec.startswith("hf:"):
         from . import hub
 

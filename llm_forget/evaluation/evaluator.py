@@ -135,6 +135,8 @@ class Evaluator(GenerationGroups, SummaryGroups):
                                         "enc": self._enc_spec()}, self.consistency)
         if "text_ppl" in m:
             self.text_ppl()
+        if "scope" in m:
+            self._group("scope", {**m["scope"], "enc": self._enc_spec()}, self.scope)
         return self.res
 
     def _score_and_generate(self, scoring: list, generating: list) -> None:

@@ -1,6 +1,6 @@
 """The set-level metric groups of the evaluator: arithmetic on stored per-item numbers (truth ratio,
 MIA and privleak, forget quality, model utility, token summaries), consistency with a retrained
-model, and general-text perplexity."""
+model, general-text perplexity and the scope group's answer accuracy per form."""
 
 from __future__ import annotations
 
@@ -132,6 +132,17 @@ class SummaryGroups:
             self._sum(text_perplexity=perplexity(nll, n), text_tokens=n)
 
         self._group("text_ppl", {**c, "data": str(p), "window": window, "stride": stride}, go)
+
+    def scope(self) -> None:
+        """Answer accuracy per (split, form) of the scope rows (evaluation/scope.py):
+        `scope_{split}_{form}_accuracy` in the summary, every group's numbers under results["scope"]."""
+        from .scope import answer_scores, grouped
+
+        rows = self.rows[self.m["scope"]["set"]]
+        groups = grouped(rows, answer_scores(self.model, self.enc, rows, self.batch_size))
+        self._sum(**{f"scope_{sp}_{f}_accuracy": g["accuracy"]
+                     for sp, forms in groups.items() for f, g in forms.items()})
+        self.res["scope"] = groups
 
 
 def token_summary(items: list[dict]) -> dict:

@@ -14,7 +14,7 @@ from ..errors import UserError, closest
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 GROUP_ORDER = ("token", "reference", "generation", "knowmem", "verbmem", "truth_ratio", "mia", "forget_quality",
-               "model_utility", "consistency", "text_ppl")
+               "model_utility", "consistency", "text_ppl", "scope")
 
 
 def shipped_suites() -> dict[str, Path]:
@@ -65,6 +65,10 @@ def load_suite(suite: str | Path | dict) -> dict:
         if mia["privleak"] not in attacks:
             raise UserError(f"suite {cfg['name']}: mia privleak attack {mia['privleak']!r} is not computed; "
                             f"one of {', '.join(attacks)}")
+    sc = cfg["metrics"].get("scope", {"set": ""})
+    if not isinstance(sc, dict) or not isinstance(sc.get("set"), str):
+        raise UserError(f"suite {cfg['name']}: scope needs {{set: DATASET}}, a dataset of rows with split and form "
+                        "fields (e.g. builtin:scope)")
     for name, d in list(cfg["datasets"].items()):
         if isinstance(d, str):
             cfg["datasets"][name] = {"data": d}
@@ -123,6 +127,8 @@ def used_sets(cfg: dict) -> list[str]:
         used += [m["mia"]["members"], m["mia"]["nonmembers"]]
     if "forget_quality" in m:
         used.append(m["forget_quality"]["set"])
+    if "scope" in m:
+        used.append(m["scope"]["set"])
     return list(dict.fromkeys(used))
 
 
@@ -177,6 +183,12 @@ def check_rows(cfg: dict, rows: dict[str, list[dict]], allow_overlap: bool = Fal
         for s in as_list(m[g].get("sets") if isinstance(m.get(g), dict) else m.get(g)):
             if any("question" not in r or "answer" not in r for r in rows[s]):
                 raise UserError(f"suite {cfg['name']}: {g} on dataset {s} needs question/answer rows")
+    if "scope" in m:
+        s = m["scope"]["set"]
+        have = sum(all(isinstance(r.get(k), str) for k in ("question", "answer", "split", "form")) for r in rows[s])
+        if have < len(rows[s]):
+            raise UserError(f"suite {cfg['name']}: scope on dataset {s} needs question/answer rows with split and "
+                            f"form fields (e.g. builtin:scope); {have} of {len(rows[s])} have them")
     pairs = [(m["mia"]["members"], m["mia"]["nonmembers"])] if "mia" in m else []
     if "forget" in rows and "retain" in rows:
         pairs.append(("forget", "retain"))

@@ -22,6 +22,7 @@ Suite YAML (see llm_forget/suites/*.yaml, also reachable as eval/ at the reposit
       model_utility: [retain_probability, retain_rougeL_recall, retain_truth_ratio]
       consistency: {sets: [forget, retain]}
       text_ppl: {data: "{text_file}", window: 512, stride: 256, max_tokens: 20000}
+      scope: {set: scope}                              # answer accuracy per (split, form): builtin:scope
 
 Modules, in the order data flows: spec.py (the format, the rows) -> scoring.py / generation.py
 (per-item numbers) -> evaluator.py, generating.py, groups.py (metric groups, summary) -> this file
