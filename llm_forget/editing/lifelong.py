@@ -14,11 +14,14 @@ The row for t = 0 (nothing written yet) is the unedited model's.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
 from .metrics_counterfact import fluency, prob_wins
 from .targets import score_targets
+
+logger = logging.getLogger(__name__)
 
 
 def efficacy(model, tokenizer, requests) -> float:
@@ -75,3 +78,7 @@ class StreamTable:
     def after_batch(self, i: int, batch) -> None:
         self.rows.append(self._row(i + 1, batch, len(self.done) + len(batch)))
         self.done += list(batch)
+        r = self.rows[-1]
+        logger.info("after batch %d (%d edits): efficacy latest %.3f, earlier %.3f, first %.3f; neighbourhood %.3f; "
+                    "fluency %.2f; %.0f s", r["batch"], r["n_edits"], r["efficacy_latest"], r["efficacy_earlier"],
+                    r["efficacy_first"], r["neighbourhood"], r["fluency"], r["elapsed_seconds"])
