@@ -102,9 +102,9 @@ class PrefixCache:
         return torch.where(self.suffix_mask.bool(), torch.gather(y, 1, self.idx), torch.full_like(self.idx, -100))
 
     def forward(self, rows):
-        from transformers import DynamicCache
+        from ..models import cache_from_kv
 
-        cache = DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in self.kv])
+        cache = cache_from_kv([(k[rows], v[rows]) for k, v in self.kv])
         mask = torch.cat([self.past_mask[rows], self.suffix_mask[rows]], 1)
         out = self.base(input_ids=self.x[rows], attention_mask=mask, position_ids=self.pos_ids[rows],
                         use_cache=True, **{self.kw: cache})
