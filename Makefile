@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
 .PHONY: install demo test bench bench-trainer bench-eval bench-tofu-tiny bench-tofu-smollm2 bench-editing \
-	bench-robustness bench-sisa bench-ddp clean
+	bench-robustness bench-sisa bench-ddp bench-second-domain bench-threads clean
 
 $(BIN)/llm-forget: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,8 +53,13 @@ bench-sisa: install
 	$(BENCH)/sisa_cost.py
 bench-ddp: install
 	$(BENCH)/ddp_parity.py
+bench-second-domain: install
+	$(BENCH)/second_domain.py --seed 0
+bench-threads: install  # needs an otherwise idle machine
+	$(BENCH)/threads_shared_cpu.py --reps 3 --timeout 300 --extra "" --out benchmarks/results/threads_shared_cpu_idle_full.json
 
-bench: bench-trainer bench-eval bench-tofu-tiny bench-tofu-smollm2 bench-robustness bench-sisa bench-ddp bench-editing
+bench: bench-trainer bench-eval bench-tofu-tiny bench-tofu-smollm2 bench-robustness bench-sisa bench-ddp bench-editing \
+	bench-second-domain bench-threads
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
