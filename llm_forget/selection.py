@@ -20,7 +20,11 @@ chosen automatically: the calibration part of the holdout when there is one, els
 forget questions with answers swapped among the forget rows, scored once by the starting model).
 `select_lr: auto` lets the callback find its own step size from the budget (`_adapt_lr`): the learning rate
 halves when one measurement interval spends more than 1/8 of the retain budget and doubles while forgetting
-stalls, so the budget is spent over many small steps rather than a few large ones.
+stalls, so the budget is spent over many small steps rather than a few large ones. An interval that ends over
+the budget is also taken back (`_backtrack`): the weights return to the selected state so far and the
+optimizer's moments are cleared, so the halved rate starts again from a state within budget instead of from
+the overshoot (without it, a first step that spends the budget several times over leaves nothing the selector
+may keep, and the run returns its input unchanged).
 
 Calibration rows are kept apart from evaluation rows (`calibration_split`): the holdout is split by
 person/document into a calibration and an evaluation part, and the retain rows the callback measures are
@@ -217,6 +221,23 @@ class RetainBudgetSelector(TrainerCallback):
                 lr_scheduler.base_lrs = [b * factor for b in lr_scheduler.base_lrs]
         cur["learning_rate"] = max(g["lr"] for g in optimizer.param_groups)
 
+    def _restore(self, model, weights) -> None:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for k, v in weights.items():
+                params[k].copy_(v.to(params[k].device))
+
+    def _backtrack(self, model, optimizer) -> None:
+        """Take back the interval that ended over budget: weights to the selected state so far, optimizer
+        moments cleared (they point along the overshoot). Recorded as `restored_step` on the measurement."""
+        if self.best_state is None:
+            return
+        self._restore(model, self.best_state)
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        if inner is not None and isinstance(getattr(inner, "state", None), dict):
+            inner.state.clear()
+        self.history[-1]["restored_step"] = self.best_step
+
     def on_train_begin(self, args, state, control, model=None, **kw):
         if self.start_retain is None:
             self._measure(model, state.global_step)
@@ -226,6 +247,8 @@ class RetainBudgetSelector(TrainerCallback):
             self._measure(model, state.global_step)
             if self.auto_lr:
                 self._adapt_lr(optimizer, lr_scheduler)
+                if not self.history[-1]["within_budget"]:
+                    self._backtrack(model, optimizer)
             if self._over >= self.patience:
                 logger.info("retain perplexity over budget for %d evaluations; stopping at step %d",
                             self._over, state.global_step)
@@ -239,10 +262,7 @@ class RetainBudgetSelector(TrainerCallback):
         if not self.history or self.history[-1]["step"] != state.global_step:
             self._measure(model, state.global_step)
         if self.best_state is not None:
-            params = dict(model.named_parameters())
-            with torch.no_grad():
-                for k, v in self.best_state.items():
-                    params[k].copy_(v.to(params[k].device))
+            self._restore(model, self.best_state)
             best = next(h for h in self.history if h["step"] == self.best_step)
             logger.info("selected step %s: forget perplexity %.3g%s within a retain budget of +%g%%", self.best_step,
                         best["forget_perplexity"], f" (holdout {best['holdout_perplexity']:.3g})"

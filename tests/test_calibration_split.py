@@ -99,3 +99,21 @@ def test_auto_lr_paces_the_retain_budget(forget, retain, factor):
     sched.step()  # the schedule keeps the new rate
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4 * factor)
     assert math.isclose(s.history[-1]["learning_rate"], 1e-4 * factor)
+
+
+def test_an_interval_over_budget_is_taken_back(target_path, tmp_path):
+    """The shipped npo recipe started at 10x its learning rate: the first interval spends the retain
+    budget several times over. The selector halves the rate and returns the weights to the last state
+    it may keep (optimizer moments cleared), so the run still forgets within budget instead of returning
+    its input unchanged (what it did when the overshoot was kept and training went on from it)."""
+    res = llm_forget.unlearn(str(shipped()["npo"]), model=target_path, output_dir=str(tmp_path / "over"),
+                             learning_rate=3e-3, select_patience=6, eval_suite="none", disable_tqdm=True)
+    sel = json.loads((res.output_dir / "results.json").read_text())["selection"]
+    hist, start = sel["history"], sel["history"][0]
+    assert not hist[1]["within_budget"], hist  # the precondition: the first interval overshoots
+    assert hist[1]["restored_step"] == 0 and hist[1]["learning_rate"] == pytest.approx(1.5e-3)
+    taken_back = [h for h in hist if not h["within_budget"]]
+    assert all("restored_step" in h for h in taken_back)
+    chosen = next(h for h in hist if h["step"] == sel["selected_step"])
+    assert sel["selected_step"] > 0 and chosen["within_budget"]
+    assert chosen["forget_perplexity"] > 1.05 * start["forget_perplexity"], hist  # it forgot something
