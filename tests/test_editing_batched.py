@@ -181,3 +181,21 @@ def test_lifelong_table_after_each_batch(tiny_requests):
         assert rows[2]["efficacy_earlier"] == efficacy(model, tok, reqs[:2])
     finally:
         res.restore()
+
+
+def test_lifelong_neighbourhood_covers_the_whole_first_batch(tiny_requests):
+    """The stream's neighbourhood is measured on every first-batch request's neighbour prompts (12
+    here), not on a sample of ten: steps of 1/12 rather than 1/10 of a sample."""
+    from dataclasses import replace
+
+    from llm_forget.editing.lifelong import StreamTable, neighbourhood
+
+    model, tok, reqs = tiny_requests
+    others = reqs[1:] + reqs[:1]  # each request's neighbour: another person's question and the model's answer
+    many = [replace(r, neighbourhood=[(o.prompt, o.target_true)], case_id=f"{r.case_id}#{k}")
+            for k in range(3) for r, o in zip(reqs, others)]
+    table = StreamTable(model, tok, many, fluency_prompts=0)
+    assert len(many) == 12 and table.neigh == many
+    assert table.rows[0]["neighbourhood"] == neighbourhood(model, tok, many)
+    assert table.rows[0]["neighbourhood"] == 1.0  # the unedited model prefers each neighbour's own answer
+    assert len(StreamTable(model, tok, many, n_neighbour_requests=2, fluency_prompts=0).neigh) == 2

@@ -5,8 +5,8 @@ After batch t (of requests B_1 … B_t already written), one row of the table:
 - efficacy_earlier = the same on B_1 ∪ … ∪ B_{t−1} (NaN after the first)  (higher = better;
                      earlier edits must survive later ones)
 - efficacy_first   = the same on B_1 alone                                  (higher = better)
-- neighbourhood    = E[P(o_true) > P(o*)] on the neighbour prompts of a fixed sample of B_1
-                     (`n_neighbour_requests`), the same prompts every row (higher = better)
+- neighbourhood    = E[P(o_true) > P(o*)] on the neighbour prompts of B_1 (all of its requests, or
+                     the first `n_neighbour_requests`), the same prompts every row (higher = better)
 - fluency          = `metrics_counterfact.fluency` of greedy continuations of a fixed set of
                      B_1 prompts (`fluency_prompts`)                        (higher = better)
 The row for t = 0 (nothing written yet) is the unedited model's.
@@ -49,7 +49,7 @@ def neighbourhood(model, tokenizer, requests) -> float:
 class StreamTable:
     """Collects one row per batch; use `after_batch` as the editing functions' callback."""
 
-    def __init__(self, model, tokenizer, first_batch, n_neighbour_requests: int = 10, fluency_prompts: int = 3,
+    def __init__(self, model, tokenizer, first_batch, n_neighbour_requests: int | None = None, fluency_prompts: int = 3,
                  max_new_tokens: int = 30):
         self.model, self.tok = model, tokenizer
         self.first = list(first_batch)
