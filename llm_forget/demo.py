@@ -81,10 +81,63 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _run_recipe(name: str, recipe: str, target: str, out: str, sets: dict, ref: dict, tr) -> tuple[dict, str, str]:
+    """One recipe: unlearn from `target` into out/runs/name, then the demo's evaluation (a process pool's task).
+    Returns (summary row, output folder, model folder)."""
+    from .api import unlearn
+    from .data.encode import Encoder
+    from .evaluation.quick import quick_eval
+    from .models import load_model, load_tokenizer
+
+    logger.info("demo: running recipe %s", name)
+    t = time.perf_counter()
+    res = unlearn(recipe, model=target, output_dir=str(Path(out) / "runs" / name), overwrite=True,
+                  disable_tqdm=True, eval_suite="none")
+    row = quick_eval(load_model(str(res.model_dir)), Encoder(load_tokenizer(target)), sets, retain=ref,
+                     truth_ratio_correct=tr)["summary"]
+    return {**row, "wall_seconds": time.perf_counter() - t}, str(res.output_dir), str(res.model_dir)
+
+
+def _job_init(threads: int, level: int) -> None:
+    import os
+
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "accelerate", "datasets", "httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run_recipes(tasks: list[tuple], jobs: int, threads: int) -> list[tuple]:
+    """`_run_recipe` over tasks, in order; `jobs` > 1: in that many fresh processes with `threads` torch
+    threads each (spawned, so no process shares a model or tokenizer with another)."""
+    if jobs <= 1:
+        return [_run_recipe(*t) for t in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    logger.info("demo: %d recipes in %d processes of %d thread(s)", len(tasks), jobs, threads)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_job_init,
+                             initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
+        futures = [pool.submit(_run_recipe, *t) for t in tasks]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
 def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: bool = False,
-             recipes: list[str] | None = None) -> dict:
+             recipes: list[str] | None = None, jobs: int | None = None, threads: int | None = None) -> dict:
+    """Target and retain model, every shipped recipe (or `recipes`), one table. The recipes run side by
+    side in `jobs` processes of `threads` torch threads each (default: `threads.jobs_and_threads`, one
+    thread per free CPU); each run is the same as alone with that many threads."""
     from . import io
-    from .api import prepare_output_dir, unlearn
+    from .api import prepare_output_dir
     from .data.benchmark import truth_ratio_correct_for
     from .data.encode import Encoder
     from .data.readers import read_rows
@@ -92,6 +145,7 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     from .models import load_model, load_tokenizer
     from .recipes_index import unlearning_recipes
     from .reporting import attach_evaluation
+    from .threads import jobs_and_threads
 
     out = Path(output)
     prepare_output_dir(out, overwrite, False)
@@ -126,14 +180,13 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     for name, path in (("target", target), ("retain", retain)):
         summary[name] = {**evaluate(path), "wall_seconds": ft_seconds / 2}
     found = unlearning_recipes()
-    for name in recipes or list(found):
-        logger.info("demo: running recipe %s", name)
-        t = time.perf_counter()
-        res = unlearn(str(found[name]), model=target, output_dir=str(out / "runs" / name), overwrite=True,
-                      disable_tqdm=True, eval_suite="none")
-        summary[name] = {**evaluate(res.model_dir), "wall_seconds": time.perf_counter() - t}
-        attach_evaluation(res.output_dir, {k: v for k, v in summary[name].items() if k != "wall_seconds"})
-        ran = json.loads((res.output_dir / "results.json").read_text()).get("rows", {}).get("evaluation")
+    names = recipes or list(found)
+    n_jobs, each = jobs_and_threads(len(names), jobs, threads)
+    done = _run_recipes([(n, str(found[n]), target, str(out), sets, ref, tr) for n in names], n_jobs, each)
+    for name, (row, run_dir, _) in zip(names, done):
+        summary[name] = row
+        attach_evaluation(run_dir, {k: v for k, v in row.items() if k != "wall_seconds"})
+        ran = json.loads((Path(run_dir) / "results.json").read_text()).get("rows", {}).get("evaluation")
         if ran and ran != split["evaluation"]:
             raise RuntimeError(f"recipe {name} calibrated on rows the demo reports on; set select_rows/seed to "
                                "the defaults")
@@ -148,4 +201,4 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     io.write_text(out / "report.md", report)
     plot(summary, out / "tradeoff.png")
     return {"summary": summary, "best": best, "best_forget_quality": fq, "report": report, "output": str(out),
-            "split": split}
+            "split": split, "jobs": n_jobs, "threads_per_job": each}

@@ -76,3 +76,21 @@ def add_argument(parser) -> None:
     """`--threads N` on a command's parser."""
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the CPUs other processes leave free, or OMP_NUM_THREADS)")
+
+
+def jobs_and_threads(n_tasks: int, jobs: int | None = None, threads: int | None = None) -> tuple[int, int]:
+    """(processes, torch threads each) for `n_tasks` independent runs side by side (the demo's recipes).
+
+    A small model gains little from a second intra-op thread, much from a second process: by default
+    each job gets one thread (or `threads`, or OMP_NUM_THREADS when set) and there are as many jobs as
+    the CPUs other processes leave free hold, at most `n_tasks`. `jobs` given wins."""
+    from .errors import UserError
+
+    if (jobs is not None and jobs < 1) or (threads is not None and threads < 1):
+        raise UserError("--jobs and --threads must be >= 1")
+    env = os.environ.get("OMP_NUM_THREADS")
+    each = threads or (int(env) if env and env.isdigit() and int(env) > 0 else 1)
+    if jobs is None:
+        n, busy = busy_cpus()
+        jobs = max(1, round(n - busy) // each)
+    return max(1, min(jobs, n_tasks)), each

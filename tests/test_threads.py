@@ -51,3 +51,28 @@ def test_every_training_or_scoring_command_takes_threads(command):
     required = {"eval": ["--model", "tiny"], "stream": ["npo", "--requests", "r.jsonl"]}.get(command, [])
     args, _ = build_parser().parse_known_args([command, "--threads", "1", *required])
     assert args.threads == 1
+
+
+def test_jobs_take_the_free_cpus_one_thread_each(monkeypatch):
+    """The demo's recipes run side by side: as many processes as free CPUs (one busy core is left to its
+    process), one torch thread each unless OMP_NUM_THREADS or --threads say otherwise; never more jobs
+    than tasks."""
+    from llm_forget.errors import UserError
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    n = len(os.sched_getaffinity(0))
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        jobs, each = threads.jobs_and_threads(64)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert each == 1 and 1 <= jobs <= max(1, n - 1)
+    assert threads.jobs_and_threads(8, jobs=3, threads=2) == (3, 2)
+    assert threads.jobs_and_threads(2, jobs=5) == (2, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    jobs, each = threads.jobs_and_threads(64)
+    assert each == 2 and 1 <= jobs <= max(1, n // 2)
+    with pytest.raises(UserError, match="--jobs and --threads must be >= 1"):
+        threads.jobs_and_threads(4, jobs=0)

@@ -6,6 +6,9 @@ def add_parser(sub):
     p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--recipes", default=None, help="comma-separated shipped recipes (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="recipes run side by side in this many processes (default: one per CPU other processes "
+                        "leave free, each with --threads or one torch thread)")
     add_threads(p)
     p.set_defaults(run=run)
 
@@ -13,7 +16,8 @@ def add_parser(sub):
 def run(args):
     from ..demo import run_demo
 
-    r = run_demo(args.model, args.output, args.overwrite, args.recipes.split(",") if args.recipes else None)
+    r = run_demo(args.model, args.output, args.overwrite, args.recipes.split(",") if args.recipes else None,
+                 jobs=args.jobs, threads=args.threads)
     print(r["report"])
     print(f"outputs: {r['output']} (summary.json, report.md, tradeoff.png)")
     return 0
