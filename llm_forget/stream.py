@@ -107,25 +107,35 @@ def run_stream(recipe: str | None, requests: str, output_dir: str | None = None,
     from .data.readers import read_rows
     from .errors import UserError
     from .evaluation.quick import summarize
+    from .inputs import check_disjoint, given_keys, is_unset, log_notes, own_rows, refuse_mixed, resolve_defaults
     from .zoo import resolve_model_path
     from .requests import load_requests
 
     reqs = load_requests(requests)
     base = parse_config(recipe, {**overrides, **({"output_dir": output_dir} if output_dir else {})})
     root = Path(base.output_dir)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise UserError(f"output_dir {root} is not empty; pass --overwrite to replace it")
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise UserError(f"output_dir {root} is not empty; pass --overwrite to replace it")
+    # every input is read and checked before the output folder is touched (llm_forget/inputs.py's rules,
+    # as each step's `unlearn` applies them: the stream's own table must not report on other sets)
+    req_rows = [r.resolve() for r in reqs]
+    retain = read_rows(base.retain) if not is_unset(base.retain) else []
+    forget_all = [r for rows in req_rows for r in rows]
+    given, own = given_keys({}, overrides), (own_rows(forget_all), own_rows(retain))
+    notes = resolve_defaults(base, given, any(own))  # no built-in holdout meets the user's rows
+    holdout = read_rows(base.holdout) if not is_unset(base.holdout) else []
+    notes += check_disjoint({"forget": forget_all, "retain": retain, "holdout": holdout}, base.allow_overlap)
+    base.request = str(requests)  # the forget rows come from the requests, as in each step
+    refuse_mixed(base, given, *own)
+    model = resolve_model_path(base.model)
+    log_notes(notes)
+    if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     if base.lora_r > 0 and not base.merge:
         logger.info("stream: LoRA adapters are merged after each step so the next request starts from a full model")
         overrides["merge"] = True
-    req_rows = [r.resolve() for r in reqs]  # resolve everything before the first step: fail early
-    retain = read_rows(base.retain) if base.retain and base.retain.lower() != "none" else []
-    holdout = read_rows(base.holdout) if base.holdout and base.holdout.lower() != "none" else []
 
-    model = resolve_model_path(base.model)
     per0 = _eval_sets(model, base, {"retain": retain, "holdout": holdout,
                                     **{f"request_{j}": rows for j, rows in enumerate(req_rows)}})
     steps = [_step_row(0, None, per0, {}, summarize)]

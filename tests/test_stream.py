@@ -110,3 +110,35 @@ def test_stream_continues_one_ledger_chain(stream):
     assert [x["kind"] for x in e] == ["concept", "items"]
     assert e[1]["model_before"] == e[0]["model_after"]
     assert ledger.verify(stream / "step_01_erase-first").ok
+
+
+def test_stream_applies_the_input_rules_before_touching_its_output(tmp_path, target_path, capsys):
+    """A stream of the user's own rows gets the same rules as `unlearn` (llm_forget/inputs.py), checked
+    before the output folder is replaced: the recipe's built-in retain set next to them is refused, an
+    overlap is refused, and the built-in holdout is dropped (no membership numbers against fictitious
+    people in the stream's table)."""
+    rows = [{"question": f"Which tea does the archivist Quill Varga{i} brew?", "answer": a}
+            for i, a in enumerate(["Sencha", "Rooibos", "Oolong"])]
+    keep = [{"question": f"Which river runs past the mill of Tova Brin{i}?", "answer": a}
+            for i, a in enumerate(["Elbe", "Drava", "Tagus"])]
+    (tmp_path / "mine.json").write_text(json.dumps(rows))
+    (tmp_path / "keep.json").write_text(json.dumps(keep))
+    (tmp_path / "overlap.json").write_text(json.dumps(keep + rows[:1]))
+    (tmp_path / "req.jsonl").write_text(json.dumps({"kind": "items", "data": str(tmp_path / "mine.json"),
+                                                    "id": "mine"}) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("an earlier stream's file")
+    common = ["stream", "grad_diff", "--requests", str(tmp_path / "req.jsonl"), "--model", target_path,
+              "--output_dir", str(out), "--overwrite"]
+    assert main(common) == 2
+    assert "retain set is the recipe's builtin:retain" in capsys.readouterr().err
+    assert main(common + ["--retain", str(tmp_path / "overlap.json")]) == 2
+    assert "1 of 3 forget rows also occur in the retain set" in capsys.readouterr().err
+    assert (out / "earlier.txt").read_text() == "an earlier stream's file"  # nothing touched
+    assert main(common + ["--retain", str(tmp_path / "keep.json"), "--max_steps", "1", "--retain_budget", "none",
+                          "--per_device_train_batch_size", "3", "--disable_tqdm", "true"]) == 0
+    steps = json.loads((out / "stream.json").read_text())["steps"]
+    assert not (out / "earlier.txt").exists() and [s["step"] for s in steps] == [0, 1]
+    assert "retain_probability" in steps[0] and "holdout_probability" not in steps[0]
+    assert "mia_auc" not in steps[1]
