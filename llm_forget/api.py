@@ -174,6 +174,9 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
         model_path = resolve_model_path(cfg.model)
     check_model(model_path, cfg.trust_remote_code, cfg.allow_pickle)
+    from .reporting.ledger import check_parent
+
+    check_parent(model_path)  # a history that does not verify stops the run here, not after training
     tok = load_tokenizer(model_path, cfg.trust_remote_code)
     encoder = Encoder(tok, cfg.prompt_template, cfg.chat_template, cfg.max_length, cfg.overlong)
     probes = None

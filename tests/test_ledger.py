@@ -367,3 +367,20 @@ def test_keygen_refuses_to_overwrite_and_bad_keys_are_user_errors(tmp_path, caps
 
 def test_missing_ledger_is_a_user_error(tmp_path):
     assert main(["ledger", "verify", str(tmp_path)]) == 2
+
+
+def test_unlearn_refuses_an_input_model_whose_ledger_does_not_verify(tmp_path, target_path, capsys):
+    """The input model's history is verified before any training or writing: one line, exit 2, no output."""
+    import shutil
+
+    from llm_forget.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(target_path, model)
+    L.append(model, {"op": 1})
+    p = model / "ledger.jsonl"
+    p.write_text(p.read_text().replace('"op":1', '"op":7'))
+    out = tmp_path / "out"
+    assert main(["unlearn", "grad_diff", "--model", str(model), "--output_dir", str(out), "--max_steps", "1"]) == 2
+    assert "does not verify (entry 0: content does not match" in capsys.readouterr().err
+    assert not out.exists()

@@ -126,6 +126,17 @@ def find_parent(model_path: str | Path | None) -> Path | None:
     return None
 
 
+def check_parent(model_path: str | Path | None) -> Path | None:
+    """The input model's ledger (`find_parent`), verified before a run starts: UserError when it does not
+    verify, rather than after the training that `append` would then refuse to record."""
+    parent = find_parent(model_path)
+    if parent is not None:
+        problems, _ = verify_chain(read(parent))
+        if problems:
+            raise UserError(f"{parent} does not verify ({problems[0]}); refusing to extend it")
+    return parent
+
+
 def new_entry(*, kind: str, operation: str, forgotten_hashes: list[str], method: str, hyperparameters: dict,
               model_before: str | None, model_after: str, evaluation: dict | None = None, counts: dict | None = None,
               request_id: str | None = None, extra: dict | None = None, description_hash: str | None = None) -> dict:
