@@ -147,6 +147,14 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     from .reporting import attach_evaluation
     from .threads import jobs_and_threads
 
+    found = unlearning_recipes()  # every argument checked before the output folder is touched
+    names = recipes or list(found)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        from .errors import UserError
+
+        raise UserError(f"unknown recipe(s) {', '.join(unknown)}; shipped: {', '.join(found)}")
+    n_jobs, each = jobs_and_threads(len(names), jobs, threads)
     out = Path(output)
     prepare_output_dir(out, overwrite, False)
     t0 = time.perf_counter()
@@ -179,9 +187,6 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     summary = {}
     for name, path in (("target", target), ("retain", retain)):
         summary[name] = {**evaluate(path), "wall_seconds": ft_seconds / 2}
-    found = unlearning_recipes()
-    names = recipes or list(found)
-    n_jobs, each = jobs_and_threads(len(names), jobs, threads)
     done = _run_recipes([(n, str(found[n]), target, str(out), sets, ref, tr) for n in names], n_jobs, each)
     for name, (row, run_dir, _) in zip(names, done):
         summary[name] = row

@@ -76,3 +76,14 @@ def test_jobs_take_the_free_cpus_one_thread_each(monkeypatch):
     assert each == 2 and 1 <= jobs <= max(1, n // 2)
     with pytest.raises(UserError, match="--jobs and --threads must be >= 1"):
         threads.jobs_and_threads(4, jobs=0)
+
+
+def test_demo_refuses_bad_recipes_and_jobs_before_writing(tmp_path, capsys):
+    from llm_forget.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--recipes", "npo,nope", "--output", str(out)]) == 2
+    assert "unknown recipe(s) nope; shipped: " in capsys.readouterr().err
+    assert main(["demo", "--jobs", "0", "--output", str(out)]) == 2
+    assert "--jobs and --threads must be >= 1" in capsys.readouterr().err
+    assert not out.exists()
