@@ -42,10 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
     debug = args.debug or os.environ.get("LLM_FORGET_DEBUG") == "1"
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "accelerate", "datasets", "httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if not debug else logging.INFO)
+    from .logs import setup
+
+    setup(logging.WARNING if args.quiet else logging.INFO, debug)
     from .errors import UserError
 
     try:

@@ -86,16 +86,22 @@ def _run_recipe(name: str, recipe: str, target: str, out: str, sets: dict, ref: 
     Returns (summary row, output folder, model folder)."""
     from .api import unlearn
     from .data.encode import Encoder
-    from .evaluation.quick import quick_eval
-    from .models import load_model, load_tokenizer
+    from .models import load_tokenizer
 
     logger.info("demo: running recipe %s", name)
     t = time.perf_counter()
     res = unlearn(recipe, model=target, output_dir=str(Path(out) / "runs" / name), overwrite=True,
                   disable_tqdm=True, eval_suite="none")
-    row = quick_eval(load_model(str(res.model_dir)), Encoder(load_tokenizer(target)), sets, retain=ref,
-                     truth_ratio_correct=tr)["summary"]
+    row = _evaluate(res.model_dir, Encoder(load_tokenizer(target)), sets, ref, tr)
     return {**row, "wall_seconds": time.perf_counter() - t}, str(res.output_dir), str(res.model_dir)
+
+
+def _evaluate(model_dir, encoder, sets: dict, ref: dict, tr) -> dict:
+    """The demo's evaluation of one model: quick_eval's summary on the evaluation rows, against the retain model."""
+    from .evaluation.quick import quick_eval
+    from .models import load_model
+
+    return quick_eval(load_model(str(model_dir)), encoder, sets, retain=ref, truth_ratio_correct=tr)["summary"]
 
 
 def _job_init(threads: int, level: int) -> None:
@@ -103,11 +109,11 @@ def _job_init(threads: int, level: int) -> None:
 
     import torch
 
+    from .logs import setup
+
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "accelerate", "datasets", "httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup(level)
 
 
 def _run_recipes(tasks: list[tuple], jobs: int, threads: int) -> list[tuple]:
@@ -141,8 +147,8 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     from .data.benchmark import truth_ratio_correct_for
     from .data.encode import Encoder
     from .data.readers import read_rows
-    from .evaluation.quick import quick_eval, retain_reference
-    from .models import load_model, load_tokenizer
+    from .evaluation.quick import retain_reference
+    from .models import load_tokenizer
     from .recipes_index import unlearning_recipes
     from .reporting import attach_evaluation
     from .threads import jobs_and_threads
@@ -181,12 +187,9 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     tr = truth_ratio_correct_for(sets["forget"])
     ref = retain_reference(retain, encoder, sets, truth_ratio_correct=tr)  # the retain model's side, computed once
 
-    def evaluate(path):
-        return quick_eval(load_model(str(path)), encoder, sets, retain=ref, truth_ratio_correct=tr)["summary"]
-
     summary = {}
     for name, path in (("target", target), ("retain", retain)):
-        summary[name] = {**evaluate(path), "wall_seconds": ft_seconds / 2}
+        summary[name] = {**_evaluate(path, encoder, sets, ref, tr), "wall_seconds": ft_seconds / 2}
     done = _run_recipes([(n, str(found[n]), target, str(out), sets, ref, tr) for n in names], n_jobs, each)
     for name, (row, run_dir, _) in zip(names, done):
         summary[name] = row
