@@ -244,16 +244,28 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         from .selection import RetainBudgetSelector, swapped_rows
 
         cal = split["calibration"]
-        reference, ref_enc = "holdout", None
-        if cfg.select_target in ("holdout", "retrain") and holdout_rows:
-            ref_enc = encoder.rows([holdout_rows[i] for i in cal["holdout"]])
-        elif cfg.select_target == "retrain":
+        reference, ref_enc, variants = "holdout", None, None
+        if cfg.select_target in ("holdout", "retrain", "truth_ratio") and holdout_rows:
+            ref_rows = [holdout_rows[i] for i in cal["holdout"]]
+            ref_enc = encoder.rows(ref_rows)
+            if cfg.select_target == "truth_ratio":  # truth ratios too, where both sides have perturbed answers
+                from .data.benchmark import truth_ratio_correct_for
+                from .selection import truth_ratio_variants
+
+                correct = truth_ratio_correct_for(forget_rows)
+                variants = [truth_ratio_variants(encoder, rs, correct)
+                            for rs in ([forget_rows[i] for i in cal["forget"]], ref_rows)]
+                variants = variants if all(variants) else None
+                if variants is None:
+                    logger.warning("select_target truth_ratio: not every calibration forget and holdout row has "
+                                   "perturbed_answer; selecting on perplexity alone, as select_target retrain")
+        elif cfg.select_target in ("retrain", "truth_ratio"):
             reference, ref_enc = "swapped", encoder.rows(swapped_rows([forget_rows[i] for i in cal["forget"]],
                                                                       cfg.seed)) or None
         selector = RetainBudgetSelector([forget_enc[i] for i in cal["forget"]], [retain_enc[i] for i in cal["retain"]],
                                         tok.pad_token_id, cfg.retain_budget, cfg.select_every, cfg.select_patience,
                                         cfg.per_device_eval_batch_size, holdout_items=ref_enc, reference=reference,
-                                        auto_lr=cfg.select_lr == "auto")
+                                        auto_lr=cfg.select_lr == "auto", truth_ratio=variants)
         trainer.add_callback(selector)
     resume_from = last_complete_checkpoint(out) if cfg.resume else None
     if cfg.resume and resume_from is None:

@@ -58,7 +58,9 @@ class UnlearnConfig(TrainingArguments):
     select_rows: int = _f(100, "with retain_budget: rows of each set used for the measurements")
     select_target: str = _f("max", "with retain_budget: max (the most forgetting within budget), holdout (forget "
                                    "perplexity closest to the holdout's: forget rows look never seen; needs holdout) "
-                                   "or retrain (holdout if given, else forget questions with swapped answers)")
+                                   "retrain (holdout if given, else forget questions with swapped answers) or "
+                                   "truth_ratio (as retrain, matching the holdout's truth ratios and answer losses "
+                                   "too where both have perturbed answers)")
     select_avoid: str | None = _f(None, "with retain_budget: rows (data spec) another evaluation will report on; "
                                         "their people/documents are kept out of the calibration rows")
     select_lr: str = _f("fixed", "with retain_budget: fixed, or auto (double the learning rate while forgetting "
@@ -220,8 +222,8 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.retain_budget is None or bool(cfg.retain) and cfg.retain.lower() != "none",
          "retain_budget needs a retain set"),
         (cfg.select_every > 0 and cfg.select_rows > 0, "select_every and select_rows must be > 0"),
-        (cfg.select_target in ("max", "holdout", "retrain"),
-         f"select_target must be max, holdout or retrain, not {cfg.select_target!r}"),
+        (cfg.select_target in ("max", "holdout", "retrain", "truth_ratio"),
+         f"select_target must be max, holdout, retrain or truth_ratio, not {cfg.select_target!r}"),
         (cfg.select_lr in ("fixed", "auto"), f"select_lr must be fixed or auto, not {cfg.select_lr!r}"),
         (cfg.reference != "adapter" or cfg.lora_r > 0, "reference: adapter needs lora_r > 0"),
     ]

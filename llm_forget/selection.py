@@ -26,6 +26,12 @@ optimizer's moments are cleared, so the halved rate starts again from a state wi
 the overshoot (without it, a first step that spends the budget several times over leaves nothing the selector
 may keep, and the run returns its input unchanged).
 
+`select_target: truth_ratio` is `retrain` with a second test: where the forget and holdout calibration rows
+carry perturbed answers, the score is -max(D_loss, D_tr), the two-sample KS distances between the forget and
+holdout rows' answer losses and their truth ratios (`_match`), so the state kept is the one the worse of the
+two tests tells apart least; training stops once forget perplexity is past the reference's and the loss test
+is the one that binds, `patience` evaluations in a row.
+
 Calibration rows are kept apart from evaluation rows (`calibration_split`): the holdout is split by
 person/document into a calibration and an evaluation part, and the retain rows the callback measures are
 left out of the retain rows the run's evaluation reports on.
@@ -47,21 +53,69 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def set_perplexity(model, batches) -> float:
-    """exp(token-mean NLL over answer tokens) of `model` on padded batches."""
-    from .methods.base import token_logps
+def row_nlls(model, batches) -> list[tuple[float, int]]:
+    """(sum of NLL over answer tokens, number of answer tokens) of every row of the padded batches, in order."""
+    from .methods.base import sequence_logp
 
     was = model.training
     model.eval()
     device = next(model.parameters()).device
-    total, n = 0.0, 0
+    out = []
     for b in batches:
         logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
-        logp, mask = token_logps(logits, b["labels"].to(device))
-        total += float(-logp.sum())
-        n += int(mask.sum())
+        logp, n = sequence_logp(logits, b["labels"].to(device))
+        out += [(float(-lp), int(k)) for lp, k in zip(logp, n)]
     model.train(was)
-    return math.exp(total / max(n, 1))
+    return out
+
+
+def perplexity_of(rows: list[tuple[float, int]]) -> float:
+    """exp(token-mean NLL) over rows of (NLL sum, token count)."""
+    return math.exp(sum(s for s, _ in rows) / max(sum(n for _, n in rows), 1))
+
+
+def set_perplexity(model, batches) -> float:
+    """exp(token-mean NLL over answer tokens) of `model` on padded batches."""
+    return perplexity_of(row_nlls(model, batches))
+
+
+def ks_distance(a: list[float], b: list[float]) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic D = sup_x |F_a(x) - F_b(x)| (0: the samples look alike)."""
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(a, b).statistic)
+
+
+def truth_ratio_variants(encoder, rows: list[dict], correct: str = "answer") -> tuple[list[dict], list[tuple]] | None:
+    """The answer variants a truth ratio needs for `rows`, encoded: each row's perturbed answers, and its
+    paraphrased answer when that is the ratio's denominator (`correct`, as the evaluation's). Returns (items,
+    owner) with owner[k] = (row index, "correct" | "perturbed"), or None unless every row has perturbed answers."""
+    pairs, owner = [], []
+    for i, r in enumerate(rows):
+        pert = r.get("perturbed_answer")
+        pert = [pert] if isinstance(pert, str) else list(pert or [])
+        if "question" not in r or not pert or (correct != "answer" and not r.get(correct)):
+            return None
+        if correct != "answer":
+            pairs.append((r["question"], r[correct]))
+            owner.append((i, "correct"))
+        pairs += [(r["question"], p) for p in pert]
+        owner += [(i, "perturbed")] * len(pert)
+    return (encoder.qa_many(pairs), owner) if rows else None
+
+
+def log_truth_ratios(answer_nll: list[tuple[float, int]], variant_nll: list[tuple[float, int]],
+                     owner: list[tuple]) -> list[float]:
+    """Per row log TR = mean NLL(correct) - mean over perturbed answers of their mean NLL (as evaluation.tofu's
+    truth_ratio, in log space); `correct` is the row's answer unless a "correct" variant is given."""
+    correct = [s / max(n, 1) for s, n in answer_nll]
+    pert: dict[int, list[float]] = {}
+    for (i, kind), (s, n) in zip(owner, variant_nll):
+        if kind == "correct":
+            correct[i] = s / max(n, 1)
+        else:
+            pert.setdefault(i, []).append(s / max(n, 1))
+    return [correct[i] - sum(p) / len(p) for i, p in sorted(pert.items())]
 
 
 GROUP_KEYS = ("person", "author", "subject", "document", "doc_id")
@@ -146,12 +200,16 @@ class RetainBudgetSelector(TrainerCallback):
     def __init__(self, forget_items: list[dict], retain_items: list[dict], pad_id: int, budget: float,
                  every: int = 5, patience: int = 2, batch_size: int = 32, holdout_items: list[dict] | None = None,
                  reference: str = "holdout", auto_lr: bool = False, lr_growth: float = 2.0,
-                 max_lr_factor: float = 64.0):
+                 max_lr_factor: float = 64.0, truth_ratio: tuple | None = None):
         def batches(items):
             return [pad(items[s:s + batch_size], pad_id) for s in range(0, len(items), batch_size)]
 
         self.forget, self.retain = batches(forget_items), batches(retain_items)
         self.holdout = batches(holdout_items) if holdout_items else None
+        # ((forget variants, owner), (holdout variants, owner)) from truth_ratio_variants: match both tests
+        self.variants = None
+        if truth_ratio and self.holdout is not None and reference == "holdout":
+            self.variants = [(batches(items), owner) for items, owner in truth_ratio]
         self.target = reference if holdout_items else "max"
         self.budget, self.every, self.patience = budget, every, patience
         self.auto_lr, self.lr_growth, self.max_lr_factor = auto_lr, lr_growth, max_lr_factor
@@ -173,14 +231,38 @@ class RetainBudgetSelector(TrainerCallback):
             return self.start_reference
         return set_perplexity(model, self.holdout)
 
+    def _match(self, model, rec, fr, hr) -> float:
+        """Score (higher = closer to never seen) from the two tests the evaluation uses: D_loss, the KS distance
+        between the forget and holdout rows' answer NLLs (membership inference), and D_tr, the KS distance
+        between their truth ratios (forget quality); score = -max(D_loss, D_tr). D_tr is skipped when D_loss
+        alone rules the state out (it cannot beat the best so far). Sets self._past (forget perplexity above the
+        reference's, and the loss test is the one that binds: going on only makes it worse)."""
+        d_loss = ks_distance([a / max(n, 1) for a, n in fr], [a / max(n, 1) for a, n in hr])
+        rec["ks_loss"] = d_loss
+        d_tr = None
+        if rec["within_budget"] and d_loss < -self.best_score:
+            (fb, fo), (hb, ho) = self.variants
+            d_tr = ks_distance(log_truth_ratios(fr, row_nlls(model, fb), fo), log_truth_ratios(hr, row_nlls(model, hb), ho))
+            rec["ks_truth_ratio"] = d_tr
+        past = rec["forget_perplexity"] > rec["holdout_perplexity"] and (d_tr is None or d_loss >= d_tr)
+        self._past = self._past + 1 if past else 0
+        return -max(d_loss, d_tr if d_tr is not None else d_loss)
+
     def _measure(self, model, step):
-        f, r = set_perplexity(model, self.forget), set_perplexity(model, self.retain)
+        fr = row_nlls(model, self.forget)
+        f, r = perplexity_of(fr), set_perplexity(model, self.retain)
         if self.start_retain is None:
             self.start_retain = r
         ok = r <= (1 + self.budget) * self.start_retain
         rec = {"step": step, "forget_perplexity": f, "retain_perplexity": r, "within_budget": ok}
         score = f  # higher is better: forget perplexity, or closeness to the reference below
-        if self.holdout is not None:  # closeness to the reference perplexity (higher = closer)
+        if self.variants is not None:  # the forget rows against the holdout's, by both tests
+            hr = row_nlls(model, self.holdout)
+            rec["holdout_perplexity"] = perplexity_of(hr)
+            if self.start_reference is None:
+                self.start_reference = rec["holdout_perplexity"]
+            score = self._match(model, rec, fr, hr)
+        elif self.holdout is not None:  # closeness to the reference perplexity (higher = closer)
             h = self._reference(model)
             if self.start_reference is None:
                 self.start_reference = h
@@ -271,4 +353,4 @@ class RetainBudgetSelector(TrainerCallback):
     def summary(self) -> dict:
         return {"budget": self.budget, "target": self.target, "selected_step": self.best_step,
                 "start_retain_perplexity": self.start_retain, "start_reference_perplexity": self.start_reference,
-                "auto_lr": self.auto_lr, "history": self.history}
+                "auto_lr": self.auto_lr, "truth_ratio": self.variants is not None, "history": self.history}

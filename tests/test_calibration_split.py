@@ -117,3 +117,65 @@ def test_an_interval_over_budget_is_taken_back(target_path, tmp_path):
     chosen = next(h for h in hist if h["step"] == sel["selected_step"])
     assert sel["selected_step"] > 0 and chosen["within_budget"]
     assert chosen["forget_perplexity"] > 1.05 * start["forget_perplexity"], hist  # it forgot something
+
+
+def test_selector_truth_ratios_follow_the_evaluations_formula():
+    """log TR = mean NLL(correct) - mean of the perturbed answers' mean NLLs, per row: the log of
+    evaluation.tofu.truth_ratio; the correct answer is the row's own unless a paraphrase is the denominator."""
+    from llm_forget.evaluation.tofu import truth_ratio
+    from llm_forget.selection import log_truth_ratios
+
+    answer = [(3.0, 2), (1.0, 4)]  # (NLL sum, tokens): mean 1.5 and 0.25
+    variants = [(4.0, 2), (9.0, 3), (2.0, 1), (6.0, 3), (1.0, 2)]
+    own = [(0, "perturbed"), (0, "perturbed"), (1, "correct"), (1, "perturbed"), (1, "perturbed")]
+    got = log_truth_ratios(answer, variants, own)
+    assert got[0] == pytest.approx(math.log(truth_ratio(1.5, [2.0, 3.0])))
+    assert got[1] == pytest.approx(math.log(truth_ratio(2.0, [2.0, 0.5])))  # the paraphrase, not the answer
+
+
+def test_truth_ratio_variants_need_perturbed_answers_on_every_row(target_path):
+    from llm_forget.data.encode import Encoder
+    from llm_forget.models import load_tokenizer
+    from llm_forget.selection import truth_ratio_variants
+
+    enc = Encoder(load_tokenizer(target_path))
+    rows = read_rows("builtin:forget")[:3]
+    items, owner = truth_ratio_variants(enc, rows, "answer")
+    assert owner == [(i, "perturbed") for i in range(3) for _ in rows[i]["perturbed_answer"]]
+    assert items[0]["input_ids"] == enc.qa(rows[0]["question"], rows[0]["perturbed_answer"][0])["input_ids"]
+    _, owner = truth_ratio_variants(enc, rows, "paraphrased_answer")
+    assert owner[0] == (0, "correct") and len(owner) == sum(1 + len(r["perturbed_answer"]) for r in rows)
+    assert truth_ratio_variants(enc, rows + [{"question": "q", "answer": "a"}], "answer") is None
+
+
+def test_select_target_truth_ratio_keeps_the_state_both_tests_tell_apart_least(target_path, tmp_path):
+    """The shipped kl recipe with select_target truth_ratio on the built-in benchmark (forget and holdout rows
+    carry perturbed answers): the selector measures both KS distances, keeps the within-budget state with the
+    smallest max(D_loss, D_tr) among those it scored, and that state's truth ratios are much closer to the
+    holdout's than the target's are (0.92 -> 0.30 on the reference build; the bar is 0.6 x the start)."""
+    res = llm_forget.unlearn(str(shipped()["kl"]), model=target_path, output_dir=str(tmp_path / "tr"),
+                             select_target="truth_ratio", eval_suite="none", disable_tqdm=True)
+    sel = json.loads((res.output_dir / "results.json").read_text())["selection"]
+    hist = sel["history"]
+    assert sel["truth_ratio"] and all("ks_loss" in h for h in hist)
+    scored = [h for h in hist if h["within_budget"] and "ks_truth_ratio" in h]
+    chosen = next(h for h in hist if h["step"] == sel["selected_step"])
+    assert chosen in scored
+    assert max(chosen["ks_loss"], chosen["ks_truth_ratio"]) == min(max(h["ks_loss"], h["ks_truth_ratio"])
+                                                                  for h in scored)
+    assert chosen["ks_truth_ratio"] <= 0.6 * hist[0]["ks_truth_ratio"], hist
+
+
+def test_select_target_truth_ratio_without_perturbed_answers_falls_back(target_path, tmp_path, caplog):
+    rows = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
+    files = {}
+    for k, v in rows.items():
+        v = [{kk: vv for kk, vv in r.items() if k != "holdout" or "perturbed" not in kk} for r in v]
+        files[k] = tmp_path / f"{k}.json"
+        files[k].write_text(json.dumps(v))
+    res = llm_forget.unlearn(str(shipped()["kl"]), model=target_path, output_dir=str(tmp_path / "fb"),
+                             forget=str(files["forget"]), retain=str(files["retain"]), holdout=str(files["holdout"]),
+                             select_target="truth_ratio", max_steps=2, eval_suite="none", disable_tqdm=True)
+    sel = json.loads((res.output_dir / "results.json").read_text())["selection"]
+    assert not sel["truth_ratio"] and "ks_loss" not in sel["history"][0]
+    assert "selecting on perplexity alone" in caplog.text
