@@ -104,7 +104,7 @@ MATRIX = [  # id, argv (after the command), expected message
     ("edit_task_vector_batch_size_zero", ["edit", "task_vector", "--reinforce_batch_size", "0", "--output_dir", "OUT"],
      "reinforce_batch_size must be > 0"),
     ("select_target_unknown", ["unlearn", "npo", "--select_target", "closest"],
-     "select_target must be max, holdout or retrain, not 'closest'"),
+     "select_target must be max, holdout, retrain or truth_ratio, not 'closest'"),
     ("select_target_holdout_without_holdout", ["unlearn", "npo", "--select_target", "holdout", "--holdout", "none"],
      "select_target holdout needs holdout rows"),
     ("edit_subject_not_in_prompt", ["edit", "rome", "--model", "tiny-target", "--requests", "B:edit.json",
