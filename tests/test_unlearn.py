@@ -17,6 +17,13 @@ UNSELECTED = ["swap_distill"]  # run a fixed number of epochs to their objective
 # Margins between the selector's calibration rows and the evaluation rows, which it never saw (other
 # people): perplexity ratios there agree within a few percent across seeds, CPUs and thread counts.
 ROW_MARGIN = 1.10
+# Over-shooting retraining is judged as the evaluation sees it: the LOSS-attack AUC (forget members vs the
+# 25 evaluation holdout rows) not below the retain model's by more than two standard errors of an AUC of
+# 0.5 on 50 x 25 rows (Hanley-McNeil: sqrt((n1 + n2 + 1) / (12 n1 n2)) = 0.071). A forget-perplexity ratio to
+# the retain model cannot carry this bar: the selector's reference of "never seen" is 5 holdout people, whose
+# perplexity differs from the other 5's by 15-25 % from one zoo build to the next (eval forget / eval holdout
+# perplexity of the chosen kl state: 0.81 on one build, 1.16 on another).
+AUC_MARGIN = 2 * math.sqrt((50 + 25 + 1) / (12 * 50 * 25))
 
 
 def _hashes(folder):
@@ -46,7 +53,8 @@ def test_demo_ranks_by_forget_quality_at_kept_utility(demo):
     assert t["mia_auc"] > 0.9 and t["forget_quality"] < 0.01
     kept = {n for n in RECIPES + UNSELECTED if s[n]["model_utility"] >= 0.95 * t["model_utility"]}
     if kept:
-        assert demo["best"] == max(kept, key=lambda n: s[n]["forget_quality"]), demo["report"]
+        assert s[demo["best"]]["forget_quality"] == max(s[n]["forget_quality"] for n in kept), demo["report"]
+        assert demo["best"] in kept  # ties (equal p-values) may go to either recipe
         b = s[demo["best"]]
         assert b["forget_quality"] > 10 * t["forget_quality"], demo["report"]
         # closer to the retain model than the target is (forget perplexity ratio 1 = retraining's)
@@ -101,7 +109,7 @@ def test_recipe_moves_toward_retraining_within_its_budget(method, demo):
     t, r = s["target"], s["retain"]
     assert s[method]["retain_perplexity"] <= (1 + sel["budget"]) * ROW_MARGIN * t["retain_perplexity"]
     assert s[method]["forget_perplexity"] >= t["forget_perplexity"]
-    assert s[method]["forget_perplexity"] <= ROW_MARGIN * r["forget_perplexity"]  # not past retraining
+    assert s[method]["mia_auc"] >= r["mia_auc"] - AUC_MARGIN, s[method]  # not past retraining
     assert (run / "model" / "model.safetensors").exists()
     assert results["counts"]["forget"] == 50 and results["environment"]["world_size"] == 1
     assert not set(results["rows"]["calibration"]["holdout"]) & set(demo["split"]["evaluation"]["holdout"])
@@ -114,7 +122,8 @@ def test_unselected_recipe_forgets_without_passing_retraining(method, demo):
     selection's own bar (+5 % and the row margin)."""
     s, t, r = demo["summary"], demo["summary"]["target"], demo["summary"]["retain"]
     assert "selection" not in json.loads((Path(demo["output"]) / "runs" / method / "results.json").read_text())
-    assert t["forget_perplexity"] < s[method]["forget_perplexity"] <= ROW_MARGIN * r["forget_perplexity"]
+    assert t["forget_perplexity"] < s[method]["forget_perplexity"]
+    assert s[method]["mia_auc"] >= r["mia_auc"] - AUC_MARGIN, s[method]  # not past retraining
     assert s[method]["retain_perplexity"] <= 1.05 * ROW_MARGIN * t["retain_perplexity"]
 
 
