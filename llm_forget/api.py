@@ -159,16 +159,13 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     else:
         forget_rows = read_rows(cfg.forget)
     retain_rows = read_rows(cfg.retain) if cfg.retain and cfg.retain.lower() != "none" else None
-    from .inputs import check_disjoint, given_keys, log_notes, own_rows, refuse_mixed, resolve_defaults
+    from .inputs import check_sets, given_keys, log_notes, refuse_mixed
 
-    given, own = given_keys(config, overrides), (own_rows(forget_rows), own_rows(retain_rows))
-    notes = resolve_defaults(cfg, given, any(own))  # no built-in holdout meets the user's rows
-    holdout_rows = read_rows(cfg.holdout) if cfg.holdout and cfg.holdout.lower() != "none" else None
+    given = given_keys(config, overrides)
+    holdout_rows, own, notes = check_sets(cfg, given, forget_rows, retain_rows)
     if cfg.retain_budget is not None and cfg.select_target == "holdout" and not holdout_rows:
         raise UserError("select_target holdout needs holdout rows (--holdout FILE): people or documents never "
                         "trained on, whose perplexity the forget set should reach")
-    notes += check_disjoint({"forget": forget_rows, "retain": retain_rows, "holdout": holdout_rows},
-                            cfg.allow_overlap)
     avoid = {str(r.get("question", "")).strip() for r in read_rows(cfg.select_avoid)} if cfg.select_avoid else None
     method = method_from_config(cfg)
     with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0

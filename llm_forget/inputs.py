@@ -121,6 +121,20 @@ def check_disjoint(sets: dict[str, list[dict] | None], allow: bool = False) -> l
     return notes
 
 
+def check_sets(cfg, given: set[str], forget: list[dict] | None, retain: list[dict] | None):
+    """The checks every run (`unlearn`, each `stream`) applies to its rows, in order: whose rows they are
+    (`own_rows`), the holdout and model rule (`resolve_defaults`, which may drop `cfg.holdout`), reading the
+    holdout, and disjointness (`check_disjoint`). Returns (holdout rows or None, (own forget, own retain),
+    notes). `refuse_mixed` is left to the caller, after its own checks of the files (their errors first)."""
+    from .data.readers import read_rows
+
+    own = (own_rows(forget), own_rows(retain))
+    notes = resolve_defaults(cfg, given, any(own))  # no built-in holdout meets the user's rows
+    holdout = read_rows(cfg.holdout) if not is_unset(cfg.holdout) else None
+    notes += check_disjoint({"forget": forget, "retain": retain, "holdout": holdout}, cfg.allow_overlap)
+    return holdout, own, notes
+
+
 def log_notes(notes: list[str]) -> None:
     """Warn of each note, once all inputs passed (a refused run prints its one error line only)."""
     for note in notes:

@@ -107,7 +107,7 @@ def run_stream(recipe: str | None, requests: str, output_dir: str | None = None,
     from .data.readers import read_rows
     from .errors import UserError
     from .evaluation.quick import summarize
-    from .inputs import check_disjoint, given_keys, is_unset, log_notes, own_rows, refuse_mixed, resolve_defaults
+    from .inputs import check_sets, given_keys, is_unset, log_notes, refuse_mixed
     from .zoo import resolve_model_path
     from .requests import load_requests
 
@@ -121,10 +121,9 @@ def run_stream(recipe: str | None, requests: str, output_dir: str | None = None,
     req_rows = [r.resolve() for r in reqs]
     retain = read_rows(base.retain) if not is_unset(base.retain) else []
     forget_all = [r for rows in req_rows for r in rows]
-    given, own = given_keys({}, overrides), (own_rows(forget_all), own_rows(retain))
-    notes = resolve_defaults(base, given, any(own))  # no built-in holdout meets the user's rows
-    holdout = read_rows(base.holdout) if not is_unset(base.holdout) else []
-    notes += check_disjoint({"forget": forget_all, "retain": retain, "holdout": holdout}, base.allow_overlap)
+    given = given_keys({}, overrides)
+    holdout, own, notes = check_sets(base, given, forget_all, retain)
+    holdout = holdout or []
     base.request = str(requests)  # the forget rows come from the requests, as in each step
     refuse_mixed(base, given, *own)
     model = resolve_model_path(base.model)

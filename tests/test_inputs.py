@@ -60,6 +60,22 @@ def test_disjoint_sets_by_row_hash():
     assert notes == ["2 of 2 forget rows also occur in the retain set (allowed by --allow_overlap)"]
 
 
+def test_check_sets_applies_the_rules_in_order(tmp_path):
+    """The one sequence unlearn and stream share: the user's rows drop the recipe's holdout (with its note),
+    a holdout file is read, and an overlap is refused (or noted with allow_overlap)."""
+    c = cfg(allow_overlap=False)
+    holdout, own, notes = inputs.check_sets(c, {"forget", "retain"}, MINE[:2], MINE[2:])
+    assert holdout is None and own == (True, True) and notes[-1] == inputs.NO_HOLDOUT_NOTE
+    f = tmp_path / "h.json"
+    f.write_text(json.dumps(MINE[1:2]))
+    with pytest.raises(UserError, match="1 of 2 forget rows also occur in the holdout set"):
+        inputs.check_sets(cfg(holdout=str(f), allow_overlap=False), {"model", "holdout"}, MINE[:2], MINE[2:])
+    holdout, _, notes = inputs.check_sets(cfg(holdout=str(f), allow_overlap=True), {"model", "holdout"}, MINE[:2],
+                                          MINE[2:])
+    assert holdout == MINE[1:2] and notes == ["1 of 2 forget rows also occur in the holdout set (allowed by "
+                                              "--allow_overlap)"]
+
+
 def test_given_keys_counts_what_the_user_set_not_the_recipe():
     from llm_forget.config import UnlearnConfig
 
