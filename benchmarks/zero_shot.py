@@ -19,7 +19,8 @@ N authors' rows, holdout = TOFU's holdout authors:
   the retain rows' questions, templates from those questions and the generic list;
 - few-shot: the same with `examples` = the author's first 2 forget01 rows;
 - all rows: forget = the 40 forget01 rows (the ordinary recipe).
-Writes benchmarks/results/zero_shot.json (appended as it goes; a rerun skips what is there).
+Writes benchmarks/results/RESULTS.json (`--results`, default zero_shot; appended as it goes; a rerun skips what is
+there).
 """
 
 from __future__ import annotations
@@ -70,10 +71,13 @@ def main() -> None:
     ap.add_argument("--recipe", default="npo")
     ap.add_argument("--retain-authors", type=int, default=4)
     ap.add_argument("--epochs", type=float, default=40)
-    ap.add_argument("--select-target", default="max", help="checkpoint selection: max (the recipe's) or holdout "
-                    "(forget perplexity closest to the holdout's); rows of the latter are named NAME@holdout")
+    ap.add_argument("--select-target", default="max", help="checkpoint selection: max, holdout (forget perplexity "
+                    "closest to the holdout's) or retrain (the shipped recipes'); rows other than max are named "
+                    "NAME@TARGET")
     ap.add_argument("--runs", default="zero-shot,few-shot,all", help="which runs (comma-separated)")
     ap.add_argument("--max-steps", type=int, default=-1, help="cap on each run's steps (-1: the recipe's epochs)")
+    ap.add_argument("--results", default="zero_shot", help="results file stem in benchmarks/results; its own "
+                    "work folder under benchmarks/out, so models and rows of different runs never mix")
     args = ap.parse_args()
     import torch
 
@@ -83,8 +87,8 @@ def main() -> None:
 
     scale = {"splits": ["forget01"], "retain_authors": args.retain_authors}
     ft = dict(epochs=args.epochs, learning_rate=1e-3, batch_size=32, max_length=256)
-    work = ROOT / "benchmarks" / "out" / "zero_shot"
-    rfile = RESULTS / "zero_shot.json"
+    work = ROOT / "benchmarks" / "out" / args.results
+    rfile = RESULTS / f"{args.results}.json"
     res = json.loads(rfile.read_text()) if rfile.is_file() else {"rows": {}}
     res.update(machine={"cpu_cores": os.cpu_count(), "cpu_threads": 1, "platform": platform.platform(),
                         "torch": torch.__version__},
