@@ -106,8 +106,9 @@ def truth_ratio_variants(encoder, rows: list[dict], correct: str = "answer") -> 
 
 def log_truth_ratios(answer_nll: list[tuple[float, int]], variant_nll: list[tuple[float, int]],
                      owner: list[tuple]) -> list[float]:
-    """Per row log TR = mean NLL(correct) - mean over perturbed answers of their mean NLL (as evaluation.tofu's
-    truth_ratio, in log space); `correct` is the row's answer unless a "correct" variant is given."""
+    """Per row log TR = mean NLL(correct) - mean over perturbed answers of their mean NLL (evaluation.tofu's
+    truth_ratio in log space; here the NLLs are the selector's, which count the EOS label and the evaluation's
+    do not); `correct` is the row's answer unless a "correct" variant is given."""
     correct = [s / max(n, 1) for s, n in answer_nll]
     pert: dict[int, list[float]] = {}
     for (i, kind), (s, n) in zip(owner, variant_nll):
@@ -246,7 +247,7 @@ class RetainBudgetSelector(TrainerCallback):
             rec["ks_truth_ratio"] = d_tr
         past = rec["forget_perplexity"] > rec["holdout_perplexity"] and (d_tr is None or d_loss >= d_tr)
         self._past = self._past + 1 if past else 0
-        return -max(d_loss, d_tr if d_tr is not None else d_loss)
+        return -max(d_loss, d_tr or 0.0)
 
     def _measure(self, model, step):
         fr = row_nlls(model, self.forget)
@@ -256,19 +257,17 @@ class RetainBudgetSelector(TrainerCallback):
         ok = r <= (1 + self.budget) * self.start_retain
         rec = {"step": step, "forget_perplexity": f, "retain_perplexity": r, "within_budget": ok}
         score = f  # higher is better: forget perplexity, or closeness to the reference below
-        if self.variants is not None:  # the forget rows against the holdout's, by both tests
-            hr = row_nlls(model, self.holdout)
-            rec["holdout_perplexity"] = perplexity_of(hr)
-            if self.start_reference is None:
-                self.start_reference = rec["holdout_perplexity"]
-            score = self._match(model, rec, fr, hr)
-        elif self.holdout is not None:  # closeness to the reference perplexity (higher = closer)
-            h = self._reference(model)
+        if self.holdout is not None:  # closeness to the reference of "never seen" (higher = closer)
+            hr = row_nlls(model, self.holdout) if self.variants is not None else None  # per row: both tests
+            h = perplexity_of(hr) if hr is not None else self._reference(model)
             if self.start_reference is None:
                 self.start_reference = h
-            score = -abs(math.log(f / h))
             rec["holdout_perplexity"] = h
-            self._past = self._past + 1 if f > h else 0
+            if hr is not None:
+                score = self._match(model, rec, fr, hr)
+            else:
+                score = -abs(math.log(f / h))
+                self._past = self._past + 1 if f > h else 0
         self.history.append(rec)
         if ok and score > self.best_score:
             self.best_score, self.best_step, self.best_state = score, step, self._trainable(model)
