@@ -39,34 +39,46 @@ def tiny_requests(target_path):
     return model, tok, reqs
 
 
-@pytest.mark.parametrize("prefix_cache", [True, False])
-def test_batched_targets_match_one_by_one_with_one_forward_per_step(tiny_requests, prefix_cache):
+@pytest.mark.parametrize("prefix_cache,skip_layers", [(True, True), (True, False), (False, False)])
+def test_batched_targets_match_one_by_one_with_one_forward_per_step(tiny_requests, prefix_cache, skip_layers,
+                                                                    monkeypatch):
     """Each request's δ from the batched solver equals its one-by-one δ (relative difference
     < 1e-4; float rounding only, measured ~1e-6), and the batch runs one forward per step (plus the
-    reference pass and, with the prefix cache, one prefix pass) instead of one per request per step."""
+    reference pass and, with the prefix cache, one prefix pass and one pass storing the edited block's
+    output) instead of one per request per step. With the layers skipped, the blocks up to the edited
+    one run in those set-up passes only, never in a step."""
+    from llm_forget.editing import batched_values
     from llm_forget.editing.batched_values import compute_value_deltas
     from llm_forget.editing.locate import ValueConfig, compute_value_delta, context_prefixes
-    from llm_forget.models import arch_for
+    from llm_forget.models import arch_for, get_layers
 
     model, tok, reqs = tiny_requests
+    if not skip_layers:
+        monkeypatch.setattr(batched_values, "can_skip_layers", lambda base: False)
     arch = arch_for(model)
     prefixes = context_prefixes(model, tok, 2, 4, seed=0)
     cfg = ValueConfig(steps=10, n_prefixes=2, weight_decay=0.5, clamp_norm=4.0, stop_nll=0.5)
-    calls = []
+    calls, first_block = [], []
     handle = model.base_model.register_forward_hook(lambda *_: calls.append(1))
+    handle0 = get_layers(model, arch)[0].register_forward_hook(lambda *_: first_block.append(1))
     try:
         single = [compute_value_delta(model, tok, r, 2, prefixes, arch, cfg, "block") for r in reqs]
         n_single = len(calls)
         calls.clear()
+        first_block.clear()
         delta, h0, steps = compute_value_deltas(model, tok, reqs, 2, prefixes, arch, cfg, "block", prefix_cache)
         n_batched = len(calls)
     finally:
         handle.remove()
+        handle0.remove()
     for i, (d, h) in enumerate(single):
         assert d.norm() > 0
         assert float((d - delta[i]).norm() / d.norm()) < 1e-4
         assert torch.allclose(h, h0[i], rtol=1e-5, atol=1e-5)
-    assert n_batched <= cfg.steps + 2
+    assert n_batched <= cfg.steps + 3
+    steps_run = n_batched - 1 - (2 if skip_layers else int(prefix_cache))  # forwards inside the step loop
+    assert steps_run == max(steps)
+    assert len(first_block) == (3 if skip_layers else n_batched)
     assert n_single >= sum(steps)  # one-by-one: a forward per request per step taken
     assert len(set(steps)) > 1 or steps[0] == cfg.steps  # requests stop on their own
 
@@ -199,3 +211,43 @@ def test_lifelong_neighbourhood_covers_the_whole_first_batch(tiny_requests):
     assert table.rows[0]["neighbourhood"] == neighbourhood(model, tok, many)
     assert table.rows[0]["neighbourhood"] == 1.0  # the unedited model prefers each neighbour's own answer
     assert len(StreamTable(model, tok, many, n_neighbour_requests=2, fluency_prompts=0).neigh) == 2
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "mistral", "phi3", "qwen2-mixed"])
+def test_batched_targets_on_other_decoders_match_one_by_one(tiny_path, kind):
+    """On randomly initialised decoders of the other types the prefix cache and the layer skip apply
+    to, the batched δ (steps starting after the edited block) equals the one-by-one δ (relative
+    difference < 1e-4). A Qwen2 whose layers mix full and sliding attention with a window shorter
+    than the rows runs every token through every block (the per-row cache has no sliding layers; it
+    used to fail there with a mask size mismatch) and still matches."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    from llm_forget.editing import batched_values
+    from llm_forget.editing.locate import ValueConfig, compute_value_delta
+    from llm_forget.editing.requests import EditRequest
+    from llm_forget.models import arch_for
+
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    name = {"qwen2": "Qwen2", "mistral": "Mistral", "phi3": "Phi3", "qwen2-mixed": "Qwen2"}[kind]
+    extra = ({"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 2,
+              "layer_types": ["full_attention", "full_attention", "sliding_attention", "sliding_attention"]}
+             if kind == "qwen2-mixed" else {})
+    config = getattr(transformers, f"{name}Config")(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, pad_token_id=tok.pad_token_id, **extra)
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{name}ForCausalLM")(config).eval()
+    mixed = kind == "qwen2-mixed"
+    assert batched_values.can_skip_layers(model.model) == (not mixed)
+    assert batched_values.can_cache_prefix(model.model, 20) == (not mixed)
+    reqs = [EditRequest(prompt=f"The city where {s} was born is", subject=s, target_new=t)
+            for s, t in (("Ada Brask", "Lisbon"), ("Cora Dunmore", "Oslo"), ("Ivo Lund", "Riga"))]
+    prefixes = ["Once upon a time. ", "In the news today, "]
+    cfg = ValueConfig(steps=6, n_prefixes=2, clamp_norm=4.0, stop_nll=1e-3)
+    arch = arch_for(model)
+    delta, *_ = batched_values.compute_value_deltas(model, tok, reqs, 1, prefixes, arch, cfg, "block", True)
+    for i, r in enumerate(reqs):
+        d, _ = compute_value_delta(model, tok, r, 1, prefixes, arch, cfg, "block")
+        assert d.norm() > 0
+        assert float((d - delta[i]).norm() / d.norm()) < 1e-4

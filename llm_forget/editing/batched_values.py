@@ -9,8 +9,10 @@ inside a row), and Adam's update is elementwise, so each δ_i follows the path i
 alone. A request stops when its NLL falls below `stop_nll` (checked before the step, as
 one-by-one): its δ is frozen and its rows leave the batch, so the forward shrinks as requests
 converge. The tokens before a row's subject position do not depend on δ: their keys/values are
-computed once (`PrefixCache`) and each step runs only the rest. What differs from one-by-one is float rounding only (other matmul shapes and padding);
-tests/test_editing_batched.py bounds it.
+computed once (`PrefixCache`) and each step runs only the rest; nor do the blocks up to the edited
+one (δ enters at its output), so where the decoder allows it each step starts at block `layer + 1`
+from the stored output of block `layer` plus δ. What differs from one-by-one is float rounding only
+(other matmul shapes and padding); tests/test_editing_batched.py bounds it.
 """
 
 from __future__ import annotations
@@ -70,15 +72,39 @@ def _batch_losses(h, lm_head, x, m, y, owner, is_kl, n_req, kl_ref):
 
 
 PREFIX_CACHE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma")
+# decoders whose forward feeds inputs_embeds unscaled to `self.layers` and picks each block's mask by
+# the block itself or by one layer type for all (gemma scales the embeddings; qwen2/3 index
+# config.layer_types by position, so they qualify only when every layer has the same type)
+LAYER_SKIP_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
+
+
+def can_cache_prefix(base, length: int) -> bool:
+    """True when `PrefixCache` applies: a decoder type it knows, and no sliding-window attention that
+    would cut rows of `length` tokens (the per-row cache it builds has full-attention layers only)."""
+    cfg = getattr(base, "config", None)
+    window = getattr(cfg, "sliding_window", None)
+    sliding = ("sliding_attention" in (getattr(cfg, "layer_types", None) or [])
+               or (window is not None and getattr(cfg, "use_sliding_window", True)))
+    return getattr(cfg, "model_type", None) in PREFIX_CACHE_TYPES and not (sliding and window and window < length)
+
+
+def can_skip_layers(base) -> bool:
+    """True when `PrefixCache` may start each step after the edited block for this decoder."""
+    cfg = getattr(base, "config", None)
+    return (getattr(cfg, "model_type", None) in LAYER_SKIP_TYPES and hasattr(base, "layers")
+            and len(set(getattr(cfg, "layer_types", None) or [None])) == 1)
 
 
 class PrefixCache:
     """The tokens before each row's subject position do not depend on δ (causal attention), so
     their keys/values are computed once and each step runs only the tokens from the subject's
     last token on: per row, `suffix` = ids[pos:len] at positions pos.., with the prefix keys/values
-    of its first `pos` tokens (padding masked). Same numbers as the full forward up to rounding."""
+    of its first `pos` tokens (padding masked). With `layer` given (and `can_skip_layers`), the
+    suffix's output of block `layer` is stored too, and `forward(rows, delta)` adds δ to it at the
+    subject's token (where the MLP output is added to the residual stream) and runs only the blocks
+    after it. Same numbers as the full forward up to rounding."""
 
-    def __init__(self, base, x, m, pos):
+    def __init__(self, base, x, m, pos, layer: int | None = None):
         import inspect
 
         self.base = base
@@ -97,25 +123,46 @@ class PrefixCache:
         self.x = torch.gather(x, 1, idx) * self.suffix_mask
         self.pos_ids = pos[:, None] + ar[None, :s_len]
         self.idx = idx
+        self.start = None
+        if layer is not None and can_skip_layers(base):
+            with torch.no_grad(), capture_outputs({"h": base.layers[layer]}) as got:
+                self._run(torch.arange(len(x), device=x.device))
+            self.mid, self.start = got["h"], layer + 1
 
     def labels(self, y):
         return torch.where(self.suffix_mask.bool(), torch.gather(y, 1, self.idx), torch.full_like(self.idx, -100))
 
-    def forward(self, rows):
+    def _run(self, rows, inputs_embeds=None):
         from ..models import cache_from_kv
 
         cache = cache_from_kv([(k[rows], v[rows]) for k, v in self.kv])
         mask = torch.cat([self.past_mask[rows], self.suffix_mask[rows]], 1)
-        out = self.base(input_ids=self.x[rows], attention_mask=mask, position_ids=self.pos_ids[rows],
-                        use_cache=True, **{self.kw: cache})
+        ids = {"input_ids": self.x[rows]} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+        out = self.base(**ids, attention_mask=mask, position_ids=self.pos_ids[rows], use_cache=True,
+                        **{self.kw: cache})
         return out.last_hidden_state
+
+    def forward(self, rows, delta=None):
+        """Final hidden states of the given rows' suffixes. With the layers skipped (`self.start`),
+        `delta` (len(rows), d) is added at each suffix's first token (the subject's) to the stored
+        output of the edited block; otherwise the caller adds δ with a hook."""
+        if self.start is None:
+            return self._run(rows)
+        h = self.mid[rows].clone()
+        h[:, 0] = h[:, 0] + delta.to(h.dtype)
+        full = self.base.layers
+        self.base.layers = torch.nn.ModuleList(list(full)[self.start:])  # each block keeps its layer_idx
+        try:
+            return self._run(rows, inputs_embeds=h)
+        finally:
+            self.base.layers = full
 
 
 def compute_value_deltas(model, tokenizer, requests, layer: int, prefixes: list[str], arch, cfg: ValueConfig,
                          h0_module: str = "block", prefix_cache: bool = True):
     """Optimise δ_i for every request together (see module docstring). Returns (δ (B, d), h_0 (B, d),
     steps taken per request: list[int]); h_0 as in `compute_value_delta`; `prefix_cache` runs only
-    the tokens from the subject on (`PrefixCache`) for the decoder types in PREFIX_CACHE_TYPES.
+    the tokens from the subject on (`PrefixCache`) where `can_cache_prefix` allows it.
     Model weights are not changed."""
     from ..models import get_layers, get_mlp_out
 
@@ -138,8 +185,7 @@ def compute_value_deltas(model, tokenizer, requests, layer: int, prefixes: list[
             kl_rows = is_kl.nonzero()[:, 0]
             kl_ref = F.log_softmax(lm_head(h[kl_rows, m[kl_rows].sum(1) - 1]).float(), -1)
         h0 = got[h0_module][first, pos[first]].float().detach()
-        base_type = getattr(getattr(base, "config", None), "model_type", None)
-        pc = PrefixCache(base, x, m, pos) if prefix_cache and base_type in PREFIX_CACHE_TYPES else None
+        pc = PrefixCache(base, x, m, pos, layer) if prefix_cache and can_cache_prefix(base, x.shape[1]) else None
         if pc is not None:  # from here on, rows are their suffixes: the subject's last token is at 0
             y, m, pos_run = pc.labels(y), pc.suffix_mask, torch.zeros_like(pos)
         else:
@@ -152,11 +198,14 @@ def compute_value_deltas(model, tokenizer, requests, layer: int, prefixes: list[
             remap[req_idx] = torch.arange(len(req_idx), device=device)
             own = remap[owner[rows]]
             width = int(m[rows].sum(1).max())
-            with add_at_positions(mlp, delta[owner[rows]], pos_run[rows]):
-                if pc is not None:
-                    h = pc.forward(rows)
-                else:
-                    h = base(input_ids=x[rows, :width], attention_mask=m[rows, :width]).last_hidden_state
+            if pc is not None and pc.start is not None:
+                h = pc.forward(rows, delta[owner[rows]])
+            else:
+                with add_at_positions(mlp, delta[owner[rows]], pos_run[rows]):
+                    if pc is not None:
+                        h = pc.forward(rows)
+                    else:
+                        h = base(input_ids=x[rows, :width], attention_mask=m[rows, :width]).last_hidden_state
             h = h[:, :width]
             nll, kl = _batch_losses(h, lm_head, x[rows, :width], m[rows, :width], y[rows, :width], own,
                                     is_kl[rows], len(req_idx), kl_ref[req_idx])
