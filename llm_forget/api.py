@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config import UnlearnConfig, method_from_config, parse_config, to_dict
 from .errors import UserError
+from .inputs import is_unset
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         forget_rows = req.resolve() if described is None else []
     else:
         forget_rows = read_rows(cfg.forget)
-    retain_rows = read_rows(cfg.retain) if cfg.retain and cfg.retain.lower() != "none" else None
+    retain_rows = None if is_unset(cfg.retain) else read_rows(cfg.retain)
     from .inputs import check_sets, given_keys, log_notes, refuse_mixed
 
     given = given_keys(config, overrides)
@@ -285,7 +286,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     result = RunResult(out, model_dir, cfg.method, timings={"train_seconds": train_seconds})
     ev = None
     sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # weights split over the ranks
-    if cfg.eval_suite and cfg.eval_suite.lower() != "none":  # every rank scores its shard; all get the result
+    if not is_unset(cfg.eval_suite):  # every rank scores its shard; all get the result
         from .data.benchmark import truth_ratio_correct_for
         from .evaluation.quick import sharded_quick_eval
 

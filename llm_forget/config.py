@@ -18,6 +18,7 @@ from pathlib import Path
 from transformers import HfArgumentParser, TrainingArguments
 
 from .errors import UserError, closest
+from .inputs import is_unset
 
 
 def _f(default, help: str, **kw):
@@ -219,7 +220,7 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.overlong in ("truncate", "error"), "overlong must be truncate or error"),
         (cfg.lora_r >= 0, "lora_r must be >= 0"),
         (cfg.retain_budget is None or cfg.retain_budget >= 0, "retain_budget must be >= 0"),
-        (cfg.retain_budget is None or bool(cfg.retain) and cfg.retain.lower() != "none",
+        (cfg.retain_budget is None or not is_unset(cfg.retain),
          "retain_budget needs a retain set"),
         (cfg.select_every > 0 and cfg.select_rows > 0, "select_every and select_rows must be > 0"),
         (cfg.select_target in ("max", "holdout", "retrain", "truth_ratio"),

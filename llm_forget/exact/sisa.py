@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..inputs import is_unset
 from .adapters import build_model, get_state, init_adapter, load, run_shard, save, set_state
 from .layout import (AGGREGATIONS, CITATION, SisaConfig, assign, first_affected, shard_name, shard_seed,  # noqa: F401
                      stage_batches, stage_steps, validate)
@@ -112,7 +113,7 @@ def train(config: SisaConfig | str | dict | None = None, **overrides) -> dict:
     t0 = time.perf_counter()
     model_path = resolve_model_path(cfg.model)
     rows = read_rows(cfg.data)
-    holdout = read_rows(cfg.holdout) if cfg.holdout and cfg.holdout.lower() != "none" else []
+    holdout = [] if is_unset(cfg.holdout) else read_rows(cfg.holdout)
     if len(rows) < cfg.shards * cfg.slices:
         raise UserError(f"{len(rows)} rows cannot fill {cfg.shards} shards x {cfg.slices} slices")
     hashes = [row_hash(r) for r in rows]
@@ -136,7 +137,7 @@ def train(config: SisaConfig | str | dict | None = None, **overrides) -> dict:
     io.write_json(out / "sisa_state.json", state)
     io.write_text(out / "recipe.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     summary = per_item = None
-    if cfg.eval_suite and cfg.eval_suite.lower() != "none":
+    if not is_unset(cfg.eval_suite):
         ev = _evaluate(agg, encoder, {"retain": rows, "holdout": holdout}, 2 * cfg.batch_size)
         summary, per_item = ev["summary"], ev["per_item"]
     results = _results(cfg, state, summary, per_item, {"train_seconds": train_seconds})
@@ -258,11 +259,11 @@ def forget(run_dir: str | Path, request: str, signing_key: str | None = None) ->
     state["operations"].append({"request_id": req.id, "deleted": len(found), "copies_deleted": copies, **cost})
     io.write_json(run / "sisa_state.json", state)
     summary = per_item = None
-    if cfg.eval_suite and cfg.eval_suite.lower() != "none":
+    if not is_unset(cfg.eval_suite):
         remaining = {h for sh in new_layout for sl in sh for h in sl}
         keep = [r for r in rows if row_hash(r) in remaining]
         gone = [r for r in rows if row_hash(r) in drop]
-        holdout = read_rows(cfg.holdout) if cfg.holdout and cfg.holdout.lower() != "none" else []
+        holdout = [] if is_unset(cfg.holdout) else read_rows(cfg.holdout)
         ev = _evaluate(agg, encoder, {"forget": gone, "retain": keep, "holdout": holdout}, 2 * cfg.batch_size)
         summary, per_item = ev["summary"], ev["per_item"]
     results = _results(cfg, state, summary, per_item, {"forget_seconds": seconds}, {"sisa_forget": cost})

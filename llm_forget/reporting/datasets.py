@@ -17,6 +17,8 @@ import json
 import re
 from pathlib import Path
 
+from ..inputs import is_unset
+
 ROLES = ("forget", "retain", "holdout", "real_authors", "world_facts")
 TO_FORGET = ("mia_", "privleak", "forget_quality")
 TO_RETAIN = ("model_utility", "knowmem_")
@@ -46,7 +48,7 @@ def dataset_of(role: str, spec: str | None) -> tuple[str, str, str]:
         return name.split(":")[0], name.split(":")[0], split or role
     if spec.startswith("request:"):
         return "llm_forget/deletion-request", f"deletion request {spec.split(':', 1)[1]}", role
-    if spec and spec.lower() != "none":
+    if not is_unset(spec):
         p = Path(spec.split("#")[0])
         return FORMATS.get(p.suffix.lower(), "local-file"), p.name, role
     return "llm_forget/eval-set", role.replace("_", " "), role
