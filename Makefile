@@ -38,6 +38,8 @@ bench-tofu-smollm2: install
 	$(BENCH)/tofu_protocol.py --scale smollm2 --threads 2 --select-targets holdout --robustness none
 	$(BENCH)/tofu_protocol.py --scale smollm2 --threads 2 --select-targets holdout --robustness none \
 		--recipes npo --lr npo=1e-4 --select-every 2
+	$(BENCH)/tofu_protocol.py --scale smollm2 --splits forget01 --recipes kl --threads 2 --robustness none \
+		--shipped --results tofu_smollm2_shipped
 bench-editing: install
 	$(BENCH)/bench_editing.py --methods memit --n 100 --lambdas 3000,10000,30000,100000 --clamp_norm 4 \
 	    --n_tokens 50000 --n_value_prefixes 2 --n_key_prefixes 5 --out runs/bench_editing_memit_sweep

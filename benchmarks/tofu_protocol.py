@@ -4,6 +4,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tofu_protocol.py --scale tiny
     # (b) SmolLM2-135M on the reduced protocol (forget01 + a fixed sample of retain authors)
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/tofu_protocol.py --scale smollm2 --threads 2
+    # (c) the same with the recipes exactly as shipped (no per-scale step cap, budget, selection or learning rate)
+    .venv/bin/python benchmarks/tofu_protocol.py --scale smollm2 --threads 2 --recipes kl --shipped --results tofu_smollm2_shipped
 
 Data (../shared/data/tofu): full TOFU = retain90 + forget10 (4,000 rows, 200 authors of 20 rows).
 Holdout = retain90 rows 3560-3599 (two whole authors), kept out of every model's training.
@@ -190,7 +192,7 @@ def unlearn_one(recipe: str, scale_name: str, target: Path, split: str, files: d
     extra = dict(SCALES[scale_name]["unlearn"], select_avoid=str(files["avoid"]))
     if select_target != "recipe":
         extra["select_target"] = select_target
-    if scale_name == "smollm2":
+    if scale_name == "smollm2" and not SCALES[scale_name].get("shipped"):
         extra["learning_rate"] = SMOLLM2_LR[recipe]
     if lr is not None:
         extra["learning_rate"] = float(lr)
@@ -295,6 +297,9 @@ def main() -> None:
     ap.add_argument("--lr", action="append", default=[], metavar="RECIPE=LR",
                     help="another learning rate for a recipe; its rows are named 'RECIPE@TARGET lr LR'")
     ap.add_argument("--select-every", type=int, default=None, help="override the selector's measurement interval")
+    ap.add_argument("--shipped", action="store_true",
+                    help="every recipe exactly as shipped: no per-scale step cap, batch, budget, selection or learning "
+                         "rate (the scale's model, data and fine-tuning only)")
     ap.add_argument("--select-targets", default="recipe", help="checkpoint selection criteria to run, comma-separated: "
                     "recipe (the recipes' own), max (most forgetting within the retain budget), holdout (forget "
                     "perplexity closest to the holdout's) or retrain; rows other than recipe are named RECIPE@TARGET")
@@ -309,6 +314,8 @@ def main() -> None:
         scale["splits"] = args.splits.split(",")
     if args.epochs is not None:
         scale["finetune"] = {**scale["finetune"], "epochs": args.epochs}
+    if args.shipped:
+        scale["unlearn"], scale["shipped"] = {}, True
     if args.max_steps is not None:
         scale["unlearn"] = {**scale["unlearn"], "max_steps": args.max_steps}
     if args.select_every is not None:
