@@ -129,7 +129,9 @@ def test_eval_own_files_every_number_from_the_users_rows(tmp_path, files, target
         for mine, theirs in zip(res["per_item"][name], ref["per_item"][name]):
             for k in ("nll", "exact_memorization", "extraction_strength", "mink_40", "truth_ratio"):
                 if k in theirs:
-                    assert mine[k] == pytest.approx(theirs[k], rel=1e-6, abs=1e-9), (name, k)
+                    # float32 sums over other batch shapes: 1e-6 relative was measured on a zoo built with
+                    # LLM_FORGET_SEED=1 (0.18752605 vs 0.18752624), so 1e-5
+                    assert mine[k] == pytest.approx(theirs[k], rel=1e-5, abs=1e-9), (name, k)
     assert "forget_quality" in capsys.readouterr().out
 
 
