@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import UnlearnConfig, method_from_config, parse_config, to_dict
 from .errors import UserError
-from .inputs import is_unset
+from .inputs import check_sets, given_keys, is_unset, log_notes, refuse_mixed
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,6 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     else:
         forget_rows = read_rows(cfg.forget)
     retain_rows = None if is_unset(cfg.retain) else read_rows(cfg.retain)
-    from .inputs import check_sets, given_keys, log_notes, refuse_mixed
 
     given = given_keys(config, overrides)
     holdout_rows, own, notes = check_sets(cfg, given, forget_rows, retain_rows)

@@ -198,14 +198,13 @@ def compute_value_deltas(model, tokenizer, requests, layer: int, prefixes: list[
             remap[req_idx] = torch.arange(len(req_idx), device=device)
             own = remap[owner[rows]]
             width = int(m[rows].sum(1).max())
-            if pc is not None and pc.start is not None:
-                h = pc.forward(rows, delta[owner[rows]])
+            d = delta[owner[rows]]
+            if pc is not None and pc.start is not None:  # δ added to the stored output of the edited block
+                h = pc.forward(rows, d)
             else:
-                with add_at_positions(mlp, delta[owner[rows]], pos_run[rows]):
-                    if pc is not None:
-                        h = pc.forward(rows)
-                    else:
-                        h = base(input_ids=x[rows, :width], attention_mask=m[rows, :width]).last_hidden_state
+                with add_at_positions(mlp, d, pos_run[rows]):
+                    h = (pc.forward(rows) if pc is not None
+                         else base(input_ids=x[rows, :width], attention_mask=m[rows, :width]).last_hidden_state)
             h = h[:, :width]
             nll, kl = _batch_losses(h, lm_head, x[rows, :width], m[rows, :width], y[rows, :width], own,
                                     is_kl[rows], len(req_idx), kl_ref[req_idx])
