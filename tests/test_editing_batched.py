@@ -46,7 +46,8 @@ def test_batched_targets_match_one_by_one_with_one_forward_per_step(tiny_request
     < 1e-4; float rounding only, measured ~1e-6), and the batch runs one forward per step (plus the
     reference pass and, with the prefix cache, one prefix pass and one pass storing the edited block's
     output) instead of one per request per step. With the layers skipped, the blocks up to the edited
-    one run in those set-up passes only, never in a step."""
+    one run in those set-up passes only, never in a step, and the pass storing the edited block's output
+    stops there (the last block never runs in it)."""
     from llm_forget.editing import batched_values
     from llm_forget.editing.batched_values import compute_value_deltas
     from llm_forget.editing.locate import ValueConfig, compute_value_delta, context_prefixes
@@ -58,19 +59,22 @@ def test_batched_targets_match_one_by_one_with_one_forward_per_step(tiny_request
     arch = arch_for(model)
     prefixes = context_prefixes(model, tok, 2, 4, seed=0)
     cfg = ValueConfig(steps=10, n_prefixes=2, weight_decay=0.5, clamp_norm=4.0, stop_nll=0.5)
-    calls, first_block = [], []
-    handle = model.base_model.register_forward_hook(lambda *_: calls.append(1))
+    calls, first_block, last_block = [], [], []
+    handle = model.base_model.register_forward_pre_hook(lambda *_: calls.append(1))  # passes started
     handle0 = get_layers(model, arch)[0].register_forward_hook(lambda *_: first_block.append(1))
+    handle3 = get_layers(model, arch)[3].register_forward_hook(lambda *_: last_block.append(1))
     try:
         single = [compute_value_delta(model, tok, r, 2, prefixes, arch, cfg, "block") for r in reqs]
         n_single = len(calls)
         calls.clear()
         first_block.clear()
+        last_block.clear()
         delta, h0, steps = compute_value_deltas(model, tok, reqs, 2, prefixes, arch, cfg, "block", prefix_cache)
         n_batched = len(calls)
     finally:
         handle.remove()
         handle0.remove()
+        handle3.remove()
     for i, (d, h) in enumerate(single):
         assert d.norm() > 0
         assert float((d - delta[i]).norm() / d.norm()) < 1e-4
@@ -79,6 +83,7 @@ def test_batched_targets_match_one_by_one_with_one_forward_per_step(tiny_request
     steps_run = n_batched - 1 - (2 if skip_layers else int(prefix_cache))  # forwards inside the step loop
     assert steps_run == max(steps)
     assert len(first_block) == (3 if skip_layers else n_batched)
+    assert len(last_block) == (n_batched - 1 if skip_layers else n_batched)
     # one-by-one: a reference forward and one per step taken for each request, so each request stopped at the
     # same step in both solvers (a request leaves the batch when it would have stopped alone)
     assert n_single == len(reqs) + sum(steps)

@@ -77,13 +77,24 @@ def add_at_positions(module, delta: torch.Tensor, positions: torch.Tensor):
 
 
 @contextmanager
-def capture_outputs(modules: dict):
-    """Record each module's output (the hidden state for decoder blocks), detached."""
+def capture_outputs(modules: dict, stop_after=None):
+    """Record each module's output (the hidden state for decoder blocks), detached. When `stop_after`
+    names one of them, the forward pass is ended (StopForward) right after that module's output is
+    read, so nothing after it runs; callers catch it."""
     got: dict = {}
     handles = []
-    for name, m in modules.items():
-        handles.append(m.register_forward_hook(lambda _m, _a, out, name=name: got.__setitem__(name, _first(out).detach())))
+
+    def make(name):
+        def hook(_mod, _args, out):
+            got[name] = _first(out).detach()
+            if name == stop_after:
+                raise StopForward
+
+        return hook
+
     try:
+        for name, m in modules.items():
+            handles.append(m.register_forward_hook(make(name)))
         yield got
     finally:
         for h in handles:
