@@ -34,6 +34,9 @@ class UnlearnConfig(TrainingArguments):
     forget: str = _f("builtin:forget", "forget set: builtin:forget, a .json/.jsonl/.csv/.txt file, a saved dataset")
     request: str | None = _f(None, "deletion request file (kind items, concept or task; see README); replaces "
                                    "forget. FILE (one request) or FILE#N / FILE#ID")
+    probe_templates: int = _f(32, "a request by description: question templates asked about each name (and each "
+                                  "neighbour); more cover more of what the model knows, at more generation time")
+    probe_neighbours: int = _f(8, "a request by description: neighbours (names of the same kind) probed as retain rows")
     retain: str | None = _f("builtin:retain", "retain set (same forms as forget); none for no retain term")
     holdout: str | None = _f("builtin:holdout", "holdout set (never trained on): non-members for membership tests; "
                                                 "a built-in one is dropped when forget/retain are your data")
@@ -223,6 +226,7 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.retain_budget is None or not is_unset(cfg.retain),
          "retain_budget needs a retain set"),
         (cfg.select_every > 0 and cfg.select_rows > 0, "select_every and select_rows must be > 0"),
+        (cfg.probe_templates > 0 and cfg.probe_neighbours >= 0, "probe_templates must be > 0 and probe_neighbours >= 0"),
         (cfg.select_target in ("max", "holdout", "retrain", "truth_ratio"),
          f"select_target must be max, holdout, retrain or truth_ratio, not {cfg.select_target!r}"),
         (cfg.select_lr in ("fixed", "auto"), f"select_lr must be fixed or auto, not {cfg.select_lr!r}"),

@@ -21,6 +21,9 @@ makes them:
    dropped: that answer is what the model says about anyone, not knowledge of this name, and
    unlearning it would damage the neighbours.
 
+A request may name several (`"description": [NAME, ...]`): each is probed with the same templates, none is
+a neighbour of another, and every one must come back with forget rows.
+
 Forget set = the kept forget probes + the few-shot examples; the retain probes join the recipe's retain
 set (the model's current answers about neighbours are what must stay). Every probe is written to the
 run folder as probes.jsonl (role, subject, template, question, answer) and its sha256 goes to
@@ -83,20 +86,26 @@ def harvest_names(rows: list[dict], min_rows: int = 2) -> list[str]:
     return [n for n, c in sorted(seen.items(), key=lambda x: -x[1]) if c >= min_rows]
 
 
-def neighbours_of(description: str, given: list[str] | None, retain_rows: list[dict] | None, n: int) -> list[str]:
+def _as_list(description: str | list[str]) -> list[str]:
+    return [description] if isinstance(description, str) else list(description)
+
+
+def neighbours_of(description: str | list[str], given: list[str] | None, retain_rows: list[dict] | None,
+                  n: int) -> list[str]:
+    described = _as_list(description)
     if given:
         names = list(given)
     elif retain_rows and all("person" in r for r in retain_rows):
         names = [p for p, _ in Counter(r["person"] for r in retain_rows).most_common()]
     else:
         names = harvest_names(retain_rows or [])
-    return [x for x in dict.fromkeys(names) if x.strip() and not _related(x, description)][:n]
+    return [x for x in dict.fromkeys(names) if x.strip() and not any(_related(x, d) for d in described)][:n]
 
 
-def templates_of(description: str, examples: list[dict] | None, retain_rows: list[dict] | None,
+def templates_of(description: str | list[str], examples: list[dict] | None, retain_rows: list[dict] | None,
                  neighbours: list[str], limit: int) -> list[str]:
-    out = [r["question"].replace(description, "{name}") for r in examples or []
-           if description in r.get("question", "")]
+    out = [r["question"].replace(d, "{name}") for r in examples or [] for d in _as_list(description)
+           if d in r.get("question", "")]
     counts: Counter = Counter()
     for r in retain_rows or []:
         q = r.get("question", "")
@@ -109,17 +118,19 @@ def templates_of(description: str, examples: list[dict] | None, retain_rows: lis
     return [t for t in dict.fromkeys(out) if "{name}" in t and "{" not in t.replace("{name}", "")][:limit]
 
 
-def build_probes(model, tokenizer, encoder, description: str, examples: list[dict] | None = None,
+def build_probes(model, tokenizer, encoder, description: str | list[str], examples: list[dict] | None = None,
                  neighbours: list[str] | None = None, retain_rows: list[dict] | None = None,
                  max_templates: int = 32, n_neighbours: int = 8, max_new_tokens: int = 48,
                  batch_size: int = 32) -> Probes:
-    """Forget probes about `description` and retain probes about its neighbours (module docstring)."""
+    """Forget probes about `description` (a name, or a list of names probed alike) and retain probes about
+    their neighbours (module docstring)."""
     from .errors import UserError
     from .evaluation.generation import greedy
 
-    names = neighbours_of(description, neighbours, retain_rows, n_neighbours)
-    templates = templates_of(description, examples, retain_rows, names, max_templates)
-    subjects = [description] + names
+    described = _as_list(description)
+    names = neighbours_of(described, neighbours, retain_rows, n_neighbours)
+    templates = templates_of(described, examples, retain_rows, names, max_templates)
+    subjects = described + names
     qs = [(s, t, t.format(name=s)) for s in subjects for t in templates]
     prompts = encoder.prompt_ids_many([q for _, _, q in qs])
     answers = greedy(model, tokenizer, prompts, [max_new_tokens] * len(prompts), batch_size=batch_size,
@@ -131,15 +142,17 @@ def build_probes(model, tokenizer, encoder, description: str, examples: list[dic
         if not a:
             continue
         row = {"question": q, "answer": a, "subject": s, "template": t, "source": "probe"}
-        if s != description:
+        if s not in described:
             p.retain.append(row)
         elif names and sum(by[(nb, t)] == a for nb in names) * 2 >= len(names):
             p.dropped.append(row)
         else:
             p.forget.append(row)
-    p.forget += [{**r, "subject": description, "source": "example"} for r in examples or []]
-    if not p.forget:
-        raise UserError(f"probing found nothing the model says about {description!r} that it does not also say "
+    p.forget += [{**r, "subject": next((d for d in described if d in r["question"] + r["answer"]), described[0]),
+                  "source": "example"} for r in examples or []]
+    missing = [d for d in described if not any(r["subject"] == d for r in p.forget)]
+    if missing:  # a name left without rows would quietly not be forgotten
+        raise UserError(f"probing found nothing the model says about {missing[0]!r} that it does not also say "
                         "about its neighbours; give a few example rows (few-shot) or other neighbours")
     return p
 
@@ -156,7 +169,8 @@ def probe_request(request, model_path: str, cfg, tokenizer, encoder, retain_rows
     model = load_model(model_path, cfg.dtype, cfg.trust_remote_code, cfg.allow_pickle)
     with torch.no_grad():
         p = build_probes(model, tokenizer, encoder, request.description, request.examples, request.neighbours,
-                         retain_rows, batch_size=cfg.per_device_eval_batch_size)
+                         retain_rows, max_templates=cfg.probe_templates, n_neighbours=cfg.probe_neighbours,
+                         batch_size=cfg.per_device_eval_batch_size)
     del model
     logging.getLogger(__name__).info("probes for %r: %d forget rows (%d dropped as generic), %d neighbour rows "
                                      "about %d neighbours, %d templates", request.description, len(p.forget),

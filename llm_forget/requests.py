@@ -11,6 +11,7 @@ A request file is JSON (one object, or a list of objects, or `{"requests": [...]
     {"kind": "task", "data": "builtin:forget"}
     {"kind": "concept", "description": "Basil Mahfouz Al-Kuwaiti"}                  zero-shot: a name only
     {"kind": "concept", "description": "Ada Brask", "examples": [rows], "neighbours": ["Bram Corvel", ...]}
+    {"kind": "concept", "description": ["Basil Mahfouz Al-Kuwaiti", "Nikolai Abilov"]}     several, in one run
 
 `concept` (or its synonym `class`) selects every row whose fields match: `field`/`value` is
 shorthand for a one-field `filter`; a filter value that is a list matches any of its values;
@@ -20,6 +21,8 @@ recipe's method on every row of that dataset (no task-vector negation: that is
 A `concept` with a `description` names what to forget without rows (zero-shot), optionally with a
 few `examples` rows (few-shot) and `neighbours` (names of the same kind that must stay); it takes no
 data or filter: `llm-forget unlearn` builds its forget set by probing the model (llm_forget/probe.py).
+A list of descriptions is one request for all of them: probed together and unlearned in one run with one
+retain budget (requests served one after another each spend their own budget, so the costs add up).
 Optional: `id` (default: `req-` + the first 12 hex digits of the sha256 of the request's
 canonical JSON, so the same request always gets the same id).
 
@@ -47,9 +50,15 @@ class Request:
     rows: list[dict] | None = None
     sha256: list[str] | None = None
     filter: dict = field(default_factory=dict)
-    description: str | None = None
+    description: str | list[str] | None = None  # a name, or several forgotten together (one run, one budget)
     examples: list[dict] | None = None
     neighbours: list[str] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """What a described request names, as a list (one entry for a single description)."""
+        d = self.description
+        return [] if d is None else [d] if isinstance(d, str) else list(d)
 
     def resolve(self) -> list[dict]:
         """The forget rows this request names (UserError when it names none)."""
@@ -116,8 +125,13 @@ def _described(obj: dict, kind: str, rid: str, where: str) -> Request:
     if kind not in ("concept", "class"):
         raise UserError(f"{where}: description/examples/neighbours belong to concept requests (got kind {kind!r})")
     desc = obj.get("description")
-    if not isinstance(desc, str) or not desc.strip():
-        raise UserError(f"{where}: a described concept needs 'description', a non-empty string (e.g. a name)")
+    names = [desc] if isinstance(desc, str) else desc
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise UserError(f"{where}: a described concept needs 'description', a non-empty string (e.g. a name) "
+                        "or a non-empty list of them")
+    names = [n.strip() for n in names]
+    if len({n.casefold() for n in names}) < len(names):
+        raise UserError(f"{where}: description names the same thing twice")
     extra = sorted(k for k in ("data", "rows", "sha256", "field", "value", "filter") if k in obj)
     if extra:
         raise UserError(f"{where}: a described concept takes no {', '.join(extra)}; its forget set is built by "
@@ -131,9 +145,10 @@ def _described(obj: dict, kind: str, rid: str, where: str) -> Request:
     if nbs is not None:
         if not isinstance(nbs, list) or not nbs or not all(isinstance(n, str) and n.strip() for n in nbs):
             raise UserError(f"{where}: neighbours must be a non-empty list of names")
-        if any(n.strip().casefold() == desc.strip().casefold() for n in nbs):
+        if any(n.strip().casefold() == d.casefold() for n in nbs for d in names):
             raise UserError(f"{where}: neighbours must not include the description itself")
-    return Request("concept", rid, description=desc.strip(), examples=examples, neighbours=nbs)
+    return Request("concept", rid, description=names[0] if isinstance(desc, str) else names, examples=examples,
+                   neighbours=nbs)
 
 
 def load_requests(path: str | Path) -> list[Request]:

@@ -37,11 +37,19 @@ def test_described_requests_parse():
     assert zs.id == parse_request({"description": "  Basil Mahfouz Al-Kuwaiti ", "kind": "concept"}).id
     with pytest.raises(UserError, match="by description only"):
         zs.resolve()  # rows come from probing a model, never from resolve()
+    two = parse_request({"kind": "concept", "description": [" Basil Mahfouz Al-Kuwaiti", "Nikolai Abilov "]})
+    assert two.description == ["Basil Mahfouz Al-Kuwaiti", "Nikolai Abilov"] == two.names
+    assert zs.names == ["Basil Mahfouz Al-Kuwaiti"]
 
 
 @pytest.mark.parametrize("obj,msg", [
     ({"kind": "concept", "description": ""}, "needs 'description', a non-empty string"),
     ({"kind": "concept", "description": 3}, "needs 'description', a non-empty string"),
+    ({"kind": "concept", "description": []}, "needs 'description', a non-empty string"),
+    ({"kind": "concept", "description": ["Ada Brask", " "]}, "needs 'description', a non-empty string"),
+    ({"kind": "concept", "description": ["Ada Brask", "ada brask"]}, "names the same thing twice"),
+    ({"kind": "concept", "description": ["Bram Corvel", "Ada Brask"], "neighbours": ["Ada Brask"]},
+     "must not include the description"),
     ({"kind": "concept", "examples": [{"question": "q?", "answer": "a."}]}, "needs 'description'"),
     ({"kind": "items", "description": "Ada Brask"}, "belong to concept requests"),
     ({"kind": "concept", "description": "Ada Brask", "data": "builtin:forget"}, "takes no data"),
@@ -114,6 +122,28 @@ def test_probes_on_tiny_target_name_the_person_and_recover_what_it_knows(target_
     assert {r["subject"] for r in p2.retain} == set(p.neighbours[:2])
 
 
+def test_probes_for_several_names_cover_each_and_keep_them_apart(target_path):
+    """A request naming two people probes both with the same templates, neither is the other's neighbour,
+    and each one's probes are the ones it gets when asked about alone."""
+    from llm_forget.data.benchmark import split
+    from llm_forget.data.encode import Encoder
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.probe import build_probes
+
+    model, tok = load_model(target_path), load_tokenizer(target_path)
+    enc = Encoder(tok)
+    forget, retain = split("forget"), split("retain")
+    names = list(dict.fromkeys(r["person"] for r in forget))[:2]
+    p = build_probes(model, tok, enc, names, retain_rows=retain)
+    assert not set(names) & set(p.neighbours) and len(p.neighbours) == 8
+    for name in names:
+        mine = [r for r in p.forget if r["subject"] == name]
+        assert mine and all(name in r["question"] for r in mine)
+        assert {r["template"] for r in mine} <= set(p.templates)
+    alone = build_probes(model, tok, enc, names[0], retain_rows=retain)
+    assert [r for r in p.forget if r["subject"] == names[0]] == alone.forget  # the same probes as asked alone
+
+
 def test_unlearn_from_a_name_writes_probes_and_hashes(tmp_path, target_path):
     from llm_forget.data.benchmark import split
     from llm_forget.data.readers import row_hash
@@ -146,6 +176,31 @@ def test_unlearn_from_a_name_writes_probes_and_hashes(tmp_path, target_path):
     for public in ((out / "ledger.jsonl").read_text(), (out / "README.md").read_text(),
                    (out / "results.json").read_text()):
         assert name not in public and name_hash not in public
+
+
+def test_unlearn_from_two_names_is_one_run_with_one_ledger_entry(tmp_path, target_path):
+    from llm_forget.cli import main
+    from llm_forget.data.benchmark import split
+    from llm_forget.reporting import fingerprint as fpr
+    from llm_forget.reporting import keys
+
+    names = list(dict.fromkeys(r["person"] for r in split("forget")))[:2]
+    req = tmp_path / "erase.json"
+    req.write_text(json.dumps({"kind": "concept", "description": names}))
+    out = tmp_path / "run"
+    assert main(["unlearn", "simnpo", "--request", str(req), "--model", target_path, "--output_dir", str(out),
+                 "--max_steps", "2", "--retain_budget", "none", "--eval_suite", "none", "--probe_templates", "6"]) == 0
+    probes = [json.loads(x) for x in (out / "probes.jsonl").read_text().splitlines()]
+    assert {p["subject"] for p in probes if p["role"] == "forget"} == set(names)
+    assert json.loads((out / "results.json").read_text())["probes"]["templates"] == 6
+    assert len({p["template"] for p in probes}) <= 6
+    entries = (out / "ledger.jsonl").read_text().splitlines()
+    assert len(entries) == 1
+    f = json.loads(entries[0])["forgotten"]
+    _, secret = keys.fingerprint_secret(f["key_id"])
+    assert f["description_fingerprint"] == fpr.row_fingerprint(
+        secret, hashlib.sha256(json.dumps(names, ensure_ascii=False).encode()).hexdigest())
+    assert all(n not in (out / "ledger.jsonl").read_text() for n in names)
 
 
 # --- scope forms ------------------------------------------------------------------------------------

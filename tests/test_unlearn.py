@@ -172,6 +172,7 @@ def test_cli_unlearn_and_overrides(target_path, tmp_path):
     (["unlearn", "npo", "--lerning_rate", "1"], "unknown option 'lerning_rate' (did you mean 'learning_rate'?)"),
     (["unlearn", "npo", "--method", "nop"], "unknown method 'nop'"),
     (["unlearn", "npo", "--beta", "0"], "beta must be > 0"),
+    (["unlearn", "npo", "--probe_templates", "0"], "probe_templates must be > 0"),
     (["unlearn", "no_such_recipe"], "unknown recipe"),
     (["unlearn", "npo", "--forget", "missing.json"], "data file missing.json does not exist"),
 ])

@@ -43,13 +43,22 @@ def _described(results: dict) -> dict:
     return {"probes_sha256": p["sha256"]} if p else {}
 
 
+def _description_hash(description: str | list[str] | None) -> str | None:
+    """sha256 of a described request's description (a list of names: of its JSON, in order)."""
+    import hashlib
+    import json
+
+    if not description:
+        return None
+    text = description if isinstance(description, str) else json.dumps(description, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_path: str | None,
-                 operation: str = "unlearn", description: str | None = None) -> dict:
+                 operation: str = "unlearn", description: str | list[str] | None = None) -> dict:
     """Append a ledger entry for this run to OUT/ledger.jsonl and write OUT/README.md. `description`:
     what a request by description named (kept in the ledger as a keyed fingerprint only).
     Returns the ledger entry."""
-    import hashlib
-
     from ..data.readers import row_hash
     from . import card, ledger
 
@@ -67,7 +76,7 @@ def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_p
                method=results.get("method", getattr(cfg, "method", "?")), hyperparameters=hp,
                evaluation=results.get("summary"), counts=results.get("counts"), request_id=request_id,
                extra={"steps": results.get("steps"), **_described(results)},
-               description_hash=hashlib.sha256(description.encode()).hexdigest() if description else None)
+               description_hash=_description_hash(description))
     card.write_card(out)
     logger.info("ledger entry %d (head %s…) and model card written", e["index"], e["hash"][:12])
     return e
