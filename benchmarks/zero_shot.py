@@ -3,6 +3,9 @@ and from all 40 rows, with one recipe; forget quality against the forget01 retai
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zero_shot.py [--recipe npo] [--retain-authors 4] [--epochs 40]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zero_shot.py --select-target holdout --runs zero-shot,few-shot
+    # the full tiny TOFU protocol's target and forget01 retain model (benchmarks/tofu_protocol.py --scale tiny)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zero_shot.py --protocol full --recipe kl --select-target recipe \
+        --results zero_shot_full_kl
 
 Models (benchmarks/tofu_protocol.py's functions, reduced protocol so that the whole benchmark fits in
 ~15 min of one CPU core): the zoo's tiny Llama with a BPE trained on TOFU's texts, fine-tuned on
@@ -12,12 +15,20 @@ Evaluation: the tofu suite as reduced in tofu_protocol (forget01's 40 rows, 40 r
 40 real_authors, 40 world_facts), forget quality against the retain model, model utility against
 the target's.
 
+`--protocol full` uses the full tiny protocol of benchmarks/tofu_protocol.py instead (the same target
+and forget01 retain model, trained once in benchmarks/out/tofu_tiny and shared with it): target = full
+TOFU − holdout (3,960 rows), retain model = that − forget01, retain = the retain model's 3,880 rows,
+evaluation = the tofu suite with the holdout's evaluation author, the suite's retain rows kept out of the
+recipe's calibration (`select_avoid`), as for the recipes in BENCHMARKS' TOFU sections.
+
 Runs, each from the target with the recipe's shipped settings (retain budget included), retain = the
 N authors' rows, holdout = TOFU's holdout authors:
 - zero-shot: one described request per author, `{"kind": "concept", "description": NAME}`, applied
   one after the other; the run probes the model (llm_forget/probe.py): neighbours are harvested from
   the retain rows' questions, templates from those questions and the generic list;
 - few-shot: the same with `examples` = the author's first 2 forget01 rows;
+- zero-shot-joint / few-shot-joint: the same as one request naming both authors (`"description": [A, B]`):
+  one run, one retain budget (one request per author spends the budget twice, one run after the other);
 - all rows: forget = the 40 forget01 rows (the ordinary recipe).
 Writes benchmarks/results/RESULTS.json (`--results`, default zero_shot; appended as it goes; a rerun skips what is
 there).
@@ -45,6 +56,44 @@ KEEP = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_probabi
         "retain_probability", "retain_rougeL_recall", "eval_seconds")
 
 
+def reduced_protocol(args, work: Path) -> dict:
+    """Models, files and suite of the reduced protocol (module docstring)."""
+    from llm_forget import io
+
+    ft = dict(epochs=args.epochs, learning_rate=1e-3, batch_size=32, max_length=256)
+    data = tp.tofu_splits({"splits": ["forget01"], "retain_authors": args.retain_authors})
+    files = {k: work / "data" / f"{k}.json" for k in ("forget", "retain", "holdout")}
+    io.write_json(files["forget"], data["forget"]["forget01"])
+    io.write_json(files["retain"], data["retain"]["forget01"])
+    io.write_json(files["holdout"], data["holdout"])
+    base = tp.build_tiny_base(work / "models" / "base")
+    target, retain = work / "models" / "target", work / "models" / "retain"
+    return {"data": data, "files": files, "suite": tp.suite_for("smollm2", data, work),  # 40 rows per set
+            "target": target, "retain": retain, "protocol": {"retain_authors": args.retain_authors, "finetune": ft},
+            "target_train": tp.train(str(base), data["target"], target, ft),
+            "retain_train": tp.train(str(base), data["retain"]["forget01"], retain, ft)}
+
+
+def full_protocol(work: Path) -> dict:
+    """The tiny TOFU protocol's target and forget01 retain model (tofu_protocol.py --scale tiny, shared)."""
+    from llm_forget import io
+
+    scale = {**tp.SCALES["tiny"], "splits": ["forget01"]}
+    tiny = ROOT / "benchmarks" / "out" / "tofu_tiny"
+    data = tp.tofu_splits(scale)
+    files = {k: work / "data" / f"{k}.json" for k in ("forget", "retain", "holdout", "avoid")}
+    io.write_json(files["forget"], data["forget"]["forget01"])
+    io.write_json(files["retain"], data["retain"]["forget01"])
+    io.write_json(files["holdout"], data["holdout"])
+    io.write_json(files["avoid"], tp._load("retain_perturbed_400"))  # the suite's retain rows: never calibrated on
+    base = tp.build_tiny_base(tiny / "models" / "base")
+    target, retain = tiny / "models" / "target", tiny / "models" / "retain_forget01"
+    return {"data": data, "files": files, "suite": tp.suite_for("tiny", data, work), "target": target,
+            "retain": retain, "protocol": {"scale": "tiny", "finetune": scale["finetune"]},
+            "target_train": tp.train(str(base), data["target"], target, scale["finetune"]),
+            "retain_train": tp.train(str(base), data["retain"]["forget01"], retain, scale["finetune"])}
+
+
 def run_requests(recipe: str, model: str, reqs: list[dict], files: dict, out: Path, extra: dict) -> tuple[str, dict]:
     """Apply described requests one after another; returns the last model and the runs' probe records."""
     from llm_forget import io
@@ -58,7 +107,7 @@ def run_requests(recipe: str, model: str, reqs: list[dict], files: dict, out: Pa
         unlearn(str(ROOT / "llm_forget" / "recipes" / f"{recipe}.yaml"), model=model,
                 request=str(out / f"request{i}.json"),
                 retain=str(files["retain"]), holdout=str(files["holdout"]), output_dir=str(run), eval_suite="none",
-                overwrite=True, **extra)
+                overwrite=True, **_avoid(files), **extra)
         info["unlearn_seconds"] += time.perf_counter() - t
         res = json.loads((run / "results.json").read_text())
         info["probes"].append({**res["probes"], "steps": res["steps"]})
@@ -66,16 +115,26 @@ def run_requests(recipe: str, model: str, reqs: list[dict], files: dict, out: Pa
     return model, info
 
 
+def _avoid(files: dict) -> dict:
+    return {"select_avoid": str(files["avoid"])} if "avoid" in files else {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", default="npo")
     ap.add_argument("--retain-authors", type=int, default=4)
     ap.add_argument("--epochs", type=float, default=40)
+    ap.add_argument("--protocol", choices=["reduced", "full"], default="reduced",
+                    help="reduced: N retain authors (module docstring); full: the tiny TOFU protocol's models")
     ap.add_argument("--select-target", default="max", help="checkpoint selection: max, holdout (forget perplexity "
-                    "closest to the holdout's) or retrain (the shipped recipes'); rows other than max are named "
-                    "NAME@TARGET")
-    ap.add_argument("--runs", default="zero-shot,few-shot,all", help="which runs (comma-separated)")
+                    "closest to the holdout's), retrain, or recipe (the recipe's own setting, nothing overridden); "
+                    "rows other than max are named NAME@TARGET")
+    ap.add_argument("--runs", default="zero-shot,few-shot,all", help="which runs (comma-separated): zero-shot, "
+                    "few-shot (one request per author, one after the other), zero-shot-joint, few-shot-joint (one "
+                    "request naming both authors), all")
     ap.add_argument("--max-steps", type=int, default=-1, help="cap on each run's steps (-1: the recipe's epochs)")
+    ap.add_argument("--probe-templates", type=int, default=None,
+                    help="templates asked about each name (default: the library's, 32); rows named '... templates N'")
     ap.add_argument("--results", default="zero_shot", help="results file stem in benchmarks/results; its own "
                     "work folder under benchmarks/out, so models and rows of different runs never mix")
     args = ap.parse_args()
@@ -85,28 +144,19 @@ def main() -> None:
     from llm_forget import io
     from llm_forget.api import unlearn
 
-    scale = {"splits": ["forget01"], "retain_authors": args.retain_authors}
-    ft = dict(epochs=args.epochs, learning_rate=1e-3, batch_size=32, max_length=256)
     work = ROOT / "benchmarks" / "out" / args.results
     rfile = RESULTS / f"{args.results}.json"
     res = json.loads(rfile.read_text()) if rfile.is_file() else {"rows": {}}
+    setup = full_protocol(work) if args.protocol == "full" else reduced_protocol(args, work)
+    data, files, suite, target, retain = (setup[k] for k in ("data", "files", "suite", "target", "retain"))
     res.update(machine={"cpu_cores": os.cpu_count(), "cpu_threads": 1, "platform": platform.platform(),
                         "torch": torch.__version__},
-               protocol={"retain_authors": args.retain_authors, "finetune": ft, "recipe": args.recipe,
-                         "max_steps": args.max_steps, "authors": AUTHORS})
+               protocol={"name": args.protocol, **setup["protocol"], "recipe": args.recipe,
+                         "max_steps": args.max_steps, "select_target": args.select_target, "authors": AUTHORS},
+               target_train=setup["target_train"], retain_train=setup["retain_train"])
     save = lambda: (RESULTS.mkdir(parents=True, exist_ok=True), io.write_json(rfile, res))  # noqa: E731
-    data = tp.tofu_splits(scale)
     forget = data["forget"]["forget01"]
     assert all(a in r["question"] + r["answer"] for a, rows in zip(AUTHORS, (forget[:20], forget[20:])) for r in rows)
-    files = {k: work / "data" / f"{k}.json" for k in ("forget", "retain", "holdout")}
-    io.write_json(files["forget"], forget)
-    io.write_json(files["retain"], data["retain"]["forget01"])
-    io.write_json(files["holdout"], data["holdout"])
-    suite = tp.suite_for("smollm2", data, work)  # the reduced tofu suite (40 rows per set)
-    base = tp.build_tiny_base(work / "models" / "base")
-    target, retain = work / "models" / "target", work / "models" / "retain"
-    res["target_train"] = tp.train(str(base), data["target"], target, ft)
-    res["retain_train"] = tp.train(str(base), data["retain"]["forget01"], retain, ft)
     ev = work / "eval"
     rows = res["rows"]
     if "retain" not in rows:
@@ -116,11 +166,18 @@ def main() -> None:
     if "target" not in rows:
         rows["target"] = tp.evaluate(str(target), suite, "forget01", ev / "target", rres)
         save()
-    extra = {"max_steps": args.max_steps, "select_target": args.select_target}
+    extra = {"max_steps": args.max_steps}
+    if args.probe_templates is not None:
+        extra["probe_templates"] = args.probe_templates
+    if args.select_target != "recipe":
+        extra["select_target"] = args.select_target
     runs = {
         "zero-shot": [{"kind": "concept", "description": a} for a in AUTHORS],
         "few-shot (2 rows each)": [{"kind": "concept", "description": a, "examples": forget[20 * i:20 * i + 2]}
                                    for i, a in enumerate(AUTHORS)],
+        "zero-shot-joint (both names, one request)": [{"kind": "concept", "description": AUTHORS}],
+        "few-shot-joint (2 rows each, one request)": [{"kind": "concept", "description": AUTHORS,
+                                                       "examples": forget[0:2] + forget[20:22]}],
         "all 40 rows": None,
     }
     for name, reqs in runs.items():
@@ -128,6 +185,8 @@ def main() -> None:
             continue
         stem = name.split(" ")[0] + ("" if args.select_target == "max" else f"@{args.select_target}")
         name = name if args.select_target == "max" else f"{name} @{args.select_target}"
+        if args.probe_templates is not None and reqs is not None:
+            stem, name = f"{stem}_t{args.probe_templates}", f"{name} templates {args.probe_templates}"
         if name in rows:
             continue
         out = work / "runs" / stem
@@ -135,16 +194,17 @@ def main() -> None:
             t = time.perf_counter()
             unlearn(str(ROOT / "llm_forget" / "recipes" / f"{args.recipe}.yaml"), model=str(target),
                     forget=str(files["forget"]), retain=str(files["retain"]), holdout=str(files["holdout"]),
-                    output_dir=str(out), eval_suite="none", overwrite=True, **extra)
+                    output_dir=str(out), eval_suite="none", overwrite=True, **_avoid(files), **extra)
             model, info = str(out / "model"), {"unlearn_seconds": time.perf_counter() - t}
         else:
             model, info = run_requests(args.recipe, str(target), reqs, files, out, extra)
         s = tp.evaluate(model, suite, "forget01", ev / stem, rres)
-        rows[name] = {**s, **info, "utility_of_target": s["model_utility"] / rows["target"]["model_utility"]}
+        rows[name] = {**s, **info, "utility_of_target": s["model_utility"] / rows["target"]["model_utility"],
+                      "retain_probability_of_target": s["retain_probability"] / rows["target"]["retain_probability"]}
         print(f"{name}: FQ {s['forget_quality']:.3g}, MU {s['model_utility']:.4f} "
               f"({rows[name]['utility_of_target']:.0%} of target), {info['unlearn_seconds']:.0f} s", flush=True)
         save()
-    cols = KEEP + ("utility_of_target", "unlearn_seconds")
+    cols = KEEP + ("utility_of_target", "retain_probability_of_target", "mia_auc", "unlearn_seconds")
     print(json.dumps({k: {m: v.get(m) for m in cols} for k, v in rows.items()}, indent=1))
 
 
