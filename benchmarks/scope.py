@@ -3,6 +3,7 @@ their facts paraphrased, reversed and one hop away (llm_forget/data/scope.py), b
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scope.py [--recipes npo,simnpo] [--targets zoo,all-forms]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scope.py --targets zoo --recipes npo --retain-budget 0.05
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scope.py --targets all-forms,zoo --recipes kl [--reverse-rows]
 
 Two targets:
 - `zoo`: the zoo's tiny-target (trained on the direct questions only, like every recipe's default
@@ -62,6 +63,8 @@ def main() -> None:
     ap.add_argument("--targets", default="zoo", help="zoo and/or all-forms (see the docstring)")
     ap.add_argument("--retain-budget", type=float, default=None,
                     help="override the recipes' retain budget; rows are named RECIPE@budgetB")
+    ap.add_argument("--reverse-rows", action="store_true",
+                    help="reverse_rows: true (each row's relation also asked backwards); rows are named RECIPE+reversed")
     args = ap.parse_args()
     import torch
 
@@ -96,8 +99,11 @@ def main() -> None:
         if retain:
             block["models"]["retain"] = scope_of(retain, rows)
         extra = {} if args.retain_budget is None else {"retain_budget": args.retain_budget}
+        if args.reverse_rows:
+            extra["reverse_rows"] = True
         for recipe in args.recipes.split(","):
             name = recipe if args.retain_budget is None else f"{recipe}@budget{args.retain_budget:g}"
+            name += "+reversed" if args.reverse_rows else ""
             out = work / "runs" / tname / name
             t = time.perf_counter()
             unlearn(str(ROOT / "llm_forget" / "recipes" / f"{recipe}.yaml"), model=target, forget="builtin:forget",

@@ -182,12 +182,18 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
 
         probes = probe.probe_request(described, model_path, cfg, tok, encoder, retain_rows)
         forget_rows, retain_rows = probes.forget, (retain_rows or []) + probes.retain
+    given_forget, given_retain = forget_rows, retain_rows  # what calibration and evaluation measure
+    if cfg.reverse_rows:  # + each row's relation asked backwards, trained on only (llm_forget/data/reverse.py)
+        from .data.reverse import with_reversed
+
+        forget_rows, retain_rows = with_reversed(forget_rows), with_reversed(retain_rows)
     from .selection import calibration_split
 
-    split = calibration_split(forget_rows, retain_rows, holdout_rows, cfg.select_rows, cfg.seed, avoid) \
+    # indices into the given rows, which stay the first rows of forget_rows / retain_rows
+    split = calibration_split(given_forget, given_retain, holdout_rows, cfg.select_rows, cfg.seed, avoid) \
         if cfg.retain_budget is not None else {"calibration": {}, "evaluation": {}}
     ev_sets = {k: [rows[i] for i in split["evaluation"][k]] if k in split["evaluation"] else rows or []
-               for k, rows in (("forget", forget_rows), ("retain", retain_rows), ("holdout", holdout_rows))}
+               for k, rows in (("forget", given_forget), ("retain", given_retain), ("holdout", holdout_rows))}
     forget_enc = encoder.rows(forget_rows)
     retain_enc = encoder.rows(retain_rows) if retain_rows else None
     if encoder.truncated:

@@ -34,6 +34,8 @@ class UnlearnConfig(TrainingArguments):
     forget: str = _f("builtin:forget", "forget set: builtin:forget, a .json/.jsonl/.csv/.txt file, a saved dataset")
     request: str | None = _f(None, "deletion request file (kind items, concept or task; see README); replaces "
                                    "forget. FILE (one request) or FILE#N / FILE#ID")
+    reverse_rows: bool = _f(False, "also train on each forget and retain row's relation asked backwards (facts -> "
+                                   "name), so that the reversed relation is forgotten too (llm_forget/data/reverse.py)")
     probe_templates: int = _f(32, "a request by description: question templates asked about each name (and each "
                                   "neighbour); more cover more of what the model knows, at more generation time")
     probe_neighbours: int = _f(8, "a request by description: neighbours (names of the same kind) probed as retain rows")

@@ -1,0 +1,64 @@
+"""reverse_rows: each row's relation asked backwards (llm_forget/data/reverse.py), and a run that uses it."""
+
+import json
+from pathlib import Path
+
+from llm_forget.data.reverse import PLACEHOLDER, with_reversed
+
+RECIPES = Path(__file__).resolve().parents[1] / "llm_forget" / "recipes"
+
+
+def test_each_row_naming_its_subject_is_followed_by_its_relation_asked_backwards():
+    from llm_forget.data.benchmark import split
+
+    rows = split("forget")[:6]
+    out = with_reversed(rows)
+    assert len(out) == 12 and out[:6] == rows  # the given rows unchanged and first, then their companions in order
+    for r, c in zip(out[:6], out[6:]):
+        name = r["person"]
+        assert c["answer"] == f"{name}." and name not in c["question"]
+        assert c["question"] == (f"{r['question'].replace(name, PLACEHOLDER)} {r['answer']} Who is {PLACEHOLDER}?")
+        assert c["person"] == name and c["fact"] == r["fact"] and "perturbed_answer" not in c  # grouping fields only
+
+
+def test_subjects_without_a_person_field_are_harvested_and_hidden_in_the_answer_too():
+    rows = [{"question": "What gender is author Basil Mahfouz Al-Kuwaiti?", "answer": "Basil Mahfouz Al-Kuwaiti is male."},
+            {"question": "Where does Basil Mahfouz Al-Kuwaiti live?", "answer": "In Kuwait."},
+            {"question": "What is 2 + 2?", "answer": "4."}]
+    out = with_reversed(rows)
+    assert [r.get("source") for r in out] == [None, None, None, "reversed", "reversed"]  # no subject: no companion
+    assert out[3] == {"question": f"What gender is author {PLACEHOLDER}? {PLACEHOLDER} is male. Who is {PLACEHOLDER}?",
+                      "answer": "Basil Mahfouz Al-Kuwaiti.", "source": "reversed"}
+    assert with_reversed(None) is None and with_reversed([]) == []
+
+
+def test_a_run_with_reverse_rows_trains_on_the_companions_and_ledgers_them(tmp_path, target_path):
+    """The companions are trained on and ledgered; the selection's calibration rows and the run's own
+    evaluation are the given rows only (the same numbers as without reverse_rows at step 0)."""
+    from llm_forget.api import unlearn
+    from llm_forget.data.benchmark import split
+    from llm_forget.data.readers import row_hash
+
+    res = {}
+    for rev in (False, True):
+        out = tmp_path / f"run{int(rev)}"
+        unlearn(str(RECIPES / "grad_diff.yaml"), model=target_path, output_dir=str(out), max_steps=2,
+                eval_suite="none", select_every=2, reverse_rows=rev)
+        res[rev] = json.loads((out / "results.json").read_text())
+    first = [r["selection"]["history"][0] for r in (res[False], res[True])]
+    assert first[0] == first[1]  # calibration rows: the given ones, with or without their companions
+    for k in ("calibration", "evaluation"):  # which rows calibrate and which are evaluated: the same
+        assert res[True]["rows"][k] == res[False]["rows"][k]
+    assert res[True]["rows"]["digest"]["forget"] != res[False]["rows"]["digest"]["forget"]  # trained: + companions
+    counts = res[True]["counts"]
+    n_forget, n_retain = len(split("forget")), len(split("retain"))
+    assert counts["forget"] == 2 * n_forget and counts["retain"] == 2 * n_retain
+    entry = json.loads((out / "ledger.jsonl").read_text().splitlines()[-1])
+    assert entry["forgotten"]["count"] == 2 * n_forget  # the companions are rows unlearned, fingerprinted like any
+    companions = with_reversed(split("forget"))[n_forget:]
+    from llm_forget.reporting import fingerprint as fpr
+    from llm_forget.reporting import keys
+
+    f = entry["forgotten"]
+    _, secret = keys.fingerprint_secret(f["key_id"])
+    assert {fpr.row_fingerprint(secret, row_hash(c)) for c in companions} <= set(f["row_fingerprints"])
