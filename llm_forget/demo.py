@@ -1,6 +1,6 @@
 """The demo: target and retain models on the built-in benchmark, every shipped recipe, one table.
 
-    llm-forget demo [--model tiny|smollm2-135m|PATH] [--output DIR]
+    llm-forget demo [--model tiny|smollm2-135m|PATH] [--output DIR] [--no-zero-shot]
 """
 
 from __future__ import annotations
@@ -96,6 +96,56 @@ def _run_recipe(name: str, recipe: str, target: str, out: str, sets: dict, ref: 
     return {**row, "wall_seconds": time.perf_counter() - t}, str(res.output_dir), str(res.model_dir)
 
 
+ZERO_SHOT_RECIPE = "kl"  # the default recipe (README: "Which recipe")
+
+
+def _run_described(recipe: str, target: str, out: str, name: str) -> dict:
+    """The zero-shot row: forget `name` from the name alone (a described request; llm_forget/probe.py) with
+    the default recipe as shipped (a process pool's task). Returns the run's folder, model folder, seconds."""
+    from . import io
+    from .api import unlearn
+
+    logger.info("demo: forgetting %r from the name alone (%s)", name, ZERO_SHOT_RECIPE)
+    t = time.perf_counter()
+    req = Path(out) / "zero_shot_request.json"
+    io.write_json(req, {"kind": "concept", "description": name})
+    res = unlearn(recipe, model=target, request=str(req), output_dir=str(Path(out) / "runs" / "zero_shot"),
+                  overwrite=True, disable_tqdm=True, eval_suite="none")
+    return {"run": str(res.output_dir), "model": str(res.model_dir), "wall_seconds": time.perf_counter() - t}
+
+
+def zero_shot_rows(models: dict, encoder, name: str, rows: dict) -> dict:
+    """Per model: share of the named person's direct questions, of the other forget people's and of the
+    retain people's (neighbours) that greedy decoding answers (evaluation.scope.answer_scores), and the
+    named person's answer probability."""
+    from .evaluation.scope import answer_scores
+    from .models import load_model
+
+    groups = {"named": [r for r in rows["forget"] if r.get("person") == name],
+              "other_forget": [r for r in rows["forget"] if r.get("person") != name], "neighbours": rows["retain"]}
+    out = {}
+    for label, path in models.items():
+        model = load_model(str(path))
+        with __import__("torch").no_grad():
+            sc = {g: answer_scores(model, encoder, rs) for g, rs in groups.items()}
+        out[label] = {**{f"{g}_answered": sum(x["correct"] for x in v) / len(v) for g, v in sc.items()},
+                      "named_probability": sum(x["probability"] for x in sc["named"]) / len(sc["named"]),
+                      "named_rows": len(groups["named"])}
+    return out
+
+
+def zero_shot_table(z: dict, name: str) -> str:
+    lines = [f"Zero-shot: {name} forgotten from the name alone ({ZERO_SHOT_RECIPE} as shipped, the request "
+             f"`{{\"kind\": \"concept\", \"description\": \"{name}\"}}`; the run probes the model for what it "
+             "knows, llm_forget/probe.py). Share of direct questions greedy decoding still answers:", "",
+             "| model | the named person | the other forget people | neighbours (retain people) | named: answer prob. |",
+             "|---|---|---|---|---|"]
+    for label, m in z.items():
+        lines.append(f"| {label} | {m['named_answered']:.2f} | {m['other_forget_answered']:.2f} | "
+                     f"{m['neighbours_answered']:.2f} | {m['named_probability']:.3f} |")
+    return "\n".join(lines)
+
+
 def _evaluate(model_dir, encoder, sets: dict, ref: dict, tr) -> dict:
     """The demo's evaluation of one model: quick_eval's summary on the evaluation rows, against the retain model."""
     from .evaluation.quick import quick_eval
@@ -116,11 +166,15 @@ def _job_init(threads: int, level: int) -> None:
     setup(level)
 
 
-def _run_recipes(tasks: list[tuple], jobs: int, threads: int) -> list[tuple]:
-    """`_run_recipe` over tasks, in order; `jobs` > 1: in that many fresh processes with `threads` torch
+def _task(fn, *args):
+    return fn(*args)
+
+
+def _run_recipes(tasks: list[tuple], jobs: int, threads: int) -> list:
+    """Each task (function, *arguments) in order; `jobs` > 1: in that many fresh processes with `threads` torch
     threads each (spawned, so no process shares a model or tokenizer with another)."""
     if jobs <= 1:
-        return [_run_recipe(*t) for t in tasks]
+        return [_task(*t) for t in tasks]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -128,7 +182,7 @@ def _run_recipes(tasks: list[tuple], jobs: int, threads: int) -> list[tuple]:
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_job_init,
                              initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
-        futures = [pool.submit(_run_recipe, *t) for t in tasks]
+        futures = [pool.submit(_task, *t) for t in tasks]
         try:
             return [f.result() for f in futures]
         except BaseException:
@@ -138,9 +192,11 @@ def _run_recipes(tasks: list[tuple], jobs: int, threads: int) -> list[tuple]:
 
 
 def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: bool = False,
-             recipes: list[str] | None = None, jobs: int | None = None, threads: int | None = None) -> dict:
-    """Target and retain model, every shipped recipe (or `recipes`), one table. The recipes run side by
-    side in `jobs` processes of `threads` torch threads each (default: `threads.jobs_and_threads`, one
+             recipes: list[str] | None = None, jobs: int | None = None, threads: int | None = None,
+             zero_shot: bool = True) -> dict:
+    """Target and retain model, every shipped recipe (or `recipes`), one table; with `zero_shot`, also the
+    first forget person forgotten from the name alone by the default recipe (its own table). The runs go side
+    by side in `jobs` processes of `threads` torch threads each (default: `threads.jobs_and_threads`, one
     thread per free CPU); each run is the same as alone with that many threads."""
     from . import io
     from .api import prepare_output_dir
@@ -160,7 +216,7 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
         from .errors import UserError
 
         raise UserError(f"unknown recipe(s) {', '.join(unknown)}; shipped: {', '.join(found)}")
-    n_jobs, each = jobs_and_threads(len(names), jobs, threads)
+    n_jobs, each = jobs_and_threads(len(names) + int(zero_shot), jobs, threads)
     out = Path(output)
     prepare_output_dir(out, overwrite, False)
     t0 = time.perf_counter()
@@ -190,7 +246,12 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     summary = {}
     for name, path in (("target", target), ("retain", retain)):
         summary[name] = {**_evaluate(path, encoder, sets, ref, tr), "wall_seconds": ft_seconds / 2}
-    done = _run_recipes([(n, str(found[n]), target, str(out), sets, ref, tr) for n in names], n_jobs, each)
+    tasks = [(_run_recipe, n, str(found[n]), target, str(out), sets, ref, tr) for n in names]
+    named = rows["forget"][0]["person"]
+    if zero_shot:  # the longest task first, so that it does not run alone at the end
+        tasks.insert(0, (_run_described, str(found[ZERO_SHOT_RECIPE]), target, str(out), named))
+    done = _run_recipes(tasks, n_jobs, each)
+    described = done.pop(0) if zero_shot else None
     for name, (row, run_dir, _) in zip(names, done):
         summary[name] = row
         attach_evaluation(run_dir, {k: v for k, v in row.items() if k != "wall_seconds"})
@@ -202,11 +263,20 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     best, fq = best_recipe(summary)
     verdict = (f"**{best}** (forget quality {fq:.2g}, utility {summary[best]['utility_vs_target']:.1%} of the "
                f"target's)" if best else "none: no recipe kept 95 % of the target's utility")
+    zs = None
+    if described is not None:
+        zs = zero_shot_rows({"target": target, "retain": retain, "zero-shot": described["model"]}, encoder, named,
+                            rows)
+        zs["zero-shot"]["wall_seconds"] = described["wall_seconds"]
+        attach_evaluation(described["run"], zs["zero-shot"])
     report = (f"# llm_forget demo ({model})\n\n{table(summary)}\n\n{NOTE}\n\n"
               f"Best recipe (highest forget quality among those keeping >= 95 % of the target's utility): "
-              f"{verdict}. Total wall time {time.perf_counter() - t0:.0f}s.\n")
+              f"{verdict}.\n\n" + (zero_shot_table(zs, named) + "\n\n" if zs else "") +
+              f"Total wall time {time.perf_counter() - t0:.0f}s.\n")
+    if zs:
+        io.write_json(out / "zero_shot.json", {"description": named, "recipe": ZERO_SHOT_RECIPE, "models": zs})
     io.write_json(out / "summary.json", summary)
     io.write_text(out / "report.md", report)
     plot(summary, out / "tradeoff.png")
     return {"summary": summary, "best": best, "best_forget_quality": fq, "report": report, "output": str(out),
-            "split": split, "jobs": n_jobs, "threads_per_job": each}
+            "split": split, "jobs": n_jobs, "threads_per_job": each, "zero_shot": zs}

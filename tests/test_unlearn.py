@@ -72,6 +72,25 @@ def test_demo_ranks_by_forget_quality_at_kept_utility(demo):
     assert demo["input_unchanged"], "the input model was modified"
 
 
+def test_demo_zero_shot_row_forgets_a_person_named_only(demo):
+    """The demo's zero-shot row: the first forget person unlearned from the name alone by the default recipe.
+    References: the target answers that person's direct questions and the retain model does not; the run moves
+    the person's answer probability toward the retain model's and keeps the neighbours' answers (>= 90 % of the
+    target's share: one run's retain budget is +5 % perplexity)."""
+    z = demo["zero_shot"]
+    assert set(z) == {"target", "retain", "zero-shot"}
+    t, r, u = z["target"], z["retain"], z["zero-shot"]
+    assert t["named_answered"] >= 0.8 and r["named_answered"] <= 0.4 and t["named_rows"] >= 3
+    assert r["named_probability"] < u["named_probability"] < t["named_probability"]
+    assert u["neighbours_answered"] >= 0.9 * t["neighbours_answered"]
+    out = Path(demo["output"])
+    saved = json.loads((out / "zero_shot.json").read_text())
+    assert saved["models"]["zero-shot"]["named_answered"] == u["named_answered"]
+    assert "Zero-shot:" in (out / "report.md").read_text()
+    run = json.loads((out / "runs" / "zero_shot" / "results.json").read_text())
+    assert run["probes"]["forget"] > 0 and run["summary"]["named_probability"] == u["named_probability"]
+
+
 def test_demo_recipes_side_by_side_give_the_same_numbers(demo, tmp_path):
     """Two recipes in two spawned processes of one thread each report exactly what the same recipes reported
     when the demo fixture ran them one after another with one thread (the 1-thread pass only: two processes
@@ -83,7 +102,7 @@ def test_demo_recipes_side_by_side_give_the_same_numbers(demo, tmp_path):
     if torch.get_num_threads() != 1:
         pytest.skip("compares with the demo fixture's 1-thread numbers")
     names = ["gradient_ascent", "idk_po"]
-    r = run_demo("tiny", tmp_path / "demo", recipes=names, jobs=2, threads=1)
+    r = run_demo("tiny", tmp_path / "demo", recipes=names, jobs=2, threads=1, zero_shot=False)
     assert r["jobs"] == 2 and r["threads_per_job"] == 1 and set(r["summary"]) == {"target", "retain", *names}
     for n in names + ["target", "retain"]:
         got, want = r["summary"][n], demo["summary"][n]

@@ -9,6 +9,8 @@ def add_parser(sub):
     p.add_argument("--jobs", type=int, default=None,
                    help="recipes run side by side in this many processes (default: one per CPU other processes "
                         "leave free, each with --threads or one torch thread)")
+    p.add_argument("--no-zero-shot", dest="zero_shot", action="store_false",
+                   help="skip the zero-shot row (the first forget person forgotten from the name alone)")
     add_threads(p)
     p.set_defaults(run=run)
 
@@ -17,7 +19,8 @@ def run(args):
     from ..demo import run_demo
 
     r = run_demo(args.model, args.output, args.overwrite, args.recipes.split(",") if args.recipes else None,
-                 jobs=args.jobs, threads=args.threads)
+                 jobs=args.jobs, threads=args.threads, zero_shot=args.zero_shot)
     print(r["report"])
-    print(f"outputs: {r['output']} (summary.json, report.md, tradeoff.png)")
+    print(f"outputs: {r['output']} (summary.json, report.md, tradeoff.png"
+          + (", zero_shot.json)" if r["zero_shot"] else ")"))
     return 0
