@@ -99,11 +99,15 @@ def _run_recipe(name: str, recipe: str, target: str, out: str, sets: dict, ref: 
 ZERO_SHOT_RECIPE = "kl"  # the default recipe (README: "Which recipe")
 
 
-def _run_described(recipe: str, target: str, out: str, name: str) -> dict:
+def _run_described(recipe: str, target: str, retain: str, out: str, name: str) -> dict:
     """The zero-shot row: forget `name` from the name alone (a described request; llm_forget/probe.py) with
-    the default recipe as shipped (a process pool's task). Returns the run's folder, model folder, seconds."""
+    the default recipe as shipped, then `zero_shot_rows` for target, retain model and the result (a process
+    pool's task). Returns the run's folder, its seconds and the rows."""
     from . import io
     from .api import unlearn
+    from .data.encode import Encoder
+    from .data.readers import read_rows
+    from .models import load_tokenizer
 
     logger.info("demo: forgetting %r from the name alone (%s)", name, ZERO_SHOT_RECIPE)
     t = time.perf_counter()
@@ -111,7 +115,12 @@ def _run_described(recipe: str, target: str, out: str, name: str) -> dict:
     io.write_json(req, {"kind": "concept", "description": name})
     res = unlearn(recipe, model=target, request=str(req), output_dir=str(Path(out) / "runs" / "zero_shot"),
                   overwrite=True, disable_tqdm=True, eval_suite="none")
-    return {"run": str(res.output_dir), "model": str(res.model_dir), "wall_seconds": time.perf_counter() - t}
+    secs = time.perf_counter() - t
+    rows = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain")}
+    z = zero_shot_rows({"target": target, "retain": retain, "zero-shot": res.model_dir},
+                       Encoder(load_tokenizer(target)), name, rows)
+    z["zero-shot"]["wall_seconds"] = secs
+    return {"run": str(res.output_dir), "rows": z}
 
 
 def zero_shot_rows(models: dict, encoder, name: str, rows: dict) -> dict:
@@ -248,10 +257,10 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
         summary[name] = {**_evaluate(path, encoder, sets, ref, tr), "wall_seconds": ft_seconds / 2}
     tasks = [(_run_recipe, n, str(found[n]), target, str(out), sets, ref, tr) for n in names]
     named = rows["forget"][0]["person"]
-    if zero_shot:  # the longest task first, so that it does not run alone at the end
-        tasks.insert(0, (_run_described, str(found[ZERO_SHOT_RECIPE]), target, str(out), named))
+    if zero_shot:  # short: last, to fill a process that would otherwise wait for the longest recipe
+        tasks.append((_run_described, str(found[ZERO_SHOT_RECIPE]), target, retain, str(out), named))
     done = _run_recipes(tasks, n_jobs, each)
-    described = done.pop(0) if zero_shot else None
+    described = done.pop() if zero_shot else None
     for name, (row, run_dir, _) in zip(names, done):
         summary[name] = row
         attach_evaluation(run_dir, {k: v for k, v in row.items() if k != "wall_seconds"})
@@ -265,10 +274,8 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
                f"target's)" if best else "none: no recipe kept 95 % of the target's utility")
     zs = None
     if described is not None:
-        zs = zero_shot_rows({"target": target, "retain": retain, "zero-shot": described["model"]}, encoder, named,
-                            rows)
-        zs["zero-shot"]["wall_seconds"] = described["wall_seconds"]
-        attach_evaluation(described["run"], zs["zero-shot"])
+        zs = described["rows"]
+        attach_evaluation(described["run"], {k: v for k, v in zs["zero-shot"].items() if k != "wall_seconds"})
     report = (f"# llm_forget demo ({model})\n\n{table(summary)}\n\n{NOTE}\n\n"
               f"Best recipe (highest forget quality among those keeping >= 95 % of the target's utility): "
               f"{verdict}.\n\n" + (zero_shot_table(zs, named) + "\n\n" if zs else "") +
