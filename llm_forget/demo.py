@@ -257,10 +257,10 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
         summary[name] = {**_evaluate(path, encoder, sets, ref, tr), "wall_seconds": ft_seconds / 2}
     tasks = [(_run_recipe, n, str(found[n]), target, str(out), sets, ref, tr) for n in names]
     named = rows["forget"][0]["person"]
-    if zero_shot:  # short: last, to fill a process that would otherwise wait for the longest recipe
-        tasks.append((_run_described, str(found[ZERO_SHOT_RECIPE]), target, retain, str(out), named))
+    if zero_shot:  # first: the shipped recipes' order ends with the longest runs (simnpo, swap_distill)
+        tasks.insert(0, (_run_described, str(found[ZERO_SHOT_RECIPE]), target, retain, str(out), named))
     done = _run_recipes(tasks, n_jobs, each)
-    described = done.pop() if zero_shot else None
+    described = done.pop(0) if zero_shot else None
     for name, (row, run_dir, _) in zip(names, done):
         summary[name] = row
         attach_evaluation(run_dir, {k: v for k, v in row.items() if k != "wall_seconds"})
