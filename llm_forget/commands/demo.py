@@ -2,7 +2,7 @@ def add_parser(sub):
     from ..threads import add_argument as add_threads
 
     p = sub.add_parser("demo", help="target + retain model on the built-in benchmark, every recipe, one table")
-    p.add_argument("--model", default="tiny", help="tiny (default, < 5 min on 2 CPU cores), smollm2-135m, or a folder")
+    p.add_argument("--model", default="tiny", help="tiny (default, ~5 min on 2 CPU cores), smollm2-135m, or a folder")
     p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--recipes", default=None, help="comma-separated shipped recipes (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
