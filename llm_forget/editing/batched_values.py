@@ -22,7 +22,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from .hooks import StopForward, add_at_positions, capture_outputs, frozen
+from .hooks import add_at_positions, capture_outputs, frozen
 from .locate import ValueConfig, encode, subject_end, template
 
 logger = logging.getLogger(__name__)
@@ -125,11 +125,9 @@ class PrefixCache:
         self.idx = idx
         self.start = None
         if layer is not None and can_skip_layers(base):
+            # the blocks above the edited one are not needed here
             with torch.no_grad(), capture_outputs({"h": base.layers[layer]}, stop_after="h") as got:
-                try:  # the blocks above the edited one are not needed here
-                    self._run(torch.arange(len(x), device=x.device))
-                except StopForward:
-                    pass
+                self._run(torch.arange(len(x), device=x.device))
             self.mid, self.start = got["h"], layer + 1
 
     def labels(self, y):

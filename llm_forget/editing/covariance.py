@@ -19,7 +19,7 @@ import torch
 
 from ..data.encode import pad
 from ..errors import UserError
-from .hooks import StopForward, capture_inputs
+from .hooks import capture_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +122,7 @@ def second_moments(model, tokenizer, layers, corpus: str, n_tokens: int = 20000,
                 x = torch.cat([torch.full((len(batch), 1), bos), x], 1)
                 mask = torch.cat([torch.ones(len(batch), 1, dtype=torch.long), mask], 1)
             with capture_inputs(modules, stop_after=max(todo)) as got:
-                try:
-                    model(input_ids=x.to(device), attention_mask=mask.to(device))
-                except StopForward:
-                    pass
+                model(input_ids=x.to(device), attention_mask=mask.to(device))
             m = mask.bool().to(device)
             if bos is not None:
                 m[:, 0] = False  # the sequence-start token is not text (and its key is an outlier)

@@ -32,7 +32,7 @@ def add_to_weight(module, conv1d: bool, delta: torch.Tensor) -> None:
 def capture_inputs(modules: dict, stop_after=None):
     """Record the first positional input of each module in `modules` (name -> module) into the
     yielded dict (name -> tensor, detached). When `stop_after` names one of them, the forward
-    pass is ended (StopForward) right after that module's input is read; callers catch it."""
+    pass is ended (StopForward) right after that module's input is read; the block absorbs it."""
     got: dict = {}
     handles = []
 
@@ -47,7 +47,10 @@ def capture_inputs(modules: dict, stop_after=None):
     try:
         for name, m in modules.items():
             handles.append(m.register_forward_pre_hook(make(name)))
-        yield got
+        try:
+            yield got
+        except StopForward:  # the forward was ended on purpose: what it read is in `got`
+            pass
     finally:
         for h in handles:
             h.remove()
@@ -80,7 +83,7 @@ def add_at_positions(module, delta: torch.Tensor, positions: torch.Tensor):
 def capture_outputs(modules: dict, stop_after=None):
     """Record each module's output (the hidden state for decoder blocks), detached. When `stop_after`
     names one of them, the forward pass is ended (StopForward) right after that module's output is
-    read, so nothing after it runs; callers catch it."""
+    read, so nothing after it runs; the block absorbs it."""
     got: dict = {}
     handles = []
 
@@ -95,7 +98,10 @@ def capture_outputs(modules: dict, stop_after=None):
     try:
         for name, m in modules.items():
             handles.append(m.register_forward_hook(make(name)))
-        yield got
+        try:
+            yield got
+        except StopForward:  # the forward was ended on purpose: what it read is in `got`
+            pass
     finally:
         for h in handles:
             h.remove()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..data.encode import pad
 from ..kl import kl_rows
 
-from .hooks import StopForward, add_at_positions, capture_inputs, capture_outputs, frozen
+from .hooks import add_at_positions, capture_inputs, capture_outputs, frozen
 from .requests import EditRequest
 
 logger = logging.getLogger(__name__)
@@ -108,10 +108,7 @@ def compute_keys(model, tokenizer, requests: list[EditRequest], layers: list[int
     for s in range(0, len(texts), batch_size):
         x, m, pos, _ = encode(tokenizer, texts[s:s + batch_size], ends[s:s + batch_size])
         with capture_inputs(modules, stop_after=max(layers)) as got:
-            try:
-                model(input_ids=x.to(device), attention_mask=m.to(device))
-            except StopForward:
-                pass
+            model(input_ids=x.to(device), attention_mask=m.to(device))
         rows = torch.arange(len(pos))
         for layer in layers:
             keys[layer].append(got[layer][rows, pos.to(device)].float().cpu())

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .hooks import StopForward, add_to_weight, capture_outputs
+from .hooks import add_to_weight, capture_outputs
 from .locate import ValueConfig, compute_keys, compute_value_delta, encode, subject_end
 from .result import EditResult
 
@@ -48,10 +48,7 @@ def block_outputs(model, tokenizer, requests, layer: int, arch, batch_size: int 
         rs = requests[s:s + batch_size]
         x, m, pos, _ = encode(tokenizer, [r.prompt for r in rs], [subject_end(r.prompt, r.subject) for r in rs])
         with capture_outputs({"b": block}, stop_after="b") as got:  # the blocks above it are not needed
-            try:
-                model(input_ids=x.to(device), attention_mask=m.to(device))
-            except StopForward:
-                pass
+            model(input_ids=x.to(device), attention_mask=m.to(device))
         out.append(got["b"][torch.arange(len(rs)), pos.to(device)].float().cpu())
     return torch.cat(out)
 

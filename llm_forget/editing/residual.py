@@ -15,11 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError
-from .hooks import StopForward, add_at_positions, capture_outputs
-
-
-def _stop(*_):
-    raise StopForward
+from .hooks import add_at_positions, capture_outputs
 
 
 @torch.no_grad()
@@ -41,14 +37,8 @@ def residual_gain(model, layer: int, arch, n_tokens: int = 6, seed: int = 0) -> 
         from contextlib import nullcontext
 
         ctx = add_at_positions(mlp, add, pos) if add is not None else nullcontext()
-        with ctx, capture_outputs({"mlp": mlp, "block": block}) as got:
-            stop = block.register_forward_hook(_stop)
-            try:
-                model(input_ids=x)
-            except StopForward:
-                pass
-            finally:
-                stop.remove()
+        with ctx, capture_outputs({"mlp": mlp, "block": block}, stop_after="block") as got:
+            model(input_ids=x)
         return got
 
     was_training = model.training
