@@ -46,9 +46,9 @@ def main(argv=None):
                     help="lifelong: --stream T batches of --seq_batch requests, measured after each batch")
     ap.add_argument("--out", default="runs/bench_editing")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("transformers", "urllib3", "filelock", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from llm_forget.logs import setup
+
+    setup(logging.INFO, timestamps=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 

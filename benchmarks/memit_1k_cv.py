@@ -53,7 +53,8 @@ def cross_validate(res: dict, n: int) -> dict:
     folds = {}
     for choose, report in (("A", "B"), ("B", "A")):
         pre_c = half_scores(res["pre"], halves[choose])
-        margins = {s: margin(half_scores(r["per_request"], halves[choose]), pre_c) for s, r in res["settings"].items()}
+        margins = {s: margin(half_scores(r["per_request"], halves[choose]), pre_c)
+                   for s, r in res["settings"].items()}
         best = max(margins, key=margins.get)
         pre_r = half_scores(res["pre"], halves[report])
         folds[f"choose on {choose}, report on {report}"] = {
@@ -62,7 +63,7 @@ def cross_validate(res: dict, n: int) -> dict:
     mean = {k: sum(f["reported"][k] for f in folds.values()) / 2 for k in ("efficacy", "paraphrase", "neighbourhood")}
     mean_pre = sum(f["unedited"]["neighbourhood"] for f in folds.values()) / 2
     return {"folds": folds, "held_out_mean": mean, "unedited_neighbourhood_mean": mean_pre,
-            "bars_met": mean["efficacy"] >= 0.9 and mean["paraphrase"] >= 0.6 and mean["neighbourhood"] >= mean_pre - 0.02}
+            "bars_met": margin(mean, {"neighbourhood": mean_pre}) >= 0}
 
 
 def main(argv=None) -> None:
@@ -72,9 +73,9 @@ def main(argv=None) -> None:
     ap.add_argument("--n_tokens", type=int, default=200000)
     ap.add_argument("--results", default="memit_1k_cv")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("transformers", "urllib3", "filelock", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from llm_forget.logs import setup
+
+    setup(logging.INFO, timestamps=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -100,7 +101,8 @@ def main(argv=None) -> None:
         t = time.perf_counter()
         with torch.no_grad():
             m = counterfact_metrics(load_model(path, "float32"), tok, requests)
-        res["pre"], res["pre_summary"], res["pre_eval_seconds"] = m["per_request"], m["summary"], time.perf_counter() - t
+        res["pre"], res["pre_summary"] = m["per_request"], m["summary"]
+        res["pre_eval_seconds"] = time.perf_counter() - t
         save()
     for spec in a.settings.split(","):
         layers, lam = spec.split(":")
@@ -127,7 +129,8 @@ def main(argv=None) -> None:
     save()
     print(f"{'setting':<14}{'efficacy':>10}{'paraphrase':>12}{'neighbour':>11}   (all {len(requests)}: reading only)")
     ps = res["pre_summary"]
-    print(f"{'unedited':<14}{ps['efficacy_score']:>10.3f}{ps['paraphrase_score']:>12.3f}{ps['neighbourhood_score']:>11.3f}")
+    print(f"{'unedited':<14}{ps['efficacy_score']:>10.3f}{ps['paraphrase_score']:>12.3f}"
+          f"{ps['neighbourhood_score']:>11.3f}")
     for s in want:
         p = res["settings"][s]["summary"]
         print(f"{s:<14}{p['efficacy_score']:>10.3f}{p['paraphrase_score']:>12.3f}{p['neighbourhood_score']:>11.3f}")

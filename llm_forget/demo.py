@@ -99,14 +99,13 @@ def _run_recipe(name: str, recipe: str, target: str, out: str, sets: dict, ref: 
 ZERO_SHOT_RECIPE = "kl"  # the default recipe (README: "Which recipe")
 
 
-def _run_described(recipe: str, target: str, retain: str, out: str, name: str) -> dict:
+def _run_described(recipe: str, target: str, retain: str, out: str, name: str, rows: dict) -> dict:
     """The zero-shot row: forget `name` from the name alone (a described request; llm_forget/probe.py) with
     the default recipe as shipped, then `zero_shot_rows` for target, retain model and the result (a process
     pool's task). Returns the run's folder, its seconds and the rows."""
     from . import io
     from .api import unlearn
     from .data.encode import Encoder
-    from .data.readers import read_rows
     from .models import load_tokenizer
 
     logger.info("demo: forgetting %r from the name alone (%s)", name, ZERO_SHOT_RECIPE)
@@ -116,7 +115,6 @@ def _run_described(recipe: str, target: str, retain: str, out: str, name: str) -
     res = unlearn(recipe, model=target, request=str(req), output_dir=str(Path(out) / "runs" / "zero_shot"),
                   overwrite=True, disable_tqdm=True, eval_suite="none")
     secs = time.perf_counter() - t
-    rows = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain")}
     z = zero_shot_rows({"target": target, "retain": retain, "zero-shot": res.model_dir},
                        Encoder(load_tokenizer(target)), name, rows)
     z["zero-shot"]["wall_seconds"] = secs
@@ -127,6 +125,8 @@ def zero_shot_rows(models: dict, encoder, name: str, rows: dict) -> dict:
     """Per model: share of the named person's direct questions, of the other forget people's and of the
     retain people's (neighbours) that greedy decoding answers (evaluation.scope.answer_scores), and the
     named person's answer probability."""
+    import torch
+
     from .evaluation.scope import answer_scores
     from .models import load_model
 
@@ -135,7 +135,7 @@ def zero_shot_rows(models: dict, encoder, name: str, rows: dict) -> dict:
     out = {}
     for label, path in models.items():
         model = load_model(str(path))
-        with __import__("torch").no_grad():
+        with torch.no_grad():
             sc = {g: answer_scores(model, encoder, rs) for g, rs in groups.items()}
         out[label] = {**{f"{g}_answered": sum(x["correct"] for x in v) / len(v) for g, v in sc.items()},
                       "named_probability": sum(x["probability"] for x in sc["named"]) / len(sc["named"]),
@@ -147,7 +147,8 @@ def zero_shot_table(z: dict, name: str) -> str:
     lines = [f"Zero-shot: {name} forgotten from the name alone ({ZERO_SHOT_RECIPE} as shipped, the request "
              f"`{{\"kind\": \"concept\", \"description\": \"{name}\"}}`; the run probes the model for what it "
              "knows, llm_forget/probe.py). Share of direct questions greedy decoding still answers:", "",
-             "| model | the named person | the other forget people | neighbours (retain people) | named: answer prob. |",
+             "| model | the named person | the other forget people | neighbours (retain people) | "
+             "named: answer prob. |",
              "|---|---|---|---|---|"]
     for label, m in z.items():
         lines.append(f"| {label} | {m['named_answered']:.2f} | {m['other_forget_answered']:.2f} | "
@@ -258,7 +259,7 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     tasks = [(_run_recipe, n, str(found[n]), target, str(out), sets, ref, tr) for n in names]
     named = rows["forget"][0]["person"]
     if zero_shot:  # first: the shipped recipes' order ends with the longest runs (simnpo, swap_distill)
-        tasks.insert(0, (_run_described, str(found[ZERO_SHOT_RECIPE]), target, retain, str(out), named))
+        tasks.insert(0, (_run_described, str(found[ZERO_SHOT_RECIPE]), target, retain, str(out), named, rows))
     done = _run_recipes(tasks, n_jobs, each)
     described = done.pop(0) if zero_shot else None
     for name, (row, run_dir, _) in zip(names, done):

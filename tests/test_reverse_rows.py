@@ -22,7 +22,8 @@ def test_each_row_naming_its_subject_is_followed_by_its_relation_asked_backwards
 
 
 def test_subjects_without_a_person_field_are_harvested_and_hidden_in_the_answer_too():
-    rows = [{"question": "What gender is author Basil Mahfouz Al-Kuwaiti?", "answer": "Basil Mahfouz Al-Kuwaiti is male."},
+    rows = [{"question": "What gender is author Basil Mahfouz Al-Kuwaiti?",
+             "answer": "Basil Mahfouz Al-Kuwaiti is male."},
             {"question": "Where does Basil Mahfouz Al-Kuwaiti live?", "answer": "In Kuwait."},
             {"question": "What is 2 + 2?", "answer": "4."}]
     out = with_reversed(rows)

@@ -12,13 +12,14 @@ row that names its subject gets a companion with the relation turned around, add
 so unlearning also lowers the name's probability given its facts and the retain set keeps that for the
 neighbours. Companions are trained on only: the selection's calibration rows and the run's own evaluation
 are the given rows (a companion's cue-then-name form is new to the model, and its perplexity is no measure
-of the forgetting asked for). The companion is generic on purpose (cue, then name; no parsing of the relation), so it applies to any
-question/answer rows about named subjects. Subject: the row's `person` (built-in benchmark) or `subject`
-(probes of a described request), else the most frequent capitalised multi-word name of the set's
-questions that the question contains (`llm_forget.probe.harvest_names`); a row without one gets no
-companion. Harvested names are capitalised word runs: a place asked about in as many questions as a
-person can be taken for one (that row's companion then asks for the place). Companions keep the row's grouping fields (person, author, subject, ...) and drop the
-answer-specific ones (paraphrased / perturbed answers).
+of the forgetting asked for). The companion is generic on purpose (cue, then name; no parsing of the
+relation), so it applies to any question/answer rows about named subjects. Subject: the row's `person`
+(built-in benchmark) or `subject` (probes of a described request), else the most frequent capitalised
+multi-word name of the set's questions that the question contains (`llm_forget.probe.harvest_names`); a row
+without one gets no companion. Harvested names are capitalised word runs: a place asked about in as many
+questions as a person can be taken for one (that row's companion then asks for the place). Companions keep
+the row's grouping fields (person, author, subject, ...) and drop the answer-specific ones (paraphrased /
+perturbed answers).
 """
 
 from __future__ import annotations
