@@ -188,7 +188,7 @@ def _run_recipes(tasks: list[tuple], jobs: int, threads: int) -> list:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    logger.info("demo: %d recipes in %d processes of %d thread(s)", len(tasks), jobs, threads)
+    logger.info("demo: %d tasks in %d processes of %d thread(s)", len(tasks), jobs, threads)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_job_init,
                              initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
@@ -233,7 +233,12 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     if model == "tiny":
         from . import zoo
 
-        target, retain = str(zoo.get("tiny-target")), str(zoo.get("tiny-retain"))
+        pair = ("tiny-target", "tiny-retain")
+        if n_jobs > 1 and not all(zoo.is_cached(m) for m in pair):  # built side by side, once
+            zoo.get("tiny")  # the base both start from (tokenizer and initial weights), before the processes
+            target, retain = (str(p) for p in _run_recipes([(zoo.get, m) for m in pair], 2, each))
+        else:
+            target, retain = (str(zoo.get(m)) for m in pair)
         ft_seconds = time.perf_counter() - t0
     else:
         from .finetune import finetune

@@ -64,6 +64,10 @@ def train(path: str, rows: list[dict], output_dir: str | Path, *, epochs: float 
                              remove_unused_columns=False)
     trainer = Trainer(model=m, args=args, train_dataset=_Rows(items),
                       data_collator=lambda b: pad(b, tok.pad_token_id))
+    if not progress:  # no bar, and no loss dicts printed to stdout either (the log line below sums it up)
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     t = time.perf_counter()
     res = trainer.train()
     secs = time.perf_counter() - t

@@ -173,18 +173,28 @@ def _build_finetuned(out: Path, split: str) -> None:
           **{**TINY_FT, "seed": seed()})
 
 
-def get(name: str, **overrides) -> Path:
-    """The cached folder of zoo model `name`, building it on first use."""
+def _locate(name: str, **overrides):
+    """(cache folder, build function) of zoo model `name`."""
     if name == "tiny":
         settings = {**TINY, "seed": seed(), **overrides}
-        return _atomic_build(cache_dir() / "zoo" / f"tiny-{_key(settings)}", lambda d: build_tiny(d, settings))
+        return cache_dir() / "zoo" / f"tiny-{_key(settings)}", lambda d: build_tiny(d, settings)
     if name in ("tiny-target", "tiny-retain"):
         split = "train" if name == "tiny-target" else "retain"
         key = _key({**TINY, **TINY_FT, "seed": seed(), "split": split, "benchmark": repr(_benchmark_spec())})
-        return _atomic_build(cache_dir() / "zoo" / f"{name}-{key}", lambda d: _build_finetuned(d, split))
+        return cache_dir() / "zoo" / f"{name}-{key}", lambda d: _build_finetuned(d, split)
     if name == "smollm2-135m":
-        return _atomic_build(cache_dir() / "zoo" / "smollm2-135m", build_smollm2)
+        return cache_dir() / "zoo" / "smollm2-135m", build_smollm2
     raise UserError(f"unknown zoo model {name!r}; known: {', '.join(SOURCES)}")
+
+
+def get(name: str, **overrides) -> Path:
+    """The cached folder of zoo model `name`, building it on first use."""
+    return _atomic_build(*_locate(name, **overrides))
+
+
+def is_cached(name: str) -> bool:
+    """Whether zoo model `name` is built already (get() would return at once)."""
+    return (_locate(name)[0] / "config.json").exists()
 
 
 def resolve_model_path(name_or_path: str) -> str:

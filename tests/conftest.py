@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,6 +12,7 @@ os.environ.setdefault("LLM_FORGET_CACHE", str(REPO / ".cache" / "llm_forget"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Signing keys and fingerprint secrets of test runs go to a throwaway folder, never ~/.config.
 os.environ["LLM_FORGET_CONFIG"] = tempfile.mkdtemp(prefix="llm_forget_config_")
+atexit.register(shutil.rmtree, os.environ["LLM_FORGET_CONFIG"], ignore_errors=True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # torch's thread count comes from OMP_NUM_THREADS (1 when unset: tiny models run fastest on one
 # thread). `make test` runs the suite under 1 thread and the `numeric` tests again under 2: another
