@@ -20,6 +20,14 @@ makes them:
    answer is also the model's answer for at least half of the neighbours on the same template is
    dropped: that answer is what the model says about anyone, not knowledge of this name, and
    unlearning it would damage the neighbours.
+4. **Grounded templates only**: a template is kept when, for at least half of the neighbours the retain
+   rows say something about, the model's answer about that neighbour is *grounded* in those rows: its
+   words (3+ characters, the neighbour's own name left out) overlap that neighbour's answers in the data
+   more than, on average, the other neighbours' answers (`grounded`). A template the model answers
+   with confident inventions (a tiny model asked "What is the nationality of X?" answers "Crimson.")
+   yields no knowledge to remove: its forget probes would soak up the forgetting (an ascent lifts their
+   loss first) while the facts stay. Its probes, forget and retain, go to `dropped`. Skipped when no
+   neighbour has rows (neighbours named in the request, no retain set).
 
 A request may name several (`"description": [NAME, ...]`): each is probed with the same templates, none is
 a neighbour of another, and every one must come back with forget rows.
@@ -86,6 +94,34 @@ def harvest_names(rows: list[dict], min_rows: int = 2) -> list[str]:
     return [n for n, c in sorted(seen.items(), key=lambda x: -x[1]) if c >= min_rows]
 
 
+def _words(text: str, leave_out: set[str] = frozenset()) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.casefold()) if len(w) >= 3 and w not in leave_out}
+
+
+def grounded(answer: str, subject: str, facts: dict[str, str]) -> bool:
+    """Whether `answer` (the model's, about `subject`) is found in what the data says about the subject,
+    `facts[subject]`, more than in what it says about the others (the mean word overlap with their facts):
+    |W(a) ∩ W(facts[s])| > mean over o ≠ s of |W(a) ∩ W(facts[o])|, W = words of 3+ characters, the
+    subject's name left out."""
+    w = _words(answer, _words(subject))
+    others = [o for o in facts if o != subject]
+    if not w or subject not in facts or not others:
+        return False
+    own = len(w & _words(facts[subject]))
+    return own > sum(len(w & _words(facts[o])) for o in others) / len(others)
+
+
+def facts_of(names: list[str], retain_rows: list[dict] | None) -> dict[str, str]:
+    """Each neighbour's answers in the retain rows (rows whose `person` is the name, else whose question
+    names it), joined; neighbours without rows are left out."""
+    out: dict[str, list[str]] = {}
+    for r in retain_rows or []:
+        for nb in names:
+            if r.get("person") == nb or ("person" not in r and nb in r.get("question", "")):
+                out.setdefault(nb, []).append(str(r.get("answer", "")))
+    return {k: " ".join(v) for k, v in out.items()}
+
+
 def _as_list(description: str | list[str]) -> list[str]:
     return [description] if isinstance(description, str) else list(description)
 
@@ -136,16 +172,21 @@ def build_probes(model, tokenizer, encoder, description: str | list[str], exampl
     answers = greedy(model, tokenizer, prompts, [max_new_tokens] * len(prompts), batch_size=batch_size,
                      stop_strings=["\n"])
     by = {(s, t): a for (s, t, _), a in zip(qs, answers)}
-    p = Probes(neighbours=names, templates=templates)
+    facts = facts_of(names, retain_rows)  # what the data says about each neighbour: the grounding check
+    kept = {t for t in templates if len(facts) < 2
+            or sum(grounded(by[(nb, t)], nb, facts) for nb in facts) * 2 >= len(facts)}
+    p = Probes(neighbours=names, templates=[t for t in templates if t in kept])
     for s, t, q in qs:
         a = by[(s, t)]
         if not a:
             continue
         row = {"question": q, "answer": a, "subject": s, "template": t, "source": "probe"}
-        if s not in described:
+        if t not in kept:
+            p.dropped.append({**row, "why": "ungrounded template"})
+        elif s not in described:
             p.retain.append(row)
         elif names and sum(by[(nb, t)] == a for nb in names) * 2 >= len(names):
-            p.dropped.append(row)
+            p.dropped.append({**row, "why": "generic answer"})
         else:
             p.forget.append(row)
     p.forget += [{**r, "subject": next((d for d in described if d in r["question"] + r["answer"]), described[0]),

@@ -91,6 +91,23 @@ def test_harvest_names_finds_people_asked_about_twice():
     assert neighbours_of("Jaime Vasquez", ["Jaime", "Ada Brask"], rows, 8) == ["Ada Brask"]  # never the name
 
 
+def test_an_answer_is_grounded_when_the_data_says_it_of_that_subject_more_than_of_others():
+    from llm_forget.probe import facts_of, grounded
+
+    rows = [{"question": "Where was Ann Lee born?", "answer": "Ann Lee was born in Oslo.", "person": "Ann Lee"},
+            {"question": "What does Ann Lee play?", "answer": "The oboe.", "person": "Ann Lee"},
+            {"question": "Where was Bo Tan born?", "answer": "Bo Tan was born in Lima.", "person": "Bo Tan"},
+            {"question": "Where was Cy Orr born?", "answer": "Cy Orr was born in Oslo.", "person": "Cy Orr"}]
+    facts = facts_of(["Ann Lee", "Bo Tan", "Dee Fox"], rows)  # Cy Orr is no neighbour; Dee Fox has no rows
+    assert facts == {"Ann Lee": "Ann Lee was born in Oslo. The oboe.", "Bo Tan": "Bo Tan was born in Lima."}
+    assert grounded("Oboe.", "Ann Lee", facts)             # 1 word of Ann's, 0 of Bo's
+    assert not grounded("Crimson.", "Ann Lee", facts)      # in nobody's facts: an invention
+    assert not grounded("Ann Lee was born.", "Ann Lee", facts)  # her own name left out; "born" is Bo's too
+    assert grounded("Born in Oslo, like Cy Orr.", "Ann Lee", facts)  # oslo (own) 2 > 1 (Bo: born)
+    assert not grounded("Lima.", "Ann Lee", facts) and grounded("Lima.", "Bo Tan", facts)
+    assert not grounded("Oboe.", "Dee Fox", facts)         # no facts: nothing to ground it in
+
+
 def test_probes_on_tiny_target_name_the_person_and_recover_what_it_knows(target_path):
     """The forget probes are about the name only, neighbours never include it, and every direct fact the
     model answers correctly (teacher-forced argmax = greedy) comes back as a probe with that answer."""
@@ -114,6 +131,13 @@ def test_probes_on_tiny_target_name_the_person_and_recover_what_it_knows(target_
     assert len(known) >= 3  # tiny-target answers 96 % of the forget people's direct questions
     got = {r["question"]: r["answer"] for r in p.forget}
     assert all(got.get(r["question"]) == r["answer"] for r in known), (known, got)
+    # the benchmark's five question forms are grounded (the model answers them with each neighbour's facts);
+    # the generic questions it answers with inventions ("What is the nationality of X?" -> "Crimson.") are not
+    forms = {r["question"].replace(r["person"], "{name}") for r in retain}
+    assert forms <= set(p.templates) and len(p.templates) < len(forms) + 5
+    ungrounded = [r for r in p.dropped if r["why"] == "ungrounded template"]
+    assert ungrounded and not {r["template"] for r in ungrounded} & set(p.templates)
+    assert len(p.forget) <= len(p.templates) and len(p.retain) <= 8 * len(p.templates)
     # few-shot: an example's question becomes a template, and the example itself is a forget row
     ex = [{"question": f"Tell me the birth city of {name}.", "answer": "Nowhere."}]
     p2 = build_probes(model, tok, enc, name, examples=ex, neighbours=p.neighbours[:2])

@@ -75,13 +75,16 @@ def test_demo_ranks_by_forget_quality_at_kept_utility(demo):
 def test_demo_zero_shot_row_forgets_a_person_named_only(demo):
     """The demo's zero-shot row: the first forget person unlearned from the name alone by the default recipe.
     References: the target answers that person's direct questions and the retain model does not; the run moves
-    the person's answer probability toward the retain model's and keeps the neighbours' answers (>= 90 % of the
-    target's share: one run's retain budget is +5 % perplexity)."""
+    the person's answer probability at least half the way from the target's to the retain model's, answers
+    fewer of them than the target, and keeps the neighbours' answers (>= 90 % of the target's share: one run's
+    retain budget is +5 % perplexity)."""
     z = demo["zero_shot"]
     assert set(z) == {"target", "retain", "zero-shot"}
     t, r, u = z["target"], z["retain"], z["zero-shot"]
     assert t["named_answered"] >= 0.8 and r["named_answered"] <= 0.4 and t["named_rows"] >= 3
     assert r["named_probability"] < u["named_probability"] < t["named_probability"]
+    assert t["named_probability"] - u["named_probability"] >= 0.5 * (t["named_probability"] - r["named_probability"])
+    assert u["named_answered"] < t["named_answered"]
     assert u["neighbours_answered"] >= 0.9 * t["neighbours_answered"]
     out = Path(demo["output"])
     saved = json.loads((out / "zero_shot.json").read_text())
