@@ -1,7 +1,10 @@
 """MEMIT settings for 1,000 edits at once, chosen without looking at the rows they are reported on.
 
     LLM_FORGET_DATA_DIR=../shared/data .venv/bin/python benchmarks/memit_1k_cv.py \
-        --settings 4-8:3000,2-8:3000,2-8:10000      # benchmarks/results/memit_1k_cv.json
+        --settings 4-8:3000,2-8:3000,2-8:10000,alphaedit:4-8      # benchmarks/results/memit_1k_cv.json
+
+A setting is LAYERS:λ (MEMIT, λ = mom2_weight) or alphaedit:LAYERS (AlphaEdit's null-space projection of the
+same update, at its shipped nullspace_threshold and l2: all 1,000 edits in one batch).
 
 Every setting (edited layers, λ) writes all 1,000 CounterFact edits of counterfact-edit-1k.json at once
 into SmolLM2-135M-Instruct, from the unedited weights (v* targets from the on-disk cache: they depend on
@@ -105,12 +108,14 @@ def main(argv=None) -> None:
         res["pre_eval_seconds"] = time.perf_counter() - t
         save()
     for spec in a.settings.split(","):
-        layers, lam = spec.split(":")
         if spec in res["settings"]:
             continue
-        cfg = EditConfig(method="memit", model="smollm2-135m", output_dir="runs/memit_1k_cv", layers=layers,
-                         n_tokens=a.n_tokens, mom2_weight=float(lam), mode="batch", clamp_norm=4.0, v_steps=25,
-                         n_value_prefixes=2, n_key_prefixes=5, v_batch_size=32, targets_cache=True)
+        method, layers, lam = ("alphaedit", spec.split(":")[1], None) if spec.startswith("alphaedit:") else \
+            ("memit", *spec.split(":"))
+        cfg = EditConfig(method=method, model="smollm2-135m", output_dir="runs/memit_1k_cv", layers=layers,
+                         n_tokens=a.n_tokens, mode="batch", clamp_norm=4.0, v_steps=25, n_value_prefixes=2,
+                         n_key_prefixes=5, v_batch_size=32, targets_cache=True,
+                         **({"mom2_weight": float(lam)} if lam else {}))
         model = load_model(path, "float32")
         t = time.perf_counter()
         model, _, timings = apply_edits(model, tok, requests, cfg)
@@ -118,7 +123,9 @@ def main(argv=None) -> None:
         t = time.perf_counter()
         with torch.no_grad():
             m = counterfact_metrics(model, tok, requests)
-        res["settings"][spec] = {"layers": layers, "mom2_weight": float(lam), "summary": m["summary"],
+        res["settings"][spec] = {"method": method, "layers": layers, "mom2_weight": float(lam) if lam else None,
+                                 "nullspace_threshold": cfg.nullspace_threshold if lam is None else None,
+                                 "l2": cfg.l2 if lam is None else None, "summary": m["summary"],
                                  "per_request": m["per_request"], "timings": timings, "edit_wall_seconds": wall,
                                  "eval_seconds": time.perf_counter() - t}
         logging.info("%s: %s (edit %.0f s)", spec, m["summary"], wall)
