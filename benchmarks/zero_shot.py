@@ -6,6 +6,9 @@ and from all 40 rows, with one recipe; forget quality against the forget01 retai
     # the full tiny TOFU protocol's target and forget01 retain model (benchmarks/tofu_protocol.py --scale tiny)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zero_shot.py --protocol full --recipe kl --select-target recipe \
         --results zero_shot_full_kl
+    # SmolLM2-135M: the reduced protocol of benchmarks/tofu_protocol.py --scale smollm2 (its target, retain model)
+    .venv/bin/python benchmarks/zero_shot.py --protocol smollm2 --recipe kl --select-target recipe --threads 2 \
+        --runs zero-shot-joint,few-shot-joint --results zero_shot_smollm2_kl
 
 Models (benchmarks/tofu_protocol.py's functions, reduced protocol so that the whole benchmark fits in
 ~15 min of one CPU core): the zoo's tiny Llama with a BPE trained on TOFU's texts, fine-tuned on
@@ -94,6 +97,28 @@ def full_protocol(work: Path) -> dict:
             "retain_train": tp.train(str(base), data["retain"]["forget01"], retain, scale["finetune"])}
 
 
+def smollm2_protocol(work: Path) -> dict:
+    """The reduced SmolLM2-135M TOFU protocol's target and forget01 retain model (tofu_protocol.py --scale smollm2,
+    shared: forget01 + 8 retain authors, 4 epochs at 5e-5), its reduced tofu suite (40 rows per set)."""
+    from llm_forget import io
+    from llm_forget.zoo import resolve_model_path
+
+    scale = {**tp.SCALES["smollm2"], "splits": ["forget01"]}
+    shared = ROOT / "benchmarks" / "out" / "tofu_smollm2"
+    data = tp.tofu_splits(scale)
+    files = {k: work / "data" / f"{k}.json" for k in ("forget", "retain", "holdout", "avoid")}
+    io.write_json(files["forget"], data["forget"]["forget01"])
+    io.write_json(files["retain"], data["retain"]["forget01"])
+    io.write_json(files["holdout"], data["holdout"])
+    io.write_json(files["avoid"], data["retain_perturbed"])  # the suite's retain rows: never calibrated on
+    base = resolve_model_path(scale["base"])
+    target, retain = shared / "models" / "target", shared / "models" / "retain_forget01"
+    return {"data": data, "files": files, "suite": tp.suite_for("smollm2", data, work), "target": target,
+            "retain": retain, "protocol": {"scale": "smollm2", "finetune": scale["finetune"]},
+            "target_train": tp.train(base, data["target"], target, scale["finetune"]),
+            "retain_train": tp.train(base, data["retain"]["forget01"], retain, scale["finetune"])}
+
+
 def run_requests(recipe: str, model: str, reqs: list[dict], files: dict, out: Path, extra: dict) -> tuple[str, dict]:
     """Apply described requests one after another; returns the last model and the runs' probe records."""
     from llm_forget import io
@@ -124,7 +149,8 @@ def main() -> None:
     ap.add_argument("--recipe", default="npo")
     ap.add_argument("--retain-authors", type=int, default=4)
     ap.add_argument("--epochs", type=float, default=40)
-    ap.add_argument("--protocol", choices=["reduced", "full"], default="reduced",
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--protocol", choices=["reduced", "full", "smollm2"], default="reduced",
                     help="reduced: N retain authors (module docstring); full: the tiny TOFU protocol's models")
     ap.add_argument("--select-target", default="max", help="checkpoint selection: max, holdout (forget perplexity "
                     "closest to the holdout's), retrain, or recipe (the recipe's own setting, nothing overridden); "
@@ -140,16 +166,17 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     from llm_forget import io
     from llm_forget.api import unlearn
 
     work = ROOT / "benchmarks" / "out" / args.results
     rfile = RESULTS / f"{args.results}.json"
     res = json.loads(rfile.read_text()) if rfile.is_file() else {"rows": {}}
-    setup = full_protocol(work) if args.protocol == "full" else reduced_protocol(args, work)
+    setup = {"full": full_protocol, "smollm2": smollm2_protocol}.get(args.protocol)
+    setup = setup(work) if setup else reduced_protocol(args, work)
     data, files, suite, target, retain = (setup[k] for k in ("data", "files", "suite", "target", "retain"))
-    res.update(machine={"cpu_cores": os.cpu_count(), "cpu_threads": 1, "platform": platform.platform(),
+    res.update(machine={"cpu_cores": os.cpu_count(), "cpu_threads": args.threads, "platform": platform.platform(),
                         "torch": torch.__version__},
                protocol={"name": args.protocol, **setup["protocol"], "recipe": args.recipe,
                          "max_steps": args.max_steps, "select_target": args.select_target, "authors": AUTHORS},

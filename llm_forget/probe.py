@@ -193,8 +193,9 @@ def build_probes(model, tokenizer, encoder, description: str | list[str], exampl
                   "source": "example"} for r in examples or []]
     missing = [d for d in described if not any(r["subject"] == d for r in p.forget)]
     if missing:  # a name left without rows would quietly not be forgotten
-        raise UserError(f"probing found nothing the model says about {missing[0]!r} that it does not also say "
-                        "about its neighbours; give a few example rows (few-shot) or other neighbours")
+        raise UserError(f"probing found nothing the model knows about {missing[0]!r} (every answer was one it "
+                        "also gives about the neighbours, or a template that draws no grounded answer about them); "
+                        "give a few example rows (few-shot) or other neighbours")
     return p
 
 

@@ -146,6 +146,28 @@ def test_probes_on_tiny_target_name_the_person_and_recover_what_it_knows(target_
     assert {r["subject"] for r in p2.retain} == set(p.neighbours[:2])
 
 
+def test_a_name_left_without_grounded_probes_is_refused_unless_examples_are_given(target_path):
+    """The neighbours' rows are the ground truth of the grounding check: with their answers replaced by words
+    the model never says, no template is grounded, no probe is left, and the request is refused in one line
+    (it would otherwise quietly forget nothing); a few-shot example still makes a forget row."""
+    from llm_forget.data.benchmark import split
+    from llm_forget.data.encode import Encoder
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.probe import build_probes
+
+    model, tok = load_model(target_path), load_tokenizer(target_path)
+    enc = Encoder(tok)
+    retain = split("retain")
+    name = split("forget")[0]["person"]
+    nbs = list(dict.fromkeys(r["person"] for r in retain))[:3]
+    blank = [{**r, "answer": "Zzyzx qwv."} for r in retain if r["person"] in nbs]
+    with pytest.raises(UserError, match="found nothing the model knows about"):
+        build_probes(model, tok, enc, name, retain_rows=blank)
+    ex = [{"question": f"Where was {name} born?", "answer": "Brno."}]
+    p = build_probes(model, tok, enc, name, examples=ex, retain_rows=blank)
+    assert [r["source"] for r in p.forget] == ["example"] and not p.retain and p.dropped
+
+
 def test_probes_for_several_names_cover_each_and_keep_them_apart(target_path):
     """A request naming two people probes both with the same templates, neither is the other's neighbour,
     and each one's probes are the ones it gets when asked about alone."""
