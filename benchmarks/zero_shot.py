@@ -59,62 +59,47 @@ KEEP = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_probabi
         "retain_probability", "retain_rougeL_recall", "eval_seconds")
 
 
-def reduced_protocol(args, work: Path) -> dict:
-    """Models, files and suite of the reduced protocol (module docstring)."""
+def _write_files(data: dict, work: Path, avoid: list[dict] | None = None) -> dict:
+    """forget01's forget rows, its retain rows, the holdout (and the rows calibration must avoid) as JSON files."""
     from llm_forget import io
 
+    rows = {"forget": data["forget"]["forget01"], "retain": data["retain"]["forget01"], "holdout": data["holdout"]}
+    if avoid is not None:
+        rows["avoid"] = avoid  # the suite's retain rows: never calibrated on
+    files = {k: work / "data" / f"{k}.json" for k in rows}
+    for k, v in rows.items():
+        io.write_json(files[k], v)
+    return files
+
+
+def reduced_protocol(args, work: Path) -> dict:
+    """Models, files and suite of the reduced protocol (module docstring)."""
     ft = dict(epochs=args.epochs, learning_rate=1e-3, batch_size=32, max_length=256)
     data = tp.tofu_splits({"splits": ["forget01"], "retain_authors": args.retain_authors})
-    files = {k: work / "data" / f"{k}.json" for k in ("forget", "retain", "holdout")}
-    io.write_json(files["forget"], data["forget"]["forget01"])
-    io.write_json(files["retain"], data["retain"]["forget01"])
-    io.write_json(files["holdout"], data["holdout"])
     base = tp.build_tiny_base(work / "models" / "base")
     target, retain = work / "models" / "target", work / "models" / "retain"
-    return {"data": data, "files": files, "suite": tp.suite_for("smollm2", data, work),  # 40 rows per set
+    return {"data": data, "files": _write_files(data, work), "suite": tp.suite_for("smollm2", data, work),
             "target": target, "retain": retain, "protocol": {"retain_authors": args.retain_authors, "finetune": ft},
             "target_train": tp.train(str(base), data["target"], target, ft),
             "retain_train": tp.train(str(base), data["retain"]["forget01"], retain, ft)}
 
 
-def full_protocol(work: Path) -> dict:
-    """The tiny TOFU protocol's target and forget01 retain model (tofu_protocol.py --scale tiny, shared)."""
-    from llm_forget import io
-
-    scale = {**tp.SCALES["tiny"], "splits": ["forget01"]}
-    tiny = ROOT / "benchmarks" / "out" / "tofu_tiny"
+def shared_protocol(scale_name: str, work: Path) -> dict:
+    """The target and forget01 retain model of `tofu_protocol.py --scale SCALE` (shared with it, trained there
+    once): "tiny" is the full tiny protocol (benchmarks/out/tofu_tiny), "smollm2" the reduced SmolLM2-135M one
+    (benchmarks/out/tofu_smollm2: forget01 + 8 retain authors, 4 epochs at 5e-5, 40 rows per suite set)."""
+    scale = {**tp.SCALES[scale_name], "splits": ["forget01"]}
+    shared = ROOT / "benchmarks" / "out" / f"tofu_{scale_name}"
     data = tp.tofu_splits(scale)
-    files = {k: work / "data" / f"{k}.json" for k in ("forget", "retain", "holdout", "avoid")}
-    io.write_json(files["forget"], data["forget"]["forget01"])
-    io.write_json(files["retain"], data["retain"]["forget01"])
-    io.write_json(files["holdout"], data["holdout"])
-    io.write_json(files["avoid"], tp._load("retain_perturbed_400"))  # the suite's retain rows: never calibrated on
-    base = tp.build_tiny_base(tiny / "models" / "base")
-    target, retain = tiny / "models" / "target", tiny / "models" / "retain_forget01"
-    return {"data": data, "files": files, "suite": tp.suite_for("tiny", data, work), "target": target,
-            "retain": retain, "protocol": {"scale": "tiny", "finetune": scale["finetune"]},
-            "target_train": tp.train(str(base), data["target"], target, scale["finetune"]),
-            "retain_train": tp.train(str(base), data["retain"]["forget01"], retain, scale["finetune"])}
+    if scale_name == "tiny":
+        base, avoid = str(tp.build_tiny_base(shared / "models" / "base")), tp._load("retain_perturbed_400")
+    else:
+        from llm_forget.zoo import resolve_model_path
 
-
-def smollm2_protocol(work: Path) -> dict:
-    """The reduced SmolLM2-135M TOFU protocol's target and forget01 retain model (tofu_protocol.py --scale smollm2,
-    shared: forget01 + 8 retain authors, 4 epochs at 5e-5), its reduced tofu suite (40 rows per set)."""
-    from llm_forget import io
-    from llm_forget.zoo import resolve_model_path
-
-    scale = {**tp.SCALES["smollm2"], "splits": ["forget01"]}
-    shared = ROOT / "benchmarks" / "out" / "tofu_smollm2"
-    data = tp.tofu_splits(scale)
-    files = {k: work / "data" / f"{k}.json" for k in ("forget", "retain", "holdout", "avoid")}
-    io.write_json(files["forget"], data["forget"]["forget01"])
-    io.write_json(files["retain"], data["retain"]["forget01"])
-    io.write_json(files["holdout"], data["holdout"])
-    io.write_json(files["avoid"], data["retain_perturbed"])  # the suite's retain rows: never calibrated on
-    base = resolve_model_path(scale["base"])
+        base, avoid = resolve_model_path(scale["base"]), data["retain_perturbed"]
     target, retain = shared / "models" / "target", shared / "models" / "retain_forget01"
-    return {"data": data, "files": files, "suite": tp.suite_for("smollm2", data, work), "target": target,
-            "retain": retain, "protocol": {"scale": "smollm2", "finetune": scale["finetune"]},
+    return {"data": data, "files": _write_files(data, work, avoid), "suite": tp.suite_for(scale_name, data, work),
+            "target": target, "retain": retain, "protocol": {"scale": scale_name, "finetune": scale["finetune"]},
             "target_train": tp.train(base, data["target"], target, scale["finetune"]),
             "retain_train": tp.train(base, data["retain"]["forget01"], retain, scale["finetune"])}
 
@@ -173,8 +158,8 @@ def main() -> None:
     work = ROOT / "benchmarks" / "out" / args.results
     rfile = RESULTS / f"{args.results}.json"
     res = json.loads(rfile.read_text()) if rfile.is_file() else {"rows": {}}
-    setup = {"full": full_protocol, "smollm2": smollm2_protocol}.get(args.protocol)
-    setup = setup(work) if setup else reduced_protocol(args, work)
+    scale = {"full": "tiny", "smollm2": "smollm2"}.get(args.protocol)
+    setup = shared_protocol(scale, work) if scale else reduced_protocol(args, work)
     data, files, suite, target, retain = (setup[k] for k in ("data", "files", "suite", "target", "retain"))
     res.update(machine={"cpu_cores": os.cpu_count(), "cpu_threads": args.threads, "platform": platform.platform(),
                         "torch": torch.__version__},
