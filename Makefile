@@ -19,9 +19,12 @@ install: $(BIN)/llm-forget
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/llm-forget demo --output runs/demo --overwrite
 
-# The suite under 1 thread, then the numeric tests again under 2 (other floating-point paths).
+# The suite under 1 thread, then the numeric tests again under 2 (other floating-point paths). The first
+# pass runs TEST_WORKERS processes of one thread each (pytest-xdist; one test file per worker at a time, so a
+# file's shared fixtures are built once); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: install
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q -m numeric tests
 
 # Benchmarks (BENCHMARKS.md): each writes benchmarks/results/*.json and prints its table. Long: minutes

@@ -56,20 +56,27 @@ def _key(settings: dict) -> str:
 
 
 def _atomic_build(dest: Path, build) -> Path:
-    """Run `build(tmpdir)` and move the result into place; a crash leaves no half-built folder."""
+    """Run `build(tmpdir)` and move the result into place; a crash leaves no half-built folder. A lock
+    file beside `dest` makes a second process (a test worker, another rank) wait for the first's build
+    instead of building the same model again."""
     if (dest / "config.json").exists():
         return dest
+    from filelock import FileLock
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
-    try:
-        build(tmp)
+    with FileLock(str(dest.parent / f"{dest.name}.lock")):
+        if (dest / "config.json").exists():  # built by the process that held the lock
+            return dest
+        tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
         try:
-            tmp.rename(dest)
-        except OSError:  # another process finished first
+            build(tmp)
+            try:
+                tmp.rename(dest)
+            except OSError:  # another process finished first (one that took no lock)
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            raise
     return dest
 
 

@@ -34,10 +34,23 @@ NUMERIC = {"test_methods", "test_eval_metrics", "test_editing_formulas", "test_e
            "test_real_model"}
 
 
+# The longest test files (by `pytest --durations=0`), run first: `make test` hands whole files to its workers
+# in collection order (--dist loadfile --no-loadscope-reorder), so a long file started last would leave the
+# other worker idle at the end. Only the order changes, never what runs.
+LONGEST_FIRST = ["test_unlearn", "test_calibration_split", "test_describe", "test_editing_task_vectors",
+                 "test_real_model", "test_distributed", "test_reliability"]
+
+
+def _module(item) -> str:
+    return item.module.__name__.rpartition(".")[2]
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__.rpartition(".")[2] in NUMERIC:
+        if _module(item) in NUMERIC:
             item.add_marker(pytest.mark.numeric)
+    rank = {m: i for i, m in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_module(item), len(rank)))  # stable: each file keeps its own order
 
 
 @pytest.fixture(autouse=True)
