@@ -7,7 +7,7 @@ in one process per CPU with one thread each (the default now), in the same run, 
 Each run is a fresh `python -m llm_forget demo` process without OMP_NUM_THREADS. The two variants run
 with different thread counts, so their numbers differ in the last digits (as any 1- and 2-thread runs do;
 that side-by-side processes reproduce the same thread count's numbers exactly is a test,
-tests/test_unlearn.py); the file records each variant's best recipe and forget qualities. Run it on an
+tests/test_demo.py); the file records each variant's best recipe and forget qualities. Run it on an
 idle machine: the busy CPUs sampled before each run are recorded beside its time.
 """
 

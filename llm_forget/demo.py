@@ -10,6 +10,8 @@ import logging
 import time
 from pathlib import Path
 
+from .jobs import run_jobs
+
 logger = logging.getLogger(__name__)
 
 COLUMNS = [("forget_perplexity", "forget ppl", "{:.3g}"), ("retain_perplexity", "retain ppl", "{:.3g}"),
@@ -164,43 +166,6 @@ def _evaluate(model_dir, encoder, sets: dict, ref: dict, tr) -> dict:
     return quick_eval(load_model(str(model_dir)), encoder, sets, retain=ref, truth_ratio_correct=tr)["summary"]
 
 
-def _job_init(threads: int, level: int) -> None:
-    import os
-
-    import torch
-
-    from .logs import setup
-
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
-    setup(level)
-
-
-def _task(fn, *args):
-    return fn(*args)
-
-
-def _run_recipes(tasks: list[tuple], jobs: int, threads: int) -> list:
-    """Each task (function, *arguments) in order; `jobs` > 1: in that many fresh processes with `threads` torch
-    threads each (spawned, so no process shares a model or tokenizer with another)."""
-    if jobs <= 1:
-        return [_task(*t) for t in tasks]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    logger.info("demo: %d tasks in %d processes of %d thread(s)", len(tasks), jobs, threads)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_job_init,
-                             initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
-        futures = [pool.submit(_task, *t) for t in tasks]
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-
-
 def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: bool = False,
              recipes: list[str] | None = None, jobs: int | None = None, threads: int | None = None,
              zero_shot: bool = True) -> dict:
@@ -234,11 +199,7 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
         from . import zoo
 
         pair = ("tiny-target", "tiny-retain")
-        if n_jobs > 1 and not all(zoo.is_cached(m) for m in pair):  # built side by side, once
-            zoo.get("tiny")  # the base both start from (tokenizer and initial weights), before the processes
-            target, retain = (str(p) for p in _run_recipes([(zoo.get, m) for m in pair], 2, each))
-        else:
-            target, retain = (str(zoo.get(m)) for m in pair)
+        target, retain = (str(p) for p in zoo.get_side_by_side(pair, jobs=min(n_jobs, 2), threads=each))
         ft_seconds = time.perf_counter() - t0
     else:
         from .finetune import finetune
@@ -265,7 +226,7 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     named = rows["forget"][0]["person"]
     if zero_shot:  # first: the shipped recipes' order ends with the longest runs (simnpo, swap_distill)
         tasks.insert(0, (_run_described, str(found[ZERO_SHOT_RECIPE]), target, retain, str(out), named, rows))
-    done = _run_recipes(tasks, n_jobs, each)
+    done = run_jobs(tasks, n_jobs, each)
     described = done.pop(0) if zero_shot else None
     for name, (row, run_dir, _) in zip(names, done):
         summary[name] = row

@@ -30,15 +30,15 @@ if SHARED.exists():  # the local mirror of the Hub datasets that recipes and sui
 # (a hand-computed value, the target or retain model, another code path) under a tolerance or a bar.
 # Left out: launches and subprocesses that set their own thread count, hashing, signing, file I/O.
 NUMERIC = {"test_methods", "test_eval_metrics", "test_editing_formulas", "test_editing_models",
-           "test_editing_task_vectors", "test_eval_suite", "test_robustness", "test_unlearn", "test_sisa",
+           "test_editing_task_vectors", "test_eval_suite", "test_robustness", "test_unlearn", "test_demo", "test_sisa",
            "test_real_model"}
 
 
 # The longest test files (by `pytest --durations=0`), run first: `make test` hands whole files to its workers
 # in collection order (--dist loadfile --no-loadscope-reorder), so a long file started last would leave the
 # other worker idle at the end. Only the order changes, never what runs.
-LONGEST_FIRST = ["test_unlearn", "test_calibration_split", "test_describe", "test_editing_task_vectors",
-                 "test_real_model", "test_distributed", "test_reliability"]
+LONGEST_FIRST = ["test_demo", "test_calibration_split", "test_distributed", "test_unlearn", "test_editing_task_vectors",
+                 "test_real_model", "test_new_user_walk", "test_reliability", "test_eval_suite", "test_swap_distill"]
 
 
 def _module(item) -> str:
@@ -69,17 +69,22 @@ def tiny_path():
 
 
 @pytest.fixture(scope="session")
-def target_path():
+def zoo_pair():
+    """tiny-target and tiny-retain; on a fresh cache built side by side (two processes of one thread), the
+    way the demo builds them; a second test worker waits for them (zoo's build lock)."""
     from llm_forget import zoo
 
-    return str(zoo.get("tiny-target"))
+    return [str(p) for p in zoo.get_side_by_side(["tiny-target", "tiny-retain"], jobs=2, threads=1)]
 
 
 @pytest.fixture(scope="session")
-def retain_path():
-    from llm_forget import zoo
+def target_path(zoo_pair):
+    return zoo_pair[0]
 
-    return str(zoo.get("tiny-retain"))
+
+@pytest.fixture(scope="session")
+def retain_path(zoo_pair):
+    return zoo_pair[1]
 
 
 @pytest.fixture(scope="session")
