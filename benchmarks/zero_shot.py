@@ -96,7 +96,8 @@ def shared_protocol(scale_name: str, work: Path) -> dict:
     else:
         from llm_forget.zoo import resolve_model_path
 
-        base, avoid = resolve_model_path(scale["base"]), data["retain_perturbed"]
+        # the suite reports on the first eval_rows of the 8 authors' retain_perturbed rows: only those are avoided
+        base, avoid = resolve_model_path(scale["base"]), data["retain_perturbed"][: scale["eval_rows"]]
     target, retain = shared / "models" / "target", shared / "models" / "retain_forget01"
     return {"data": data, "files": _write_files(data, work, avoid), "suite": tp.suite_for(scale_name, data, work),
             "target": target, "retain": retain, "protocol": {"scale": scale_name, "finetune": scale["finetune"]},

@@ -134,12 +134,16 @@ def split_by_group(rows: list[dict], n_calibration: int, seed: int = 0,
                    avoid: set[str] | None = None) -> tuple[list[int], list[int]]:
     """(calibration, evaluation) row indices: whole groups, in a seeded order, go to calibration until
     it holds >= n_calibration rows; at least one group is left for evaluation when there are two or more.
-    Groups holding a question in `avoid` (rows another evaluation reports on) come last."""
+    Groups holding a question in `avoid` (rows another evaluation reports on) come last; groups made only
+    of self-generated probes (`"source": "probe"`, llm_forget/probe.py) come after the user's own rows: a
+    probe's answer is the model's own greedy answer, which any update moves first (a retain budget measured
+    on them is spent while the user's retain rows have not moved)."""
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(group_of(r, i), []).append(i)
     avoid = avoid or set()
     order = sorted(groups, key=lambda g: (any(str(rows[i].get("question", "")).strip() in avoid for i in groups[g]),
+                                          all(rows[i].get("source") == "probe" for i in groups[g]),
                                           hashlib.sha256(f"{seed}/{g}".encode()).hexdigest()))
     calib: list[int] = []
     for g in order[: max(len(order) - 1, 1)]:

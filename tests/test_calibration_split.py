@@ -39,6 +39,23 @@ def test_rows_without_a_group_key_split_by_row_and_avoided_groups_stay_out():
     assert split_by_group(one, 2) == ([0, 1, 2], [])  # a single group cannot be split
 
 
+def test_the_users_retain_rows_calibrate_before_probes_and_avoided_rows_last():
+    """A described request's retain set = the user's rows + the model's own answers about neighbours
+    (probes). The budget is measured on the user's rows while they suffice, then on probes, and only
+    then on rows another evaluation reports on."""
+    user = [{"question": f"u{i}", "answer": "a", "person": f"P{i // 5}"} for i in range(20)]  # 4 people
+    probes = [{"question": f"p{i}", "answer": "a", "subject": f"N{i // 5}", "source": "probe"} for i in range(20)]
+    rows = user + probes
+    for seed in range(5):
+        c, _ = split_by_group(rows, 10, seed)
+        assert len(c) == 10 and all(i < 20 for i in c), (seed, c)  # two of the user's people, no probe
+    avoid = {f"u{i}" for i in range(20)}  # every user row is evaluated elsewhere: probes, not them
+    c, _ = split_by_group(rows, 10, 0, avoid)
+    assert len(c) == 10 and all(i >= 20 for i in c), c
+    c, _ = split_by_group(user[:5] + probes, 10, 0)  # one user group is all there is: probes fill up
+    assert c[:5] == [0, 1, 2, 3, 4] and len(c) == 10
+
+
 def test_swapped_rows_are_a_derangement_of_the_forget_answers():
     forget = read_rows("builtin:forget")
     sw = swapped_rows(forget, seed=0)
