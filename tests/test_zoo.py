@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -34,10 +36,6 @@ def test_quiet_fine_tuning_prints_no_loss_dicts(tiny_path, tmp_path, capsys):
 
 def _slow_build(tmp, log: str) -> None:
     """A build that takes a while and leaves a trace of who ran it (one line per build)."""
-    import os
-    import time
-    from pathlib import Path
-
     with open(log, "a") as f:
         f.write(f"{os.getpid()}\n")
     time.sleep(1.0)
