@@ -150,6 +150,27 @@ def test_selector_truth_ratios_follow_the_evaluations_formula():
     assert got[1] == pytest.approx(math.log(truth_ratio(2.0, [2.0, 0.5])))  # the paraphrase, not the answer
 
 
+def test_length_batches_give_each_row_its_own_numbers_in_row_order_with_less_padding(target_path):
+    """The selector's measurements batch rows of similar length together (`length_batches`): row_nlls still
+    returns every row's (NLL sum, answer tokens) in the rows' order, equal to row-order batches' up to float
+    rounding, and fewer pad tokens go through the model."""
+    from llm_forget.data.encode import Encoder, pad
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.selection import length_batches, row_nlls
+
+    tok, model = load_tokenizer(target_path), load_model(target_path)
+    rows = read_rows("builtin:retain")[:30]
+    rows = [{**r, "answer": " ".join([r["answer"]] * (1 + i % 4))} for i, r in enumerate(rows)]  # lengths vary
+    items = Encoder(tok).rows(rows)
+    plain = [pad(items[s:s + 8], tok.pad_token_id) for s in range(0, len(items), 8)]
+    by_length = length_batches(items, tok.pad_token_id, 8)
+    assert sorted(i for b in by_length for i in b["index"]) == list(range(len(items)))
+    got, want = row_nlls(model, by_length), row_nlls(model, plain)
+    assert [n for _, n in got] == [n for _, n in want] == [sum(t != -100 for t in x["labels"]) for x in items]
+    assert [s for s, _ in got] == pytest.approx([s for s, _ in want], rel=1e-5)
+    assert sum(b["input_ids"].numel() for b in by_length) < 0.9 * sum(b["input_ids"].numel() for b in plain)
+
+
 def test_truth_ratio_variants_need_perturbed_answers_on_every_row(target_path):
     from llm_forget.data.encode import Encoder
     from llm_forget.models import load_tokenizer
