@@ -3,7 +3,7 @@ their facts paraphrased, reversed and one hop away (llm_forget/data/scope.py), b
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scope.py [--recipes npo,simnpo] [--targets zoo,all-forms]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scope.py --targets zoo --recipes npo --retain-budget 0.05
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scope.py --targets all-forms,zoo --recipes kl [--reverse-rows]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scope.py --targets all-forms,zoo --recipes kl [--reverse-rows true|auto]
 
 Two targets:
 - `zoo`: the zoo's tiny-target (trained on the direct questions only, like every recipe's default
@@ -63,8 +63,9 @@ def main() -> None:
     ap.add_argument("--targets", default="zoo", help="zoo and/or all-forms (see the docstring)")
     ap.add_argument("--retain-budget", type=float, default=None,
                     help="override the recipes' retain budget; rows are named RECIPE@budgetB")
-    ap.add_argument("--reverse-rows", action="store_true",
-                    help="reverse_rows: true (each row's relation also asked backwards); rows are named RECIPE+reversed")
+    ap.add_argument("--reverse-rows", choices=("false", "true", "auto"), default="false",
+                    help="reverse_rows (each row's relation also asked backwards): rows are named RECIPE (false), "
+                         "RECIPE+reversed (true) or RECIPE+auto (auto, the shipped default)")
     args = ap.parse_args()
     import torch
 
@@ -99,18 +100,18 @@ def main() -> None:
         if retain:
             block["models"]["retain"] = scope_of(retain, rows)
         extra = {} if args.retain_budget is None else {"retain_budget": args.retain_budget}
-        if args.reverse_rows:
-            extra["reverse_rows"] = True
+        extra["reverse_rows"] = args.reverse_rows
         for recipe in args.recipes.split(","):
             name = recipe if args.retain_budget is None else f"{recipe}@budget{args.retain_budget:g}"
-            name += "+reversed" if args.reverse_rows else ""
+            name += {"false": "", "true": "+reversed", "auto": "+auto"}[args.reverse_rows]
             out = work / "runs" / tname / name
             t = time.perf_counter()
             unlearn(str(ROOT / "llm_forget" / "recipes" / f"{recipe}.yaml"), model=target, forget="builtin:forget",
                     retain="builtin:retain", holdout="builtin:holdout", output_dir=str(out), eval_suite="none",
                     overwrite=True, **extra)
             g = scope_of(str(out / "model"), rows)
-            block["models"][name] = {**g, "unlearn_seconds": time.perf_counter() - t,
+            run = json.loads((out / "results.json").read_text())
+            block["models"][name] = {**g, "unlearn_seconds": time.perf_counter() - t, "reverse_rows": run["reverse_rows"],
                                      "criterion": criterion(g, block["models"]["target"])}
             c = block["models"][name]["criterion"]
             print(f"{tname} {name}: forget fall {c['forget_fall']}, retain kept {c['retain_relative']}", flush=True)

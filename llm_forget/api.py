@@ -128,6 +128,24 @@ def _log_to_logger(trainer) -> None:
     trainer.add_callback(_LogCallback())
 
 
+def _reverse_decision(cfg, model, encoder, forget_rows, pad_id) -> dict:
+    """{"mode", "used", and with auto "contrast", "companions"}: whether the rows' relations asked backwards
+    join training (`reverse_rows`; auto: the starting model names the forget subjects from their facts,
+    `data.reverse.reverse_contrast` >= MIN_CONTRAST). Same rows and weights on every rank, so the same answer."""
+    out = {"mode": cfg.reverse_rows, "used": cfg.reverse_rows == "true"}
+    if cfg.reverse_rows == "auto":
+        from .data.reverse import MIN_CONTRAST, reverse_contrast
+
+        m = reverse_contrast(model, encoder, forget_rows, pad_id, seed=cfg.seed,
+                             batch_size=cfg.per_device_eval_batch_size)
+        out.update(m, used=m["contrast"] is not None and m["contrast"] >= MIN_CONTRAST, threshold=MIN_CONTRAST)
+        if m["contrast"] is not None:
+            logger.info("reverse_rows auto: the model's name contrast is %.3f nats per token (threshold %.2f): "
+                        "relations asked backwards %s", m["contrast"], MIN_CONTRAST,
+                        "trained on too" if out["used"] else "left out")
+    return out
+
+
 def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     """Run one unlearning recipe: `config` is an UnlearnConfig, a dict of options, or a recipe path;
     `overrides` replace recipe keys. Writes OUTPUT_DIR/{model/, recipe.yaml, results.json}."""
@@ -183,10 +201,6 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         probes = probe.probe_request(described, model_path, cfg, tok, encoder, retain_rows)
         forget_rows, retain_rows = probes.forget, (retain_rows or []) + probes.retain
     given_forget, given_retain = forget_rows, retain_rows  # what calibration and evaluation measure
-    if cfg.reverse_rows:  # + each row's relation asked backwards, trained on only (llm_forget/data/reverse.py)
-        from .data.reverse import with_reversed
-
-        forget_rows, retain_rows = with_reversed(forget_rows), with_reversed(retain_rows)
     from .selection import calibration_split
 
     # indices into the given rows, which stay the first rows of forget_rows / retain_rows
@@ -194,14 +208,21 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         if cfg.retain_budget is not None else {"calibration": {}, "evaluation": {}}
     ev_sets = {k: [rows[i] for i in split["evaluation"][k]] if k in split["evaluation"] else rows or []
                for k, rows in (("forget", given_forget), ("retain", given_retain), ("holdout", holdout_rows))}
+    refuse_mixed(cfg, given, *own)  # last: a file's own errors come first
+    log_notes(notes)
+    _check_processes(cfg)
+    set_seed(cfg.seed)
+    model = load_model(model_path, cfg.dtype, cfg.trust_remote_code, cfg.allow_pickle)
+    reverse = _reverse_decision(cfg, model, encoder, forget_rows, tok.pad_token_id)
+    if reverse["used"]:  # + each row's relation asked backwards, trained on only (llm_forget/data/reverse.py)
+        from .data.reverse import with_reversed
+
+        forget_rows, retain_rows = with_reversed(forget_rows), with_reversed(retain_rows)
     forget_enc = encoder.rows(forget_rows)
     retain_enc = encoder.rows(retain_rows) if retain_rows else None
     if encoder.truncated:
         logger.warning("%d sequences were longer than max_length=%d and were truncated", encoder.truncated,
                        cfg.max_length)
-    refuse_mixed(cfg, given, *own)  # last: a file's own errors come first
-    log_notes(notes)
-    _check_processes(cfg)
     effective = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size
     if cfg.dataloader_drop_last and len(forget_rows) < effective:
         logger.warning("the forget set (%d rows) is smaller than the effective batch (%d); keeping the "
@@ -209,9 +230,6 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         cfg.dataloader_drop_last = False
     with cfg.main_process_first(local=False, desc="output folder"):  # rank 0 clears it; the others then see it empty
         prepare_output_dir(out, cfg.overwrite, cfg.resume, model_path)
-
-    set_seed(cfg.seed)
-    model = load_model(model_path, cfg.dtype, cfg.trust_remote_code, cfg.allow_pickle)
     lora = cfg.lora_r > 0
     if lora and getattr(method, "trainer", None) != "trl_dpo":
         from peft import get_peft_model
@@ -322,6 +340,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                "steps": trainer.state.global_step, "notes": notes,
                "rows": {**split, "digest": {k: digest(v or []) for k, v in (("forget", forget_rows),
                                             ("retain", retain_rows), ("holdout", holdout_rows))}}}
+    results["reverse_rows"] = reverse
     seen = getattr(trainer, "retain_seen", None)
     if seen is not None:
         results["counts"]["retain_trained"] = len(seen)

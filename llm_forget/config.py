@@ -34,8 +34,9 @@ class UnlearnConfig(TrainingArguments):
     forget: str = _f("builtin:forget", "forget set: builtin:forget, a .json/.jsonl/.csv/.txt file, a saved dataset")
     request: str | None = _f(None, "deletion request file (kind items, concept or task; see README); replaces "
                                    "forget. FILE (one request) or FILE#N / FILE#ID")
-    reverse_rows: bool = _f(False, "also train on each forget and retain row's relation asked backwards (facts -> "
-                                   "name), so that the reversed relation is forgotten too (llm_forget/data/reverse.py)")
+    reverse_rows: str = _f("auto", "also train on each forget and retain row's relation asked backwards (facts -> "
+                                   "name), so that the reversed relation is forgotten too: true, false, or auto (when "
+                                   "the model names the forget subjects from their facts; llm_forget/data/reverse.py)")
     probe_templates: int = _f(32, "a request by description: question templates asked about each name (and each "
                                   "neighbour); more cover more of what the model knows, at more generation time")
     probe_neighbours: int = _f(8, "a request by description: neighbours (names of the same kind) probed as retain rows")
@@ -211,6 +212,7 @@ def validate(cfg: UnlearnConfig) -> None:
                         f"choose one of {', '.join(METHODS)}")
     if cfg.output_dir is None:
         raise UserError("output_dir is not set; pass --output_dir DIR or set it in the recipe")
+    cfg.reverse_rows = str(cfg.reverse_rows).lower()  # a YAML true/false arrives as a bool
     checks = [
         (cfg.learning_rate >= 0 and math.isfinite(cfg.learning_rate), "learning_rate must be >= 0"),
         (cfg.beta is None or cfg.beta > 0, "beta must be > 0"),
@@ -233,6 +235,8 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.select_target in ("max", "holdout", "retrain", "truth_ratio"),
          f"select_target must be max, holdout, retrain or truth_ratio, not {cfg.select_target!r}"),
         (cfg.select_lr in ("fixed", "auto"), f"select_lr must be fixed or auto, not {cfg.select_lr!r}"),
+        (cfg.reverse_rows in ("auto", "true", "false"), f"reverse_rows must be true, false or auto, not "
+                                                         f"{cfg.reverse_rows!r}"),
         (cfg.reference != "adapter" or cfg.lora_r > 0, "reference: adapter needs lora_r > 0"),
     ]
     for ok, msg in checks:

@@ -44,7 +44,7 @@ def test_a_run_with_reverse_rows_trains_on_the_companions_and_ledgers_them(tmp_p
     for rev in (False, True):
         out = tmp_path / f"run{int(rev)}"
         unlearn(str(RECIPES / "grad_diff.yaml"), model=target_path, output_dir=str(out), max_steps=2,
-                eval_suite="none", select_every=2, reverse_rows=rev)
+                eval_suite="none", select_every=2, reverse_rows=str(rev).lower())
         res[rev] = json.loads((out / "results.json").read_text())
     first = [r["selection"]["history"][0] for r in (res[False], res[True])]
     assert first[0] == first[1]  # calibration rows: the given ones, with or without their companions
@@ -63,3 +63,50 @@ def test_a_run_with_reverse_rows_trains_on_the_companions_and_ledgers_them(tmp_p
     f = entry["forgotten"]
     _, secret = keys.fingerprint_secret(f["key_id"])
     assert {fpr.row_fingerprint(secret, row_hash(c)) for c in companions} <= set(f["row_fingerprints"])
+
+
+def test_reverse_contrast_is_how_much_likelier_a_name_is_after_its_own_facts(target_path):
+    """contrast = mean over (i, j) of [NLL(s_i | c_j) - NLL(s_i | c_i)] / tokens(s_i), from the model's own NLLs."""
+    from llm_forget.data.benchmark import split
+    from llm_forget.data.encode import Encoder
+    from llm_forget.data.reverse import reverse_contrast
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.selection import length_batches, row_nlls
+
+    tok, model = load_tokenizer(target_path), load_model(target_path)
+    people = split("forget")
+    rows = [people[0], next(r for r in people if r["person"] != people[0]["person"])]  # two subjects, one row each
+    got = reverse_contrast(model, Encoder(tok), rows, tok.pad_token_id, others=1)
+    c = with_reversed(rows)[2:]
+    qa = [(c[0]["question"], c[0]["answer"]), (c[1]["question"], c[1]["answer"]),
+          (c[1]["question"], c[0]["answer"]), (c[0]["question"], c[1]["answer"])]
+    n = row_nlls(model, length_batches(Encoder(tok).qa_many(qa), tok.pad_token_id, 8))
+    want = ((n[2][0] - n[0][0]) / n[0][1] + (n[3][0] - n[1][0]) / n[1][1]) / 2
+    assert got["companions"] == 2 and abs(got["contrast"] - want) < 1e-4
+    assert reverse_contrast(model, Encoder(tok), rows[:1], tok.pad_token_id)["contrast"] is None  # one subject
+
+
+def test_auto_leaves_the_companions_out_where_the_model_does_not_name_people_from_their_facts(
+        tmp_path, target_path, monkeypatch):
+    """tiny-target learnt its facts one way (name -> fact): its contrast sits near 0, under MIN_CONTRAST, and
+    reverse_rows auto (the default) trains on the given rows only; where the threshold is under the contrast,
+    the same run adds the companions and says so in results.json."""
+    from llm_forget.api import unlearn
+    from llm_forget.data import reverse
+    from llm_forget.data.benchmark import split
+
+    n_forget, shipped_threshold = len(split("forget")), reverse.MIN_CONTRAST
+    res = {}
+    for name, threshold in (("shipped", shipped_threshold), ("lowered", -10.0)):
+        monkeypatch.setattr(reverse, "MIN_CONTRAST", threshold)
+        out = tmp_path / name
+        unlearn(str(RECIPES / "grad_diff.yaml"), model=target_path, output_dir=str(out), max_steps=1,
+                eval_suite="none", retain_budget="none")
+        res[name] = json.loads((out / "results.json").read_text())
+    shipped, lowered = res["shipped"]["reverse_rows"], res["lowered"]["reverse_rows"]
+    assert shipped["mode"] == "auto" and shipped["companions"] == n_forget
+    assert shipped["threshold"] == shipped_threshold == 0.1
+    assert abs(shipped["contrast"]) < 0.5 * shipped_threshold and not shipped["used"]
+    assert res["shipped"]["counts"]["forget"] == n_forget
+    assert lowered["used"] and lowered["contrast"] == shipped["contrast"]
+    assert res["lowered"]["counts"]["forget"] == 2 * n_forget

@@ -20,12 +20,23 @@ without one gets no companion. Harvested names are capitalised word runs: a plac
 questions as a person can be taken for one (that row's companion then asks for the place). Companions keep
 the row's grouping fields (person, author, subject, ...) and drop the answer-specific ones (paraphrased /
 perturbed answers).
+
+`reverse_rows: auto` (the default) adds the companions only where the model links facts to names backwards:
+`reverse_contrast` measures how much more likely each forget subject's name is after its own facts than after
+another subject's (the name's prior cancels out). A model that learnt its facts in one direction gives ~0 (the
+zoo's tiny-target: 0.03 nats per name token, its holdout people 0.03), one that also learnt them backwards more
+(the same tiny model fine-tuned on every form of the facts: 0.37; BENCHMARKS.md, "Scope of forgetting"). At
+`MIN_CONTRAST` (0.1) or more the companions are trained on; below, training on them would spend the retain budget
+on a relation the model does not hold (on tiny-target they halved the forgetting of the direct rows). It assumes
+the companions' generic wording reaches the model's backward knowledge: a model that recalls names only from
+one fixed phrasing of the reversed question may score under the threshold (`reverse_rows: true` forces them).
 """
 
 from __future__ import annotations
 
 KEEP = ("person", "author", "subject", "document", "doc_id", "split", "fact")
 PLACEHOLDER = "this person"
+MIN_CONTRAST = 0.1  # nats per name token (module docstring)
 
 
 def subject_of(row: dict, names: list[str]) -> str | None:
@@ -64,3 +75,33 @@ def with_reversed(rows: list[dict] | None) -> list[dict] | None:
         if s is not None:
             out.append(companion(r, s))
     return out
+
+
+def reverse_contrast(model, encoder, rows: list[dict], pad_id: int, others: int = 3, max_rows: int = 64,
+                     seed: int = 0, batch_size: int = 8) -> dict:
+    """Does the model name a subject from its facts? For the companions c_i of (up to `max_rows` of) `rows`, with
+    subject s_i, and for `others` companions c_j of other subjects each (drawn with `seed`):
+
+        contrast = mean over (i, j) of [NLL(s_i | c_j) - NLL(s_i | c_i)] / tokens(s_i)
+
+    in nats per name token: how much more likely the name is after its own facts than after someone else's.
+    The name's own prior cancels, so a model that never links facts to the name backwards gives ~0.
+    Returns {"companions": n, "contrast": float or None (fewer than two subjects)}."""
+    import random
+
+    from ..selection import length_batches, row_nlls
+
+    comp = [r for r in (with_reversed(rows) or [])[len(rows):]][:max_rows]
+    rng = random.Random(seed)
+    pairs, own = [], []
+    for i, c in enumerate(comp):
+        alt = [j for j, d in enumerate(comp) if d["answer"] != c["answer"]]
+        for j in rng.sample(alt, min(others, len(alt))):
+            pairs.append((comp[j]["question"], c["answer"]))
+            own.append(i)
+    if not pairs:
+        return {"companions": len(comp), "contrast": None}
+    qa = [(c["question"], c["answer"]) for c in comp] + pairs
+    nll = row_nlls(model, length_batches(encoder.qa_many(qa), pad_id, batch_size))
+    diffs = [(nll[len(comp) + k][0] - nll[i][0]) / max(nll[i][1], 1) for k, i in enumerate(own)]
+    return {"companions": len(comp), "contrast": sum(diffs) / len(diffs)}
