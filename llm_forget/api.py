@@ -208,18 +208,32 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         if cfg.retain_budget is not None else {"calibration": {}, "evaluation": {}}
     ev_sets = {k: [rows[i] for i in split["evaluation"][k]] if k in split["evaluation"] else rows or []
                for k, rows in (("forget", given_forget), ("retain", given_retain), ("holdout", holdout_rows))}
+    forget_enc = encoder.rows(forget_rows)
+    retain_enc = encoder.rows(retain_rows) if retain_rows else None
+    given_truncated = encoder.truncated
+    companions = None  # each row's relation asked backwards, encoded here so that its errors come first
+    if cfg.reverse_rows != "false":
+        from .data.reverse import with_reversed
+
+        fc = with_reversed(forget_rows)[len(forget_rows):]
+        rc = with_reversed(retain_rows)[len(retain_rows):] if retain_rows else []
+        companions = (fc, rc, encoder.rows(fc), encoder.rows(rc))
     refuse_mixed(cfg, given, *own)  # last: a file's own errors come first
     log_notes(notes)
     _check_processes(cfg)
+    with cfg.main_process_first(local=False, desc="output folder"):  # rank 0 clears it; the others then see it empty
+        prepare_output_dir(out, cfg.overwrite, cfg.resume, model_path)
+
     set_seed(cfg.seed)
     model = load_model(model_path, cfg.dtype, cfg.trust_remote_code, cfg.allow_pickle)
     reverse = _reverse_decision(cfg, model, encoder, forget_rows, tok.pad_token_id)
-    if reverse["used"]:  # + each row's relation asked backwards, trained on only (llm_forget/data/reverse.py)
-        from .data.reverse import with_reversed
-
-        forget_rows, retain_rows = with_reversed(forget_rows), with_reversed(retain_rows)
-    forget_enc = encoder.rows(forget_rows)
-    retain_enc = encoder.rows(retain_rows) if retain_rows else None
+    if reverse["used"]:  # + the companions, after the given rows: trained on only (llm_forget/data/reverse.py)
+        fc, rc, fc_enc, rc_enc = companions
+        forget_rows, forget_enc = forget_rows + fc, forget_enc + fc_enc
+        if retain_rows:
+            retain_rows, retain_enc = retain_rows + rc, retain_enc + rc_enc
+    else:
+        encoder.truncated = given_truncated
     if encoder.truncated:
         logger.warning("%d sequences were longer than max_length=%d and were truncated", encoder.truncated,
                        cfg.max_length)
@@ -228,8 +242,6 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         logger.warning("the forget set (%d rows) is smaller than the effective batch (%d); keeping the "
                        "incomplete batch", len(forget_rows), effective)
         cfg.dataloader_drop_last = False
-    with cfg.main_process_first(local=False, desc="output folder"):  # rank 0 clears it; the others then see it empty
-        prepare_output_dir(out, cfg.overwrite, cfg.resume, model_path)
     lora = cfg.lora_r > 0
     if lora and getattr(method, "trainer", None) != "trl_dpo":
         from peft import get_peft_model
