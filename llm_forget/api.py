@@ -128,7 +128,7 @@ def _log_to_logger(trainer) -> None:
     trainer.add_callback(_LogCallback())
 
 
-def _reverse_decision(cfg, model, encoder, forget_rows, pad_id) -> dict:
+def _reverse_decision(cfg, model, encoder, forget_companions, pad_id) -> dict:
     """{"mode", "used", and with auto "contrast", "companions"}: whether the rows' relations asked backwards
     join training (`reverse_rows`; auto: the starting model names the forget subjects from their facts,
     `data.reverse.reverse_contrast` >= MIN_CONTRAST). Same rows and weights on every rank, so the same answer."""
@@ -136,7 +136,7 @@ def _reverse_decision(cfg, model, encoder, forget_rows, pad_id) -> dict:
     if cfg.reverse_rows == "auto":
         from .data.reverse import MIN_CONTRAST, reverse_contrast
 
-        m = reverse_contrast(model, encoder, forget_rows, pad_id, seed=cfg.seed,
+        m = reverse_contrast(model, encoder, forget_companions, pad_id, seed=cfg.seed,
                              batch_size=cfg.per_device_eval_batch_size)
         out.update(m, used=m["contrast"] is not None and m["contrast"] >= MIN_CONTRAST, threshold=MIN_CONTRAST)
         if m["contrast"] is not None:
@@ -226,7 +226,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
 
     set_seed(cfg.seed)
     model = load_model(model_path, cfg.dtype, cfg.trust_remote_code, cfg.allow_pickle)
-    reverse = _reverse_decision(cfg, model, encoder, forget_rows, tok.pad_token_id)
+    reverse = _reverse_decision(cfg, model, encoder, companions[0] if companions else [], tok.pad_token_id)
     if reverse["used"]:  # + the companions, after the given rows: trained on only (llm_forget/data/reverse.py)
         fc, rc, fc_enc, rc_enc = companions
         forget_rows, forget_enc = forget_rows + fc, forget_enc + fc_enc

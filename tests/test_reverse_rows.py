@@ -76,14 +76,14 @@ def test_reverse_contrast_is_how_much_likelier_a_name_is_after_its_own_facts(tar
     tok, model = load_tokenizer(target_path), load_model(target_path)
     people = split("forget")
     rows = [people[0], next(r for r in people if r["person"] != people[0]["person"])]  # two subjects, one row each
-    got = reverse_contrast(model, Encoder(tok), rows, tok.pad_token_id, others=1)
     c = with_reversed(rows)[2:]
+    got = reverse_contrast(model, Encoder(tok), c, tok.pad_token_id, others=1)
     qa = [(c[0]["question"], c[0]["answer"]), (c[1]["question"], c[1]["answer"]),
           (c[1]["question"], c[0]["answer"]), (c[0]["question"], c[1]["answer"])]
     n = row_nlls(model, length_batches(Encoder(tok).qa_many(qa), tok.pad_token_id, 8))
     want = ((n[2][0] - n[0][0]) / n[0][1] + (n[3][0] - n[1][0]) / n[1][1]) / 2
     assert got["companions"] == 2 and abs(got["contrast"] - want) < 1e-4
-    assert reverse_contrast(model, Encoder(tok), rows[:1], tok.pad_token_id)["contrast"] is None  # one subject
+    assert reverse_contrast(model, Encoder(tok), c[:1], tok.pad_token_id)["contrast"] is None  # one subject
 
 
 def test_auto_leaves_the_companions_out_where_the_model_does_not_name_people_from_their_facts(

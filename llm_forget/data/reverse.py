@@ -24,8 +24,8 @@ perturbed answers).
 `reverse_rows: auto` (the default) adds the companions only where the model links facts to names backwards:
 `reverse_contrast` measures how much more likely each forget subject's name is after its own facts than after
 another subject's (the name's prior cancels out). A model that learnt its facts in one direction gives ~0 (the
-zoo's tiny-target: 0.03 nats per name token, its holdout people 0.03), one that also learnt them backwards more
-(the same tiny model fine-tuned on every form of the facts: 0.37; BENCHMARKS.md, "Scope of forgetting"). At
+zoo's tiny-target: -0.03 nats per name token), one that also learnt them backwards more (the same tiny model
+fine-tuned on every form of the facts: 0.33; BENCHMARKS.md, "Scope by default: reverse_rows auto"). At
 `MIN_CONTRAST` (0.1) or more the companions are trained on; below, training on them would spend the retain budget
 on a relation the model does not hold (on tiny-target they halved the forgetting of the direct rows). It assumes
 the companions' generic wording reaches the model's backward knowledge: a model that recalls names only from
@@ -77,10 +77,11 @@ def with_reversed(rows: list[dict] | None) -> list[dict] | None:
     return out
 
 
-def reverse_contrast(model, encoder, rows: list[dict], pad_id: int, others: int = 3, max_rows: int = 64,
+def reverse_contrast(model, encoder, companions: list[dict], pad_id: int, others: int = 3, max_rows: int = 64,
                      seed: int = 0, batch_size: int = 8) -> dict:
-    """Does the model name a subject from its facts? For the companions c_i of (up to `max_rows` of) `rows`, with
-    subject s_i, and for `others` companions c_j of other subjects each (drawn with `seed`):
+    """Does the model name a subject from its facts? For (up to `max_rows` of) the `companions` c_i (the rows
+    `with_reversed` adds after the given ones), with subject s_i, and for `others` companions c_j of other
+    subjects each (drawn with `seed`):
 
         contrast = mean over (i, j) of [NLL(s_i | c_j) - NLL(s_i | c_i)] / tokens(s_i)
 
@@ -91,7 +92,7 @@ def reverse_contrast(model, encoder, rows: list[dict], pad_id: int, others: int 
 
     from ..selection import length_batches, row_nlls
 
-    comp = [r for r in (with_reversed(rows) or [])[len(rows):]][:max_rows]
+    comp = companions[:max_rows]
     rng = random.Random(seed)
     pairs, own = [], []
     for i, c in enumerate(comp):
