@@ -76,6 +76,8 @@ MATRIX = [  # id, argv (after the command), expected message
     ("wrong_type", ["unlearn", "npo", "--learning_rate", "fast"], "invalid float value: 'fast'"),
     ("negative_lr", ["unlearn", "npo", "--learning_rate", "-1e-4"], "learning_rate must be >= 0"),
     ("negative_beta", ["unlearn", "npo", "--beta", "-0.5"], "beta must be > 0"),
+    ("reverse_rows_unknown", ["unlearn", "npo", "--reverse_rows", "maybe"],
+     "reverse_rows must be true, false or auto, not 'maybe'"),
     ("model_missing", ["unlearn", "npo", "--model", "B:no_model"], "model path B:no_model does not exist"),
     ("not_causal_lm", ["unlearn", "npo", "--model", "B:bert"], "is not a causal language model (bert, BertModel)"),
     ("pickle_weights", ["unlearn", "npo", "--model", "B:pickle_model"],
