@@ -210,14 +210,13 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                for k, rows in (("forget", given_forget), ("retain", given_retain), ("holdout", holdout_rows))}
     forget_enc = encoder.rows(forget_rows)
     retain_enc = encoder.rows(retain_rows) if retain_rows else None
-    given_truncated = encoder.truncated
-    companions = None  # each row's relation asked backwards, encoded here so that its errors come first
+    companions = None  # each row's relation asked backwards; those over max_length left out, never an error
     if cfg.reverse_rows != "false":
-        from .data.reverse import with_reversed
+        from .data.reverse import fitting, with_reversed
 
         fc = with_reversed(forget_rows)[len(forget_rows):]
         rc = with_reversed(retain_rows)[len(retain_rows):] if retain_rows else []
-        companions = (fc, rc, encoder.rows(fc), encoder.rows(rc))
+        companions = (fc, rc, *fitting(encoder, fc))  # the forget ones fitted here: auto measures on them
     refuse_mixed(cfg, given, *own)  # last: a file's own errors come first
     log_notes(notes)
     _check_processes(cfg)
@@ -226,14 +225,17 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
 
     set_seed(cfg.seed)
     model = load_model(model_path, cfg.dtype, cfg.trust_remote_code, cfg.allow_pickle)
-    reverse = _reverse_decision(cfg, model, encoder, companions[0] if companions else [], tok.pad_token_id)
+    reverse = _reverse_decision(cfg, model, encoder, companions[2] if companions else [], tok.pad_token_id)
     if reverse["used"]:  # + the companions, after the given rows: trained on only (llm_forget/data/reverse.py)
-        fc, rc, fc_enc, rc_enc = companions
-        forget_rows, forget_enc = forget_rows + fc, forget_enc + fc_enc
+        fc, rc, fc_fit, fc_enc = companions
+        rc_fit, rc_enc = fitting(encoder, rc)  # encoded only now: under auto most runs never need them
+        reverse["left_out"] = len(fc) - len(fc_fit) + len(rc) - len(rc_fit)
+        if reverse["left_out"]:
+            logger.warning("%d relations asked backwards are longer than max_length=%d and were left out",
+                           reverse["left_out"], cfg.max_length)
+        forget_rows, forget_enc = forget_rows + fc_fit, forget_enc + fc_enc
         if retain_rows:
-            retain_rows, retain_enc = retain_rows + rc, retain_enc + rc_enc
-    else:
-        encoder.truncated = given_truncated
+            retain_rows, retain_enc = retain_rows + rc_fit, retain_enc + rc_enc
     if encoder.truncated:
         logger.warning("%d sequences were longer than max_length=%d and were truncated", encoder.truncated,
                        cfg.max_length)

@@ -110,3 +110,32 @@ def test_auto_leaves_the_companions_out_where_the_model_does_not_name_people_fro
     assert res["shipped"]["counts"]["forget"] == n_forget
     assert lowered["used"] and lowered["contrast"] == shipped["contrast"]
     assert res["lowered"]["counts"]["forget"] == 2 * n_forget
+
+
+def test_companions_over_max_length_are_left_out_not_truncated_and_never_stop_a_run(tmp_path, target_path):
+    """A companion is its row plus the answer and the name asked for: at a max_length that every given row fits,
+    `overlong: error` still runs, and the companions that do not fit are left out (counted), not cut."""
+    from llm_forget.api import unlearn
+    from llm_forget.data.benchmark import split
+    from llm_forget.data.encode import Encoder
+    from llm_forget.data.reverse import fitting
+    from llm_forget.models import load_tokenizer
+
+    enc = Encoder(load_tokenizer(target_path))
+    given = split("forget") + split("retain") + split("holdout")
+    longest = max(len(e["input_ids"]) for e in enc.rows(given))
+    comps = with_reversed(split("forget"))[len(split("forget")):]
+    sizes = [len(e["input_ids"]) for e in Encoder(enc.tokenizer, max_length=10**6).rows(comps)]
+    assert min(sizes) > min(len(e["input_ids"]) for e in enc.rows(split("forget")))
+    enc.max_length = longest
+    kept, kept_enc = fitting(enc, comps)
+    n_fit = sum(s <= longest for s in sizes)
+    assert 0 < len(comps) - len(kept) == len(comps) - n_fit and enc.truncated == 0
+    assert [len(e["input_ids"]) for e in kept_enc] == [s for s in sizes if s <= longest]  # whole, never cut
+
+    out = tmp_path / "run"
+    unlearn(str(RECIPES / "grad_diff.yaml"), model=target_path, output_dir=str(out), max_steps=1, eval_suite="none",
+            retain_budget="none", reverse_rows="true", overlong="error", max_length=longest)
+    res = json.loads((out / "results.json").read_text())
+    assert res["reverse_rows"]["used"] and res["reverse_rows"]["left_out"] > 0
+    assert res["counts"]["forget"] == len(split("forget")) + n_fit

@@ -30,6 +30,10 @@ fine-tuned on every form of the facts: 0.33; BENCHMARKS.md, "Scope by default: r
 on a relation the model does not hold (on tiny-target they halved the forgetting of the direct rows). It assumes
 the companions' generic wording reaches the model's backward knowledge: a model that recalls names only from
 one fixed phrasing of the reversed question may score under the threshold (`reverse_rows: true` forces them).
+
+A companion is longer than its row and ends with the name it asks for, so one over `max_length` is left out
+(`fitting`) whatever `overlong` says: truncating it would cut the name, and rows the user never wrote must not
+stop a run whose given rows fit.
 """
 
 from __future__ import annotations
@@ -77,6 +81,20 @@ def with_reversed(rows: list[dict] | None) -> list[dict] | None:
     return out
 
 
+def fitting(encoder, rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The `rows` (companions) whose encoding fits `encoder.max_length`, and those encodings, in order; the
+    others are left out, never truncated (module docstring). `encoder` itself is not touched."""
+    enc = _unbounded(encoder).rows(rows)
+    keep = [i for i, e in enumerate(enc) if len(e["input_ids"]) <= encoder.max_length]
+    return [rows[i] for i in keep], [enc[i] for i in keep]
+
+
+def _unbounded(encoder):
+    from dataclasses import replace
+
+    return replace(encoder, max_length=2**31, truncated=0)
+
+
 def reverse_contrast(model, encoder, companions: list[dict], pad_id: int, others: int = 3, max_rows: int = 64,
                      seed: int = 0, batch_size: int = 8) -> dict:
     """Does the model name a subject from its facts? For (up to `max_rows` of) the `companions` c_i (the rows
@@ -87,6 +105,7 @@ def reverse_contrast(model, encoder, companions: list[dict], pad_id: int, others
 
     in nats per name token: how much more likely the name is after its own facts than after someone else's.
     The name's own prior cancels, so a model that never links facts to the name backwards gives ~0.
+    Sequences over `encoder.max_length` tokens are left out (`fitting`).
     Returns {"companions": n, "contrast": float or None (fewer than two subjects)}."""
     import random
 
@@ -103,6 +122,12 @@ def reverse_contrast(model, encoder, companions: list[dict], pad_id: int, others
     if not pairs:
         return {"companions": len(comp), "contrast": None}
     qa = [(c["question"], c["answer"]) for c in comp] + pairs
-    nll = row_nlls(model, length_batches(encoder.qa_many(qa), pad_id, batch_size))
-    diffs = [(nll[len(comp) + k][0] - nll[i][0]) / max(nll[i][1], 1) for k, i in enumerate(own)]
+    enc = _unbounded(encoder).qa_many(qa)
+    fits = [k for k, e in enumerate(enc) if len(e["input_ids"]) <= encoder.max_length]
+    nll = dict(zip(fits, row_nlls(model, length_batches([enc[k] for k in fits], pad_id, batch_size)))) \
+        if fits else {}
+    diffs = [(nll[len(comp) + k][0] - nll[i][0]) / max(nll[i][1], 1) for k, i in enumerate(own)
+             if len(comp) + k in nll and i in nll]
+    if not diffs:
+        return {"companions": len(comp), "contrast": None}
     return {"companions": len(comp), "contrast": sum(diffs) / len(diffs)}
