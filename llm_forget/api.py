@@ -135,7 +135,9 @@ def _reverse_decision(cfg, model, encoder, forget_companions, pad_id) -> dict:
     out = {"mode": cfg.reverse_rows, "used": cfg.reverse_rows == "true"}
     if cfg.reverse_rows == "auto":
         from .data.reverse import MIN_CONTRAST, reverse_contrast
+        from .models import measure_device
 
+        model.to(measure_device(cfg))  # where the Trainer puts it next (a no-op on CPU)
         m = reverse_contrast(model, encoder, forget_companions, pad_id, seed=cfg.seed,
                              batch_size=cfg.per_device_eval_batch_size)
         out.update(m, used=m["contrast"] is not None and m["contrast"] >= MIN_CONTRAST, threshold=MIN_CONTRAST)

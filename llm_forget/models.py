@@ -178,6 +178,17 @@ def check_model(name_or_path: str, trust_remote_code: bool = False, allow_pickle
                         "...ForCausalLM model")
 
 
+def measure_device(cfg) -> str:
+    """Where a run measures before training (probing a described request, `reverse_rows: auto`'s contrast):
+    the device the Trainer puts the model on (this rank's accelerator, or the CPU), except when the weights
+    are to be sharded over the ranks (FSDP, DeepSpeed), where no rank may hold them whole: then the CPU."""
+    import os
+
+    sharded = bool(cfg.fsdp) or bool(cfg.deepspeed) or any(
+        os.environ.get(k, "").lower() in ("1", "true") for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+    return "cpu" if sharded else str(cfg.device)
+
+
 def load_model(name_or_path: str, dtype: str = "auto", trust_remote_code: bool = False,
                allow_pickle: bool = False, device: str | None = None):
     """Load a causal LM. Only safetensors unless `allow_pickle`; no remote code unless asked.

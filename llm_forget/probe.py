@@ -206,9 +206,9 @@ def probe_request(request, model_path: str, cfg, tokenizer, encoder, retain_rows
 
     import torch
 
-    from .models import load_model
+    from .models import load_model, measure_device
 
-    model = load_model(model_path, cfg.dtype, cfg.trust_remote_code, cfg.allow_pickle)
+    model = load_model(model_path, cfg.dtype, cfg.trust_remote_code, cfg.allow_pickle, device=measure_device(cfg))
     with torch.no_grad():
         p = build_probes(model, tokenizer, encoder, request.description, request.examples, request.neighbours,
                          retain_rows, max_templates=cfg.probe_templates, n_neighbours=cfg.probe_neighbours,

@@ -139,3 +139,22 @@ def test_companions_over_max_length_are_left_out_not_truncated_and_never_stop_a_
     res = json.loads((out / "results.json").read_text())
     assert res["reverse_rows"]["used"] and res["reverse_rows"]["left_out"] > 0
     assert res["counts"]["forget"] == len(split("forget")) + n_fit
+
+
+def test_measurements_before_training_run_where_the_trainer_puts_the_model(monkeypatch):
+    """measure_device: this rank's device (cfg.device), or the CPU where FSDP / DeepSpeed shard the weights."""
+    from types import SimpleNamespace
+
+    from llm_forget.api import parse_config
+    from llm_forget.models import measure_device
+
+    for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(k, raising=False)
+    cfg = parse_config(str(RECIPES / "kl.yaml"), {})
+    assert measure_device(cfg) == str(cfg.device)
+    gpu = SimpleNamespace(device="cuda:1", fsdp="", deepspeed=None)  # a DDP rank's settings, as fields
+    assert measure_device(gpu) == "cuda:1"
+    assert measure_device(SimpleNamespace(device="cuda:1", fsdp="full_shard", deepspeed=None)) == "cpu"
+    assert measure_device(SimpleNamespace(device="cuda:1", fsdp="", deepspeed="ds.json")) == "cpu"
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # how `accelerate launch` says so
+    assert measure_device(gpu) == "cpu"
