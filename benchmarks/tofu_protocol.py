@@ -336,8 +336,11 @@ def main() -> None:
     data = tofu_splits(scale)
     files = {"holdout": work / "data" / "holdout.json", "avoid": work / "data" / "evaluated_retain.json"}
     io.write_json(files["holdout"], data["holdout"])
-    # the retain rows the suite reports on: kept out of the recipes' calibration rows (select_avoid)
-    io.write_json(files["avoid"], data.get("retain_perturbed") or _load("retain_perturbed_400"))
+    # the retain rows the suite reports on, and only those: kept out of the recipes' calibration rows (select_avoid;
+    # avoiding every author's rows would make the avoidance void: all groups avoided, the seed picks among them)
+    evaluated = data["retain_perturbed"][:scale["eval_rows"]] if "retain_perturbed" in data \
+        else _load("retain_perturbed_400")
+    io.write_json(files["avoid"], evaluated)
     base = build_tiny_base(work / "models" / "base") if scale["base"] == "tofu-tiny" else zoo.get(scale["base"])
     target = work / "models" / "target"
     tinfo = train(str(base), data["target"], target, scale["finetune"])
