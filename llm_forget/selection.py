@@ -164,6 +164,13 @@ def split_by_group(rows: list[dict], n_calibration: int, seed: int = 0,
         if len(calib) >= n_calibration:
             break
         calib += groups[g]
+    taken = sum(str(rows[i].get("question", "")).strip() in avoid for i in calib)
+    if taken:  # the groups did not allow it: say so, the outside evaluation would report on calibrated rows
+        logger.warning("select_avoid: %d of the %d calibration rows are rows it lists (too few other groups: "
+                       "%d of %d groups hold a listed row); list only the rows that are evaluated elsewhere, or "
+                       "lower select_rows", taken, len(calib),
+                       sum(any(str(rows[i].get("question", "")).strip() in avoid for i in groups[g]) for g in groups),
+                       len(groups))
     keep = set(calib)
     return sorted(calib), [i for i in range(len(rows)) if i not in keep]
 

@@ -39,6 +39,20 @@ def test_rows_without_a_group_key_split_by_row_and_avoided_groups_stay_out():
     assert split_by_group(one, 2) == ([0, 1, 2], [])  # a single group cannot be split
 
 
+def test_calibration_that_must_take_avoided_rows_says_so(caplog):
+    """Every group holds a listed row (a list naming all authors, not the evaluated ones): the avoidance cannot
+    hold, and the run says how many calibration rows are listed ones instead of passing it over."""
+    rows = [{"question": f"q{i}", "answer": "a", "author": f"A{i // 4}"} for i in range(16)]  # 4 authors
+    with caplog.at_level("WARNING", logger="llm_forget.selection"):
+        c, _ = split_by_group(rows, 4, avoid={f"q{i}" for i in range(0, 16, 4)})  # one row of each author
+    assert len(c) == 4 and "select_avoid: 1 of the 4 calibration rows" in caplog.text
+    assert "4 of 4 groups" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="llm_forget.selection"):
+        split_by_group(rows, 4, avoid={"q0", "q1"})  # one author listed: three others calibrate
+    assert "select_avoid" not in caplog.text
+
+
 def test_the_users_retain_rows_calibrate_before_probes_and_avoided_rows_last():
     """A described request's retain set = the user's rows + the model's own answers about neighbours
     (probes). The budget is measured on the user's rows while they suffice, then on probes, and only
