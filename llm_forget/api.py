@@ -357,6 +357,12 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                "rows": {**split, "digest": {k: digest(v or []) for k, v in (("forget", forget_rows),
                                             ("retain", retain_rows), ("holdout", holdout_rows))}}}
     results["reverse_rows"] = reverse
+    from .evaluation.calibrated import calibration_hashes
+
+    results["rows"]["calibration_rows"] = {  # what `llm-forget eval` checks its rows against
+        k: calibration_hashes(rows, split["calibration"][k]) for k, rows in (("retain", given_retain),
+                                                                              ("holdout", holdout_rows))
+        if rows and k in split["calibration"]}
     seen = getattr(trainer, "retain_seen", None)
     if seen is not None:
         results["counts"]["retain_trained"] = len(seen)

@@ -191,7 +191,8 @@ def calibration_split(forget: list[dict], retain: list[dict] | None, holdout: li
     up to `select_rows` rows calibrate and are left out of the evaluation. Forget rows are the training
     target by definition: the selector measures the first `select_rows` of them, and the evaluation
     reports on all of them. `avoid`: questions an outside evaluation reports on (kept out of calibration
-    where the groups allow). Returns {"calibration": {set: [indices]}, "evaluation": {set: [indices]}}."""
+    where the groups allow). Returns {"calibration": {set: [indices]}, "evaluation": {set: [indices]}}, and with
+    `avoid`, "avoided": {set: number of calibration rows it lists} (0 unless the groups did not allow)."""
     out = {"calibration": {"forget": list(range(min(select_rows, len(forget))))},
            "evaluation": {"forget": list(range(len(forget)))}}
     if retain:
@@ -200,6 +201,10 @@ def calibration_split(forget: list[dict], retain: list[dict] | None, holdout: li
     if holdout:
         c, e = split_by_group(holdout, min(select_rows, len(holdout) // 2), seed, avoid)
         out["calibration"]["holdout"], out["evaluation"]["holdout"] = c, e
+    if avoid:
+        sets = {"retain": retain, "holdout": holdout}
+        out["avoided"] = {k: sum(str(sets[k][i].get("question", "")).strip() in avoid for i in ix)
+                          for k, ix in out["calibration"].items() if k in sets}
     return out
 
 

@@ -3,12 +3,15 @@ reports on; without a holdout, forget questions with swapped answers stand in fo
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import llm_forget
-from llm_forget.data.readers import read_rows
+from llm_forget.data.readers import read_rows, row_hash
 from llm_forget.recipes_index import shipped
 from llm_forget.selection import RetainBudgetSelector, calibration_split, split_by_group, swapped_rows
 
@@ -51,6 +54,9 @@ def test_calibration_that_must_take_avoided_rows_says_so(caplog):
     with caplog.at_level("WARNING", logger="llm_forget.selection"):
         split_by_group(rows, 4, avoid={"q0", "q1"})  # one author listed: three others calibrate
     assert "select_avoid" not in caplog.text
+    every = calibration_split([], rows, rows, 4, 0, avoid={f"q{i}" for i in range(0, 16, 4)})
+    assert every["avoided"] == {"retain": 1, "holdout": 1}  # what results.json's `rows` records
+    assert calibration_split([], rows, None, 4, 0, avoid={"q0"})["avoided"] == {"retain": 0}
 
 
 def test_the_users_retain_rows_calibrate_before_probes_and_avoided_rows_last():
@@ -94,6 +100,31 @@ def test_a_run_reports_on_rows_it_did_not_calibrate_on(target_path, tmp_path):
     assert {holdout[i]["person"] for i in cal["holdout"]}.isdisjoint({holdout[i]["person"] for i in ev["holdout"]})
     assert set(r["rows"]["digest"]) == {"forget", "retain", "holdout"}
     assert r["counts"]["retain_trained"] == 6 * 8  # 6 steps of 8 rows, every one a different retain row
+    retain = read_rows("builtin:retain")
+    assert r["rows"]["calibration_rows"]["retain"] == [row_hash(retain[i])[:16] for i in cal["retain"]]
+
+    # `llm-forget eval` on the run's model: on all the retain and holdout rows it warns, naming how many the run
+    # calibrated on and recording it; on the run's evaluation rows it is silent
+    model, files = res.output_dir / "model", {}
+    for name, rows in (("forget", read_rows("builtin:forget")), ("retain", retain), ("holdout", holdout),
+                       ("retain_ev", [retain[i] for i in ev["retain"]]),
+                       ("holdout_ev", [holdout[i] for i in ev["holdout"]])):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(rows))
+    for tag, ret, hold in (("all", "retain", "holdout"), ("evaluation", "retain_ev", "holdout_ev")):
+        out = tmp_path / f"eval_{tag}"
+        p = subprocess.run([sys.executable, "-m", "llm_forget", "eval", "--model", str(model), "--forget",
+                            str(files["forget"]), "--retain", str(files[ret]), "--holdout", str(files[hold]),
+                            "--output", str(out)], capture_output=True, text=True, env={**os.environ,
+                            "OMP_NUM_THREADS": "1"})
+        assert p.returncode == 0, p.stderr
+        got = json.loads((out / "results.json").read_text())["calibrated_rows"]
+        if tag == "all":
+            assert got["datasets"] == {"retain": len(cal["retain"]), "holdout": len(cal["holdout"])}
+            assert got["run"] == str(res.output_dir / "results.json")
+            assert f"{len(cal['retain'])} of 'retain', {len(cal['holdout'])} of 'holdout'" in p.stderr
+        else:
+            assert got == {} and "tuned, not measured" not in p.stderr
 
 
 def test_without_holdout_the_reference_is_swapped_forget_answers(target_path, tmp_path):

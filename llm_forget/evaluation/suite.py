@@ -136,6 +136,14 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
         rows = resolve_datasets(cfg, variables, limit)
     check_rows(cfg, rows, allow_overlap)
     path = resolve_model_path(str(model))
+    from .calibrated import calibrated_rows
+
+    calibrated = calibrated_rows(path, rows)  # rows the run that made the model measured to stop itself
+    if calibrated:
+        logger.warning("eval: %s of these rows were measured by the run that made this model to choose where to "
+                       "stop (%s): numbers on them are tuned, not measured; evaluate on other rows, e.g. that "
+                       "run's evaluation rows (`rows.evaluation`)", ", ".join(
+                           f"{n} of {k!r}" for k, n in calibrated["datasets"].items()), calibrated["run"])
     ident = _identity(path)
     spec = {k: v for k, v in cfg.items() if k != "_source"}
     out = Path(output) if output else None
@@ -194,6 +202,7 @@ def evaluate(model, suite="quick", *, retain_model=None, reference_model=None, o
                      "reference": _identity(resolve_model_path(str(reference_model))) if reference_model else None}
     res["variables"] = variables
     res["not_computed"] = dict(notes or {})
+    res["calibrated_rows"] = calibrated
     res["environment"] = {**environment(mdl), "seed": seed, "batch_size": batch_size}
 
     last = time.perf_counter()
