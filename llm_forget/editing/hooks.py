@@ -28,17 +28,22 @@ def add_to_weight(module, conv1d: bool, delta: torch.Tensor) -> None:
     w.add_(delta.to(device=w.device, dtype=w.dtype))
 
 
-@contextmanager
 def capture_inputs(modules: dict, stop_after=None):
     """Record the first positional input of each module in `modules` (name -> module) into the
     yielded dict (name -> tensor, detached). When `stop_after` names one of them, the forward
     pass is ended (StopForward) right after that module's input is read; the block absorbs it."""
+    return _capture(modules, stop_after, inputs=True)
+
+
+@contextmanager
+def _capture(modules: dict, stop_after, inputs: bool):
+    """capture_inputs (forward pre-hooks: the first positional input) or capture_outputs (forward hooks)."""
     got: dict = {}
     handles = []
 
     def make(name):
-        def hook(_mod, args):
-            got[name] = args[0].detach()
+        def hook(_mod, args, out=None):
+            got[name] = args[0].detach() if inputs else _first(out).detach()
             if name == stop_after:
                 raise StopForward
 
@@ -46,7 +51,8 @@ def capture_inputs(modules: dict, stop_after=None):
 
     try:
         for name, m in modules.items():
-            handles.append(m.register_forward_pre_hook(make(name)))
+            register = m.register_forward_pre_hook if inputs else m.register_forward_hook
+            handles.append(register(make(name)))
         try:
             yield got
         except StopForward:  # the forward was ended on purpose: what it read is in `got`
@@ -79,32 +85,11 @@ def add_at_positions(module, delta: torch.Tensor, positions: torch.Tensor):
         handle.remove()
 
 
-@contextmanager
 def capture_outputs(modules: dict, stop_after=None):
     """Record each module's output (the hidden state for decoder blocks), detached. When `stop_after`
     names one of them, the forward pass is ended (StopForward) right after that module's output is
     read, so nothing after it runs; the block absorbs it."""
-    got: dict = {}
-    handles = []
-
-    def make(name):
-        def hook(_mod, _args, out):
-            got[name] = _first(out).detach()
-            if name == stop_after:
-                raise StopForward
-
-        return hook
-
-    try:
-        for name, m in modules.items():
-            handles.append(m.register_forward_hook(make(name)))
-        try:
-            yield got
-        except StopForward:  # the forward was ended on purpose: what it read is in `got`
-            pass
-    finally:
-        for h in handles:
-            h.remove()
+    return _capture(modules, stop_after, inputs=False)
 
 
 @contextmanager
