@@ -1,6 +1,6 @@
 """The shipped task-vector recipe on the built-in benchmark, by seed, against plain negation.
 
-    .venv/bin/python benchmarks/task_vector_recipe.py [--seeds 0,1,2] [--out FILE]
+    .venv/bin/python benchmarks/task_vector_recipe.py [--seeds 0,1,2] [--lambda-refine N] [--out FILE]
 
 For each seed, runs `llm_forget.edit(recipes/task_vector.yaml)` (τ = τ_forget − τ_retain, both
 fine-tuned alike) and then plain negation (retain_weight 0) of the same θ_reinf on a λ grid.
@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))  # the zoo models `make test` uses
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def ratios(sweep: dict) -> list[tuple[float, float, float]]:
@@ -38,19 +41,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--plain-lambdas", default="0.5,1,1.25,1.5,1.75,2,2.25,2.5")
+    ap.add_argument("--lambda-refine", type=int, default=None, help="bisections after the λ grid (default: the "
+                    "recipe's; 0 = the grid alone), for both the recipe and plain negation")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "task_vector_recipe.json"))
     a = ap.parse_args()
     recipe = str(shipped()["task_vector"])
+    extra = {} if a.lambda_refine is None else {"lambda_refine": a.lambda_refine}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in [int(s) for s in a.seeds.split(",")]:
             t = time.perf_counter()
-            run = llm_forget.edit(recipe, output_dir=f"{tmp}/tv{seed}", seed=seed)
+            run = llm_forget.edit(recipe, output_dir=f"{tmp}/tv{seed}", seed=seed, **extra)
             secs = time.perf_counter() - t
             sw = run.metrics["sweep"]
             chosen = next(x for x in ratios(sw) if x[0] == sw["chosen"]["lambda"])
             plain = llm_forget.edit(recipe, output_dir=f"{tmp}/plain{seed}", seed=seed, retain_weight=0.0,
-                                    reinforced=f"{tmp}/tv{seed}/reinforced", lambdas=a.plain_lambdas).metrics["sweep"]
+                                    reinforced=f"{tmp}/tv{seed}/reinforced", lambdas=a.plain_lambdas,
+                                    **extra).metrics["sweep"]
             rows.append({"seed": seed, "recipe_seconds": round(secs, 1), "chosen": chosen, "best_recipe": best(sw),
                          "best_plain": best(plain), "recipe_sweep": ratios(sw), "plain_sweep": ratios(plain)})
             print(f"seed {seed}: recipe chosen λ {chosen[0]:g}: forget {chosen[1]:.2f}x retain {chosen[2]:.3f}x "

@@ -2,9 +2,10 @@
 
 The shipped recipe (recipes/task_vector.yaml) fine-tunes the target on the forget set and, with
 the same settings and steps, on the retain set, and negates τ = τ_forget − τ_retain. Measured
-through `llm-forget edit recipes/task_vector.yaml` (forget ×, retain × at the chosen λ):
-seed 0: 4.05x / 1.47x, seed 1: 4.07x / 1.47x, seed 2: 3.60x / 1.35x. Plain negation of τ_forget
-alone (retain_weight 0), same fine-tune: 2.73x at 1.49x (seed 0), 2.25x / 2.29x (seeds 1, 2).
+through `llm-forget edit recipes/task_vector.yaml` (forget ×, retain × at the chosen λ, the grid then three
+bisections towards the 1.5x limit), on the zoo built from seeds 0, 1, 2 (LLM_FORGET_SEED) under 1 thread:
+3.69x / 1.47x, 3.66x / 1.45x, 3.56x / 1.49x; plain negation of τ_forget alone (retain_weight 0), same fine-tune:
+2.69x, 2.55x, 2.62x. With the grid alone the seed-2 build stopped at λ 1.75: 2.82x / 1.28x (λ 2 gave 3.85x / 1.59x).
 """
 
 import json
@@ -31,8 +32,7 @@ def test_task_vector_recipe_forgets_3x_within_1_5x_retain_and_beats_plain_negati
     plain = llm_forget.edit(str(shipped()["task_vector"]), model=target_path, output_dir=str(tmp_path / "plain"),
                             reinforced=str(out / "reinforced"), retain_weight=0.0).metrics["sweep"]
     best_plain = max(f for f, r in _ratios(plain).values() if r <= 1.5)
-    # beats plain negation: seeds 0-2 under 1 thread 1.48x, 1.81x, 1.57x; seed 0 under 2 threads 1.12x
-    # (3.00x vs 2.69x: the 40-epoch fine-tunes amplify another thread count's rounding)
+    # beats plain negation: zoo seeds 0-2, 1 and 2 threads alike, 1.37x, 1.43x, 1.36x (both sweeps bisected)
     assert forget_x > best_plain, (best_plain, forget_x)
     # the chosen model, τ (with where it came from) and the sweep's table and plot are saved
     assert (out / "model" / "model.safetensors").exists() and (out / "sweep.png").exists()

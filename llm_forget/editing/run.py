@@ -256,7 +256,8 @@ def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
         tau = tv.combine(tau, tv.task_vector(theta, load_model(retained, "float32").state_dict()), -cfg.retain_weight)
         meta["reinforced_retain"] = retained
     t_reinforce = time.perf_counter() - t0
-    sw = tv.sweep(model_path, tau, lambdas, forget, retain, cfg.fraction, out_dir=out, utility=cfg.utility)
+    sw = tv.sweep(model_path, tau, lambdas, forget, retain, cfg.fraction, out_dir=out, utility=cfg.utility,
+                  refine=cfg.lambda_refine)
     tv.save(tau, out / "task_vector.safetensors", meta)
     if sw["chosen"] is None:
         logger.warning("no λ keeps retain %s ≥ %g of the target's; nothing saved as model/", cfg.utility, cfg.fraction)

@@ -117,10 +117,14 @@ def scale_lora(model, adapter: str, weight: float, new_name: str | None = None) 
 
 def sweep(target: str, tau: dict[str, torch.Tensor], lambdas, forget_rows: list[dict], retain_rows: list[dict],
           fraction: float = 0.95, batch_size: int = 32, out_dir: str | Path | None = None,
-          prompt_template: str = "Question: {question}\nAnswer:", utility: str = "probability") -> dict:
+          prompt_template: str = "Question: {question}\nAnswer:", utility: str = "probability",
+          refine: int = 0) -> dict:
     """Evaluate θ_target − λ·τ for each λ (forget and retain perplexity and answer probability),
     choose λ with `select_lambda` on retain `utility` (probability, or perplexity through its
     inverse), and (when `out_dir`) write sweep.json, sweep.md and sweep.png there.
+    refine: then bisect `refine` times between the chosen λ and the next larger λ of the grid when that
+    one keeps too little utility (the rows measured are added to the sweep, in λ order), so the choice
+    lands within (gap / 2^refine) of the utility limit instead of a grid step below it.
     Returns {"rows", "chosen", "target", "fraction", "utility"}."""
     from .. import io
     from ..data.encode import Encoder
@@ -132,17 +136,28 @@ def sweep(target: str, tau: dict[str, torch.Tensor], lambdas, forget_rows: list[
     model = load_model(target, "float32")
     theta_t = {k: v.detach().clone() for k, v in model.state_dict().items()}
     sets = {"forget": forget_rows, "retain": retain_rows}
-    rows = []
-    for lam in [0.0, *[float(x) for x in lambdas if float(x) != 0.0]]:
+
+    def measure(lam: float) -> dict:
         model.load_state_dict(apply(theta_t, tau, -lam))
         s = quick_eval(model, enc, sets, batch_size)["summary"]
-        rows.append({"lambda": lam, **{k: s[k] for k in ("forget_perplexity", "retain_perplexity",
-                                                          "forget_probability", "retain_probability")},
-                     "retain_inverse_perplexity": 1.0 / s["retain_perplexity"]})
         logger.info("λ=%g forget ppl %.3g retain ppl %.3g", lam, s["forget_perplexity"], s["retain_perplexity"])
+        return {"lambda": lam, **{k: s[k] for k in ("forget_perplexity", "retain_perplexity",
+                                                     "forget_probability", "retain_probability")},
+                "retain_inverse_perplexity": 1.0 / s["retain_perplexity"]}
+
+    rows = [measure(lam) for lam in [0.0, *sorted({float(x) for x in lambdas} - {0.0})]]
     base = rows[0]
     key = {"probability": "retain_probability", "perplexity": "retain_inverse_perplexity"}[utility]
     chosen = select_lambda(rows[1:], base[key], fraction, utility_key=key)
+    above = [r for r in rows if chosen and r["lambda"] > chosen["lambda"]]
+    if refine and above and above[0][key] < fraction * base[key]:  # bisect towards the utility limit
+        lo, hi = chosen["lambda"], above[0]["lambda"]
+        for _ in range(refine):
+            r = measure((lo + hi) / 2)
+            rows.append(r)
+            lo, hi = (r["lambda"], hi) if r[key] >= fraction * base[key] else (lo, r["lambda"])
+        rows.sort(key=lambda r: r["lambda"])
+        chosen = select_lambda(rows[1:], base[key], fraction, utility_key=key)
     res = {"rows": rows, "chosen": chosen, "target": base, "fraction": fraction, "utility": utility}
     if out_dir is not None:
         out = Path(out_dir)
