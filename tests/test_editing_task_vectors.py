@@ -21,6 +21,7 @@ def test_task_vector_recipe_forgets_3x_within_1_5x_retain_and_beats_plain_negati
     """Forget perplexity ≥ 3x with retain perplexity ≤ 1.5x at the chosen λ (both relative to the target model),
     where plain negation of the same θ_reinf gets less forgetting within the same retain cost."""
     import llm_forget
+    from llm_forget.editing.config import EditConfig
     from llm_forget.editing.task_vectors import load
     from llm_forget.recipes_index import shipped
 
@@ -29,6 +30,14 @@ def test_task_vector_recipe_forgets_3x_within_1_5x_retain_and_beats_plain_negati
     sweep = run.metrics["sweep"]
     forget_x, retain_x = _ratios(sweep)[sweep["chosen"]["lambda"]]
     assert forget_x >= 3.0 and retain_x <= 1.5, (forget_x, retain_x)
+    # the grid's choice refined by three bisections: the nearest λ measured above the choice keeps too little
+    # retain utility and lies within 1/8 of the grid step that holds the choice
+    grid = sorted(float(x) for x in EditConfig().lambdas.split(","))
+    lam, measured = sweep["chosen"]["lambda"], sorted(_ratios(sweep))
+    assert len(measured) == len(grid) + 1 + 3
+    above = min(x for x in measured if x > lam)
+    step = min(g for g in grid if g > lam) - max([0.0] + [g for g in grid if g <= lam])
+    assert _ratios(sweep)[above][1] > 1.5 and above - lam <= step / 8 + 1e-9, (lam, above, step)
     plain = llm_forget.edit(str(shipped()["task_vector"]), model=target_path, output_dir=str(tmp_path / "plain"),
                             reinforced=str(out / "reinforced"), retain_weight=0.0).metrics["sweep"]
     best_plain = max(f for f, r in _ratios(plain).values() if r <= 1.5)
