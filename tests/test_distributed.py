@@ -159,14 +159,18 @@ def test_cached_reference_is_indexed_by_dataset_index(target_path):
 # ---------------------------------------------------------------- launches
 
 
-F32 = 1e-6  # float32 rounding: machine epsilon 1.19e-7, so a few roundings of a summed value (relative and absolute)
+F32 = 1e-6  # float32 rounding: machine epsilon 1.19e-7, so a few roundings of a summed value (relative)
+# absolute: a token's log-probability comes out of logits of magnitude ~10 (float32 spacing ~1e-6 there), which
+# another batch shape rounds differently; a row's sum of several tokens moves by a few of those (the seed-3 zoo
+# build: 1.07e-6 on an nll_sum of 0.87). A sharding fault (a wrong row, padding read) moves numbers by far more.
+F32_ABS = 1e-5
 
 
 def test_grad_diff_two_processes_equal_one_and_sharded_eval_is_exact(target_path, tmp_path):
     """GradDiff, SGD: 2 processes x 4 rows == 1 process x 4 rows x 2 accumulation steps, to 1e-5.
     The 2-process run also evaluates sharded (eval batch 16: 50 forget rows -> 32 + 18, 40 retain
     -> 32 + 8, 20 holdout -> 16 + 4); its gathered per-item numbers and its summary must equal a
-    single-process evaluation of the saved weights, row by row, to float32 rounding (F32). A
+    single-process evaluation of the saved weights, row by row, to float32 rounding (F32, F32_ABS). A
     standalone script reproduces them bit for bit; inside the suite's process the last bits of a few
     rows may differ, so the test holds rounding, not bits."""
     from llm_forget.data.benchmark import truth_ratio_correct_for
@@ -206,12 +210,12 @@ def test_grad_diff_two_processes_equal_one_and_sharded_eval_is_exact(target_path
         for got, want in zip(res["per_item"][s], ref["per_item"][s]):  # item by item, in row order
             assert got["id"] == want["id"] and got.keys() == want.keys()
             for k in got:
-                want_k = want[k] if isinstance(want[k], str) else pytest.approx(want[k], rel=F32, abs=F32)
+                want_k = want[k] if isinstance(want[k], str) else pytest.approx(want[k], rel=F32, abs=F32_ABS)
                 assert got[k] == want_k, (s, got["id"], k)
     summary = {k: v for k, v in ref["summary"].items() if k != "eval_seconds"}
     assert {"mia_auc", "forget_truth_ratio", "model_utility"} <= summary.keys()
     for k, v in summary.items():
-        assert res["summary"][k] == (pytest.approx(v, rel=F32, abs=F32) if isinstance(v, float) else v), k
+        assert res["summary"][k] == (pytest.approx(v, rel=F32, abs=F32_ABS) if isinstance(v, float) else v), k
 
 
 def test_npo_and_lora_two_processes_equal_one(target_path, tmp_path):

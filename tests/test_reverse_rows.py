@@ -90,7 +90,8 @@ def test_auto_leaves_the_companions_out_where_the_model_does_not_name_people_fro
         tmp_path, target_path, monkeypatch):
     """tiny-target learnt its facts one way (name -> fact): its contrast sits near 0, under MIN_CONTRAST, and
     reverse_rows auto (the default) trains on the given rows only; where the threshold is under the contrast,
-    the same run adds the companions and says so in results.json."""
+    the same run adds the companions and says so in results.json. The zoo builds of seeds 0-3 measure -0.028,
+    -0.027, -0.017 and +0.058 (the model fine-tuned on every form of the facts: 0.33)."""
     from llm_forget.api import unlearn
     from llm_forget.data import reverse
     from llm_forget.data.benchmark import split
@@ -106,7 +107,7 @@ def test_auto_leaves_the_companions_out_where_the_model_does_not_name_people_fro
     shipped, lowered = res["shipped"]["reverse_rows"], res["lowered"]["reverse_rows"]
     assert shipped["mode"] == "auto" and shipped["companions"] == n_forget
     assert shipped["threshold"] == shipped_threshold == 0.1
-    assert abs(shipped["contrast"]) < 0.5 * shipped_threshold and not shipped["used"]
+    assert abs(shipped["contrast"]) < shipped_threshold and not shipped["used"]
     assert res["shipped"]["counts"]["forget"] == n_forget
     assert lowered["used"] and lowered["contrast"] == shipped["contrast"]
     assert res["lowered"]["counts"]["forget"] == 2 * n_forget

@@ -24,7 +24,8 @@ perturbed answers).
 `reverse_rows: auto` (the default) adds the companions only where the model links facts to names backwards:
 `reverse_contrast` measures how much more likely each forget subject's name is after its own facts than after
 another subject's (the name's prior cancels out). A model that learnt its facts in one direction gives ~0 (the
-zoo's tiny-target: -0.03 nats per name token), one that also learnt them backwards more (the same tiny model
+zoo's tiny-target: -0.03 to +0.06 nats per name token over the builds of seeds 0-3), one that also learnt them
+backwards more (the same tiny model
 fine-tuned on every form of the facts: 0.33; BENCHMARKS.md, "Scope by default: reverse_rows auto"). At
 `MIN_CONTRAST` (0.1) or more the companions are trained on; below, training on them would spend the retain budget
 on a relation the model does not hold (on tiny-target they halved the forgetting of the direct rows). It assumes
