@@ -92,7 +92,7 @@ def main() -> None:
         out = work / "runs" / f"shots{k}"
         t = time.perf_counter()
         unlearn(str(ROOT / "llm_forget" / "recipes" / f"{args.recipe}.yaml"), model=str(target), forget=str(f),
-                retain=str(files["retain"]), holdout=str(files["holdout"]), select_avoid=str(files["avoid"]),
+                retain=str(files["retain"]), holdout=str(files["holdout"]), **zs._avoid(files),
                 output_dir=str(out), eval_suite="none", overwrite=True)
         sel = json.loads((out / "results.json").read_text()).get("selection", {})
         report(name, str(out / "model"), unlearn_seconds=round(time.perf_counter() - t, 1), given_rows=given,

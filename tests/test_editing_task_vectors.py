@@ -20,8 +20,9 @@ def _ratios(sweep):
 def test_task_vector_recipe_forgets_3x_within_1_5x_retain_and_beats_plain_negation(target_path, tmp_path):
     """Forget perplexity ≥ 3x with retain perplexity ≤ 1.5x at the chosen λ (both relative to the target model),
     where plain negation of the same θ_reinf gets less forgetting within the same retain cost."""
+    import yaml
+
     import llm_forget
-    from llm_forget.editing.config import EditConfig
     from llm_forget.editing.task_vectors import load
     from llm_forget.recipes_index import shipped
 
@@ -32,9 +33,10 @@ def test_task_vector_recipe_forgets_3x_within_1_5x_retain_and_beats_plain_negati
     assert forget_x >= 3.0 and retain_x <= 1.5, (forget_x, retain_x)
     # the grid's choice refined by three bisections: the nearest λ measured above the choice keeps too little
     # retain utility and lies within 1/8 of the grid step that holds the choice
-    grid = sorted(float(x) for x in EditConfig().lambdas.split(","))
+    ran = yaml.safe_load((out / "recipe.yaml").read_text())  # the run's own grid and bisections
+    grid = sorted(float(x) for x in str(ran["lambdas"]).split(","))
     lam, measured = sweep["chosen"]["lambda"], sorted(_ratios(sweep))
-    assert len(measured) == len(grid) + 1 + 3
+    assert ran["lambda_refine"] == 3 and len(measured) == len(grid) + 1 + ran["lambda_refine"]
     above = min(x for x in measured if x > lam)
     step = min(g for g in grid if g > lam) - max([0.0] + [g for g in grid if g <= lam])
     assert _ratios(sweep)[above][1] > 1.5 and above - lam <= step / 8 + 1e-9, (lam, above, step)

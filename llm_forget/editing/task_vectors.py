@@ -149,13 +149,14 @@ def sweep(target: str, tau: dict[str, torch.Tensor], lambdas, forget_rows: list[
     base = rows[0]
     key = {"probability": "retain_probability", "perplexity": "retain_inverse_perplexity"}[utility]
     chosen = select_lambda(rows[1:], base[key], fraction, utility_key=key)
-    above = [r for r in rows if chosen and r["lambda"] > chosen["lambda"]]
-    if refine and above and above[0][key] < fraction * base[key]:  # bisect towards the utility limit
-        lo, hi = chosen["lambda"], above[0]["lambda"]
+    keeps = lambda r: r[key] >= fraction * base[key]  # noqa: E731  (select_lambda's utility rule)
+    above = next((r for r in rows if chosen and r["lambda"] > chosen["lambda"]), None)
+    if refine and above is not None and not keeps(above):  # bisect towards the utility limit
+        lo, hi = chosen["lambda"], above["lambda"]
         for _ in range(refine):
             r = measure((lo + hi) / 2)
             rows.append(r)
-            lo, hi = (r["lambda"], hi) if r[key] >= fraction * base[key] else (lo, r["lambda"])
+            lo, hi = (r["lambda"], hi) if keeps(r) else (lo, r["lambda"])
         rows.sort(key=lambda r: r["lambda"])
         chosen = select_lambda(rows[1:], base[key], fraction, utility_key=key)
     res = {"rows": rows, "chosen": chosen, "target": base, "fraction": fraction, "utility": utility}
