@@ -6,7 +6,8 @@ For each seed, runs `llm_forget.edit(recipes/task_vector.yaml)` (τ = τ_forget 
 fine-tuned alike) and then plain negation (retain_weight 0) of the same θ_reinf on a λ grid.
 Reports, per seed, the chosen λ of the recipe and, for both, the largest forget-perplexity
 ratio whose retain-perplexity ratio stays ≤ 1.5 (both ratios to the target model; the aim is
-forget ≥ 3x at retain ≤ 1.5x).
+forget ≥ 3x at retain ≤ 1.5x). λ is chosen on the recipe's calibration retain rows (`select_rows` of them, whole
+people); "held out" is the chosen model's retain ratio on the other retain rows, which the choice never saw.
 Writes benchmarks/results/task_vector_recipe.json.
 """
 
@@ -55,12 +56,16 @@ def main() -> None:
             secs = time.perf_counter() - t
             sw = run.metrics["sweep"]
             chosen = next(x for x in ratios(sw) if x[0] == sw["chosen"]["lambda"])
+            held = run.metrics["evaluation"]["ratio_to_target"]
             plain = llm_forget.edit(recipe, output_dir=f"{tmp}/plain{seed}", seed=seed, retain_weight=0.0,
                                     reinforced=f"{tmp}/tv{seed}/reinforced", lambdas=a.plain_lambdas,
                                     **extra).metrics["sweep"]
-            rows.append({"seed": seed, "recipe_seconds": round(secs, 1), "chosen": chosen, "best_recipe": best(sw),
+            held_rows = run.metrics["evaluation"]["retain_rows"]
+            rows.append({"seed": seed, "recipe_seconds": round(secs, 1), "chosen": chosen,
+                         "held_out": {"retain_rows": held_rows, **held}, "best_recipe": best(sw),
                          "best_plain": best(plain), "recipe_sweep": ratios(sw), "plain_sweep": ratios(plain)})
             print(f"seed {seed}: recipe chosen λ {chosen[0]:g}: forget {chosen[1]:.2f}x retain {chosen[2]:.3f}x "
+                  f"(held-out retain {held['retain_perplexity']:.3f}x) "
                   f"({secs:.0f} s); plain negation best at retain ≤ 1.5x: λ {rows[-1]['best_plain'][0]:g}, "
                   f"forget {rows[-1]['best_plain'][1]:.2f}x retain {rows[-1]['best_plain'][2]:.3f}x", flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

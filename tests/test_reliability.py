@@ -105,6 +105,8 @@ MATRIX = [  # id, argv (after the command), expected message
      "retain_weight must be >= 0"),
     ("edit_task_vector_negative_lambda_refine", ["edit", "task_vector", "--lambda_refine", "-1", "--output_dir", "OUT"],
      "lambda_refine must be >= 0"),
+    ("edit_task_vector_select_rows_zero", ["edit", "task_vector", "--select_rows", "0", "--output_dir", "OUT"],
+     "select_rows must be > 0"),
     ("edit_task_vector_batch_size_zero", ["edit", "task_vector", "--reinforce_batch_size", "0", "--output_dir", "OUT"],
      "reinforce_batch_size must be > 0"),
     ("select_target_unknown", ["unlearn", "npo", "--select_target", "closest"],

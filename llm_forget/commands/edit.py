@@ -38,6 +38,11 @@ def run(args):
     if "sweep" in res.metrics:
         ch = res.metrics["sweep"]["chosen"]
         print(f"chosen λ = {ch['lambda']:g}: forget perplexity {ch['forget_perplexity']:.3g}, retain perplexity "
-              f"{ch['retain_perplexity']:.3g}" if ch else "no λ keeps enough retain utility")
+              f"{ch['retain_perplexity']:.3g} (calibration rows)" if ch else "no λ keeps enough retain utility")
+        ev = res.metrics.get("evaluation")
+        if ev:
+            print(f"on the {ev['retain_rows']} retain rows that did not choose λ: retain perplexity "
+                  f"{ev['chosen']['retain_perplexity']:.3g} ({ev['ratio_to_target']['retain_perplexity']:.3f}x the "
+                  f"target's), forget perplexity {ev['ratio_to_target']['forget_perplexity']:.3f}x the target's")
     print(f"outputs: {res.output_dir}")
     return 0

@@ -69,6 +69,8 @@ class EditConfig:
     lambdas: str = _f("0.5,1,1.25,1.5,1.75,2,2.5,3", "task_vector: λ grid")
     lambda_refine: int = _f(3, "task_vector: bisections between the chosen λ of the grid and the next one, which "
                                 "keeps too little retain utility (each halves the gap; 0 = the grid alone)")
+    select_rows: int = _f(200, "task_vector: retain rows (whole people/documents) that choose λ; the others "
+                               "are kept out of the choice and report the chosen model's utility")
     fraction: float = _f(0.95, "task_vector: keep retain utility ≥ fraction × the target's")
     utility: str = _f("probability", "task_vector: retain utility for choosing λ: probability (mean answer "
                                      "probability) or perplexity (its inverse: fraction 0.667 = at most 1.5x)")
@@ -115,6 +117,7 @@ def validate(cfg: EditConfig) -> None:
               (cfg.batch_size > 0, "batch_size must be > 0"), (cfg.v_batch_size > 0, "v_batch_size must be > 0"), (cfg.n_tokens > 0, "n_tokens must be > 0"),
               (cfg.v_steps >= 0, "v_steps must be >= 0"), (0 < cfg.fraction <= 1, "fraction must be in (0, 1]"),
               (cfg.lambda_refine >= 0, "lambda_refine must be >= 0"),
+              (cfg.select_rows > 0, "select_rows must be > 0"),
               (cfg.mom2_weight >= 0, "mom2_weight must be >= 0"),
               (cfg.utility in ("probability", "perplexity"), "utility must be probability or perplexity"),
               (cfg.retain_weight >= 0, "retain_weight must be >= 0"),

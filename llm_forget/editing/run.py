@@ -229,6 +229,7 @@ def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
     from ..api import prepare_output_dir
     from ..data.readers import read_rows
     from ..models import load_model, load_tokenizer
+    from ..selection import calibration_split
     from . import task_vectors as tv
 
     forget, retain = read_rows(cfg.forget), read_rows(cfg.retain)
@@ -256,8 +257,11 @@ def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
         tau = tv.combine(tau, tv.task_vector(theta, load_model(retained, "float32").state_dict()), -cfg.retain_weight)
         meta["reinforced_retain"] = retained
     t_reinforce = time.perf_counter() - t0
-    sw = tv.sweep(model_path, tau, lambdas, forget, retain, cfg.fraction, out_dir=out, utility=cfg.utility,
+    split = calibration_split(forget, retain, None, cfg.select_rows, cfg.seed)  # λ is chosen on whole people
+    cal, held = ([retain[i] for i in split[part].get("retain", [])] for part in ("calibration", "evaluation"))
+    sw = tv.sweep(model_path, tau, lambdas, forget, cal, cfg.fraction, out_dir=out, utility=cfg.utility,
                   refine=cfg.lambda_refine)
+    evaluation = _evaluate_choice(model_path, tau, sw, forget, held, out)
     tv.save(tau, out / "task_vector.safetensors", meta)
     if sw["chosen"] is None:
         logger.warning("no λ keeps retain %s ≥ %g of the target's; nothing saved as model/", cfg.utility, cfg.fraction)
@@ -269,11 +273,38 @@ def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
     import yaml
 
     from ..config import to_dict
+    from ..evaluation.calibrated import calibration_hashes
 
     io.write_text(out / "recipe.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     timings = {"reinforce_seconds": t_reinforce, "total_seconds": time.perf_counter() - t0}
-    io.write_json(out / "results.json", {"method": "task_vector", "task_vector": meta, "sweep": sw, "timings": timings})
-    return EditRun(out, "task_vector", {"sweep": sw}, timings, None)
+    rows = {**split, "calibration_rows": {"retain": calibration_hashes(retain, split["calibration"].get("retain", []))}}
+    io.write_json(out / "results.json", {"method": "task_vector", "task_vector": meta, "sweep": sw,
+                                         "evaluation": evaluation, "rows": rows, "timings": timings})
+    return EditRun(out, "task_vector", {"sweep": sw, "evaluation": evaluation}, timings, None)
+
+
+def _evaluate_choice(model_path: str, tau, sw: dict, forget: list[dict], held: list[dict], out: Path) -> dict | None:
+    """The target (λ 0) and the chosen λ measured on the forget rows and on the retain rows the choice never saw
+    (`held`), with the ratios to the target; added to sweep.md. None when no λ was chosen or no retain row is held out."""
+    from .. import io
+    from . import task_vectors as tv
+
+    if sw["chosen"] is None or not held:
+        if sw["chosen"] is not None:
+            logger.warning("the retain set has a single person/document: the chosen λ's utility is reported on the "
+                           "rows that chose it (give a retain set with several people)")
+        return None
+    measure = tv.measurer(model_path, tau, {"forget": forget, "retain": held})
+    base, chosen = measure(0.0), measure(sw["chosen"]["lambda"])
+    ratio = {f"{k}_perplexity": chosen[f"{k}_perplexity"] / base[f"{k}_perplexity"] for k in ("forget", "retain")}
+    res = {"retain_rows": len(held), "target": base, "chosen": chosen, "ratio_to_target": ratio}
+    io.write_text(out / "sweep.md", (out / "sweep.md").read_text(encoding="utf-8") + (
+        f"\nOn the {len(held)} retain rows that did not choose λ (whole people kept apart): retain perplexity "
+        f"{chosen['retain_perplexity']:.3f} against the target's {base['retain_perplexity']:.3f} "
+        f"({ratio['retain_perplexity']:.3f}x); forget perplexity {ratio['forget_perplexity']:.3f}x the target's.\n"))
+    logger.info("chosen λ=%g on held-out retain rows: retain %.3fx, forget %.3fx the target's perplexity",
+                sw["chosen"]["lambda"], ratio["retain_perplexity"], ratio["forget_perplexity"])
+    return res
 
 
 def layer_sweep(model, tokenizer, requests, layers, corpus: str, n_tokens: int = 20000, **cfg_overrides) -> list[dict]:

@@ -10,10 +10,11 @@ the forget set teaches beyond what any of the model's data teaches:
 Fine-tuning on the forget set also raises what forget and retain answers share (their values,
 their phrasing); τ_retain carries that part too, so subtracting it leaves the forget-specific
 direction, and negation then costs retain data less.
-λ is chosen on validation data by `select_lambda`: the largest forgetting that keeps retain
-utility ≥ `fraction` (default 0.95) of the target's. Integer buffers (position ids, counters)
-are never part of a task vector. LoRA adapters are negated or scaled through peft's
-`add_weighted_adapter` (negative weights allowed) without merging: `scale_lora`.
+λ is chosen by `select_lambda`: the largest forgetting that keeps retain utility ≥ `fraction`
+(default 0.95) of the target's, measured on calibration retain rows; the recipe (`editing/run.py`) keeps
+other people's retain rows apart and reports the chosen model's utility on them. Integer buffers
+(position ids, counters) are never part of a task vector. LoRA adapters are negated or scaled through
+peft's `add_weighted_adapter` (negative weights allowed) without merging: `scale_lora`.
 """
 
 from __future__ import annotations
@@ -115,6 +116,31 @@ def scale_lora(model, adapter: str, weight: float, new_name: str | None = None) 
     return new_name
 
 
+def measurer(target: str, tau: dict[str, torch.Tensor], sets: dict[str, list[dict]], batch_size: int = 32,
+             prompt_template: str = "Question: {question}\nAnswer:"):
+    """A function λ -> {"lambda", "<set>_perplexity", "<set>_probability" for each of `sets`,
+    "retain_inverse_perplexity" when there is a retain set}: θ_target − λ·τ measured by `quick_eval`
+    (the target is loaded once; θ_target is kept apart and never modified)."""
+    from ..data.encode import Encoder
+    from ..evaluation.quick import quick_eval
+    from ..models import load_model, load_tokenizer
+
+    enc = Encoder(load_tokenizer(target), prompt_template)
+    model = load_model(target, "float32")
+    theta_t = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def measure(lam: float) -> dict:
+        model.load_state_dict(apply(theta_t, tau, -lam))
+        s = quick_eval(model, enc, sets, batch_size)["summary"]
+        row = {"lambda": lam, **{f"{k}_{m}": s[f"{k}_{m}"] for k in sets for m in ("perplexity", "probability")}}
+        if "retain" in sets:
+            row["retain_inverse_perplexity"] = 1.0 / s["retain_perplexity"]
+        logger.info("λ=%g %s", lam, " ".join(f"{k} ppl {s[k + '_perplexity']:.3g}" for k in sets))
+        return row
+
+    return measure
+
+
 def sweep(target: str, tau: dict[str, torch.Tensor], lambdas, forget_rows: list[dict], retain_rows: list[dict],
           fraction: float = 0.95, batch_size: int = 32, out_dir: str | Path | None = None,
           prompt_template: str = "Question: {question}\nAnswer:", utility: str = "probability",
@@ -125,26 +151,11 @@ def sweep(target: str, tau: dict[str, torch.Tensor], lambdas, forget_rows: list[
     refine: then bisect `refine` times between the chosen λ and the next larger λ of the grid when that
     one keeps too little utility (the rows measured are added to the sweep, in λ order), so the choice
     lands within (gap / 2^refine) of the utility limit instead of a grid step below it.
+    The retain rows given here calibrate the choice: report utility on other rows (`measurer`).
     Returns {"rows", "chosen", "target", "fraction", "utility"}."""
     from .. import io
-    from ..data.encode import Encoder
-    from ..evaluation.quick import quick_eval
-    from ..models import load_model, load_tokenizer
 
-    tok = load_tokenizer(target)
-    enc = Encoder(tok, prompt_template)
-    model = load_model(target, "float32")
-    theta_t = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    sets = {"forget": forget_rows, "retain": retain_rows}
-
-    def measure(lam: float) -> dict:
-        model.load_state_dict(apply(theta_t, tau, -lam))
-        s = quick_eval(model, enc, sets, batch_size)["summary"]
-        logger.info("λ=%g forget ppl %.3g retain ppl %.3g", lam, s["forget_perplexity"], s["retain_perplexity"])
-        return {"lambda": lam, **{k: s[k] for k in ("forget_perplexity", "retain_perplexity",
-                                                     "forget_probability", "retain_probability")},
-                "retain_inverse_perplexity": 1.0 / s["retain_perplexity"]}
-
+    measure = measurer(target, tau, {"forget": forget_rows, "retain": retain_rows}, batch_size, prompt_template)
     rows = [measure(lam) for lam in [0.0, *sorted({float(x) for x in lambdas} - {0.0})]]
     base = rows[0]
     key = {"probability": "retain_probability", "perplexity": "retain_inverse_perplexity"}[utility]
