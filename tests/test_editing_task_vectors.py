@@ -155,3 +155,22 @@ def test_task_vector_with_one_retain_person_says_its_utility_is_the_calibration_
     assert res["sweep"]["chosen"]["lambda"] == 0.05 and res["evaluation"] is None
     assert res["rows"]["calibration"]["retain"] == list(range(len(retain))) and res["rows"]["evaluation"]["retain"] == []
     assert "the retain set has a single person/document" in caplog.text
+
+
+def test_task_vector_run_carries_a_ledger_entry_and_a_model_card(recipe_run):
+    """Forgetting by negation is a deletion like any other: the run folder gets a signed ledger entry naming the 50
+    forget rows by fingerprint (`llm-forget ledger verify` passes, the model on disk is the entry's model_after) and a
+    Hub model card whose evaluation is the held-out one, with the command that reproduces it."""
+    from llm_forget.cli import main
+    from llm_forget.reporting import ledger
+
+    res, out, _ = recipe_run
+    entries = ledger.read(out)
+    assert len(entries) == 1 and entries[0]["method"] == "task_vector" and entries[0]["forgotten"]["count"] == 50
+    assert entries[0]["hyperparameters"]["lambda"] == res["sweep"]["chosen"]["lambda"]
+    assert main(["ledger", "verify", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    held = res["evaluation"]["chosen"]
+    assert res["summary"]["retain_perplexity"] == held["retain_perplexity"]  # not the calibration rows' number
+    assert f"{held['retain_perplexity']:.4g}" in card and "Task Arithmetic" in card
+    assert "Reproduce: `llm-forget edit recipe.yaml`" in card and "did not choose λ" in card

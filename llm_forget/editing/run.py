@@ -167,8 +167,11 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
     cfg = _config(config, overrides)
     out = Path(cfg.output_dir)
     if cfg.method == "task_vector":
+        from ..reporting.ledger import check_parent
+
         model_path = resolve_model_path(cfg.model)
         check_inputs(cfg, model_path)
+        check_parent(model_path)  # a history that does not verify stops the run before any fine-tuning
         return _task_vector(cfg, model_path, out)
     from .requests import read_requests
 
@@ -278,8 +281,23 @@ def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
     io.write_text(out / "recipe.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     timings = {"reinforce_seconds": t_reinforce, "total_seconds": time.perf_counter() - t0}
     rows = {**split, "calibration_rows": {"retain": calibration_hashes(retain, split["calibration"].get("retain", []))}}
-    io.write_json(out / "results.json", {"method": "task_vector", "task_vector": meta, "sweep": sw,
-                                         "evaluation": evaluation, "rows": rows, "timings": timings})
+    results = {"method": "task_vector", "model": cfg.model, "citation": tv.CITATION, "task_vector": meta, "sweep": sw,
+               "evaluation": evaluation, "rows": rows, "timings": timings,
+               "counts": {"forget": len(forget), "retain": len(retain), "retain_calibration": len(cal)}}
+    if sw["chosen"] is not None:
+        results["hyperparameters"] = {"lambda": sw["chosen"]["lambda"], "retain_weight": cfg.retain_weight,
+                                      "fraction": cfg.fraction, "utility": cfg.utility}  # + the fine-tunes' settings
+        ev = evaluation["chosen"] if evaluation else sw["chosen"]  # the card reports rows the choice never saw
+        results["summary"] = {k: ev[k] for k in ("forget_perplexity", "forget_probability", "retain_perplexity",
+                                                 "retain_probability")}
+        results["notes"] = [f"retain numbers are on the {evaluation['retain_rows']} retain rows (whole people) that "
+                            f"did not choose λ" if evaluation else "retain numbers are on the rows that chose λ "
+                            "(the retain set has a single person/document)"]
+    io.write_json(out / "results.json", results)
+    if sw["chosen"] is not None and cfg.save_model:
+        from ..reporting import finalize_run
+
+        finalize_run(out, results, cfg, forget, model_path)  # ledger.jsonl + README.md model card
     return EditRun(out, "task_vector", {"sweep": sw, "evaluation": evaluation}, timings, None)
 
 

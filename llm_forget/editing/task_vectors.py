@@ -29,6 +29,8 @@ from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
+CITATION = "Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023"
+
 
 def task_vector(pre: dict[str, torch.Tensor], ft: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """τ = θ_ft − θ_pre for every floating-point tensor (computed in fp32, returned in the

@@ -69,7 +69,10 @@ def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_p
 
         kind, request_id = describe(cfg.request)
     hp = dict(results.get("hyperparameters") or {})
-    hp.update({k: getattr(cfg, k) for k in TRAINING_KEYS if hasattr(cfg, k)})
+    from .card import TASK_VECTOR_KEYS
+
+    keys = TASK_VECTOR_KEYS if results.get("method") == "task_vector" else TRAINING_KEYS
+    hp.update({k: getattr(cfg, k) for k in keys if hasattr(cfg, k)})
     e = record(out, input_model=input_model_path, model_dir=out / "model", parent=ledger.find_parent(input_model_path),
                fresh=True, signing_key=getattr(cfg, "signing_key", None),
                kind=kind, operation=operation, forgotten_hashes=[row_hash(r) for r in forget_rows],

@@ -45,6 +45,7 @@ SISA_CITATION = ("Bourtoule et al., Machine Unlearning, IEEE S&P 2021 "
 TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "lr_scheduler_type", "lora_r", "lora_alpha", "seed",
                  "shards", "slices", "epochs_per_slice", "aggregation")
+TASK_VECTOR_KEYS = ("reinforce_lr", "reinforce_epochs", "reinforce_batch_size", "seed")  # its fine-tunes' settings
 
 
 def card_metrics(summary: dict) -> dict:
@@ -183,7 +184,8 @@ def build_card(run_dir: str | Path):
              "folder's `results.json`; every deletion is recorded in the signed, hash-chained `ledger.jsonl`.", "",
              "## Base model", "", f"- `{shown}`", ""]
     hp = {k: scrub(v) for k, v in (results.get("hyperparameters") or {}).items()}
-    train = {k: scrub(recipe[k]) for k in TRAINING_KEYS if k in recipe and recipe[k] not in (None, -1)}
+    keys = TASK_VECTOR_KEYS if method == "task_vector" else TRAINING_KEYS
+    train = {k: scrub(recipe[k]) for k in keys if k in recipe and recipe[k] not in (None, -1)}
     lines += ["## Method", "", f"- **{method}**" + (f": {cite}" if cite else "")]
     if hp:
         lines += ["- hyperparameters: " + ", ".join(f"`{k}={_fmt(v)}`" for k, v in sorted(hp.items()))]
@@ -234,7 +236,8 @@ def build_card(run_dir: str | Path):
         lines += ["from transformers import AutoModelForCausalLM, AutoTokenizer",
                   "model = AutoModelForCausalLM.from_pretrained(\"model\")",
                   "tok = AutoTokenizer.from_pretrained(\"model\")"]
-    lines += ["```", "", "Reproduce: `llm-forget " + ("sisa train" if method == "sisa" else "unlearn")
+    command = {"sisa": "sisa train", "task_vector": "edit"}.get(method, "unlearn")
+    lines += ["```", "", f"Reproduce: `llm-forget {command}"
               + " recipe.yaml` with this folder's `recipe.yaml`.", ""]
     if cite:
         lines += ["## Citation", "", cite, ""]
