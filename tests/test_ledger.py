@@ -384,3 +384,7 @@ def test_unlearn_refuses_an_input_model_whose_ledger_does_not_verify(tmp_path, t
     assert main(["unlearn", "grad_diff", "--model", str(model), "--output_dir", str(out), "--max_steps", "1"]) == 2
     assert "does not verify (entry 0: content does not match" in capsys.readouterr().err
     assert not out.exists()
+    # forgetting by task-vector negation checks it too, before its fine-tunes
+    assert main(["edit", "task_vector", "--model", str(model), "--output_dir", str(out)]) == 2
+    assert "does not verify (entry 0: content does not match" in capsys.readouterr().err
+    assert not out.exists()
