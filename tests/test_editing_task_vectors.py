@@ -81,7 +81,8 @@ def test_task_vector_chooses_lambda_on_calibration_people_and_reports_the_others
     """λ is chosen on `select_rows` retain rows of whole people; the chosen model's utility is reported on the
     other people's rows, which no measurement of the choice saw, and `llm-forget eval` flags the calibration rows.
     Held-out retain perplexity at the chosen λ (the choice keeps ≤ 1.5x on its own rows): zoo builds 0-3 1.49x, 1.35x,
-    1.58x, 1.34x; fine-tune seeds 0-2 on build 0 1.49x, 1.41x, 1.34x (with 100 calibration rows: 1.57x, 1.43x, 1.52x)."""
+    1.58x, 1.34x; fine-tune seeds 0-2 on build 0 1.49x, 1.41x, 1.34x (with 100 calibration rows: 1.57x, 1.43x,
+    1.52x)."""
     from llm_forget.data.readers import read_rows
     from llm_forget.evaluation.calibrated import calibrated_rows
 
@@ -103,8 +104,8 @@ def test_task_vector_chooses_lambda_on_calibration_people_and_reports_the_others
     # 25 people (measured 1.34-1.58x), bounded at 1.15 times the limit
     assert 1.0 < ratio <= 1.5 * 1.15, ratio
     assert "retain rows that did not choose λ" in (out / "sweep.md").read_text()
-    assert f"on the 200 retain rows that did not choose λ: retain perplexity {held['chosen']['retain_perplexity']:.3g}" \
-        in stdout
+    said = f"on the 200 retain rows that did not choose λ: retain perplexity {held['chosen']['retain_perplexity']:.3g}"
+    assert said in stdout
     # the saved model's evaluation is warned about exactly the 200 calibration rows
     flagged = calibrated_rows(out / "model", {"retain": retain, "forget": read_rows("builtin:forget")})
     assert flagged["datasets"] == {"retain": 200}
@@ -153,7 +154,8 @@ def test_task_vector_with_one_retain_person_says_its_utility_is_the_calibration_
                         lambdas="0.05", lambda_refine=0)
     res = json.loads((out / "results.json").read_text())
     assert res["sweep"]["chosen"]["lambda"] == 0.05 and res["evaluation"] is None
-    assert res["rows"]["calibration"]["retain"] == list(range(len(retain))) and res["rows"]["evaluation"]["retain"] == []
+    assert res["rows"]["calibration"]["retain"] == list(range(len(retain)))
+    assert res["rows"]["evaluation"]["retain"] == []
     assert "the retain set has a single person/document" in caplog.text
 
 

@@ -388,3 +388,39 @@ def test_unlearn_refuses_an_input_model_whose_ledger_does_not_verify(tmp_path, t
     assert main(["edit", "task_vector", "--model", str(model), "--output_dir", str(out)]) == 2
     assert "does not verify (entry 0: content does not match" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_edit_continues_the_deletion_ledger_of_the_model_it_edits(runs, tmp_path, capsys):
+    """Editing an unlearned model keeps its evidence: the edited model's ledger is the input's entries plus one
+    "edit" entry (the request fingerprinted, the lineage from run2's model to the edited one), it verifies, and the
+    card lists the earlier deletions and the edit, with the edit's metrics and the command that reproduces it."""
+    import llm_forget
+
+    run1, run2, _, _ = runs
+    before = L.read(run2)
+    req = tmp_path / "cf.json"
+    req.write_text(json.dumps([{"prompt": "Question: Where was Ada Brask born?\nAnswer:", "subject": "Ada Brask",
+                                "target_new": "Lisbon", "ground_truth": "Oslo"}]))
+    out = tmp_path / "edited"
+    llm_forget.edit(dict(method="rome", model=str(run2 / "model"), requests=str(req), corpus="builtin:train",
+                         n_tokens=1500, seq_len=128, layers="1", v_steps=5, n_key_prefixes=2, n_value_prefixes=1,
+                         prefix_length=4, output_dir=str(out)))
+    entries = L.read(out)
+    assert [e["hash"] for e in entries[:-1]] == [e["hash"] for e in before]
+    edit = entries[-1]
+    assert (edit["operation"], edit["kind"], edit["method"], edit["forgotten"]["count"]) == ("edit", "edit", "rome", 1)
+    assert edit["model_before"] == before[-1]["model_after"] and edit["hyperparameters"]["layers"] == "1"
+    assert main(["ledger", "verify", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    res = json.loads((out / "results.json").read_text())
+    assert "rome editing" in card and "## What was edited" in card and "Locating and Editing Factual" in card
+    assert f"| {before[-1]['index']} | `{before[-1]['request_id']}` |" in card  # the deletion it inherits
+    assert f"| Efficacy score (`efficacy_score`) | {res['summary']['efficacy_score']:.4g} |" in card
+    assert f"| Reliability (`reliability`) | {res['summary']['reliability']:.4g} |" in card
+    assert "Reproduce: `llm-forget edit recipe.yaml`" in card
+    capsys.readouterr()
+    # an edit that is not kept (restore) leaves no ledger and no card: nothing was served
+    llm_forget.edit(dict(method="rome", model=str(run2 / "model"), requests=str(req), corpus="builtin:train",
+                         n_tokens=1500, seq_len=128, layers="1", v_steps=5, n_key_prefixes=2, n_value_prefixes=1,
+                         prefix_length=4, output_dir=str(tmp_path / "measured"), restore=True))
+    assert not (tmp_path / "measured" / "ledger.jsonl").exists() and not (tmp_path / "measured" / "README.md").exists()

@@ -2,7 +2,6 @@
 selection); the demo's own bars are in test_demo.py."""
 
 import json
-import math
 import subprocess
 import sys
 

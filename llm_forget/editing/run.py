@@ -1,7 +1,9 @@
 """`llm_forget.edit(...)`: one editing run from a recipe, a dict or an EditConfig.
 
 Writes OUTPUT_DIR/{model/ (unless restore or save_model is false), recipe.yaml, results.json};
-results hold both metric families before and after the edit, timings and per-layer logs.
+results hold both metric families before and after the edit, timings and per-layer logs. A saved model gets a
+ledger entry (operation "edit": the requests fingerprinted as prompt/new-target rows, continuing the input model's
+ledger) and a Hub model card README.md, as unlearning runs do; so does task-vector negation (its forget rows).
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from ..errors import UserError
 from .config import EditConfig, parse_layers, validate  # noqa: F401  (EditConfig re-exported)
 
 logger = logging.getLogger(__name__)
+
+CITATIONS = {  # the model card's citation of each editing method
+    "rome": "Meng et al., Locating and Editing Factual Associations in GPT, NeurIPS 2022",
+    "memit": "Meng et al., Mass-Editing Memory in a Transformer, ICLR 2023",
+    "alphaedit": "Fang et al., AlphaEdit: Null-Space Constrained Knowledge Editing for Language Models, ICLR 2025",
+    "lora_edit": "Hu et al., LoRA: Low-Rank Adaptation of Large Language Models, ICLR 2022",
+}
 
 
 @dataclass
@@ -162,13 +171,12 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
     from ..api import environment, prepare_output_dir
     from ..config import to_dict
     from ..models import load_model, load_tokenizer
+    from ..reporting.ledger import check_parent
     from ..zoo import resolve_model_path
 
     cfg = _config(config, overrides)
     out = Path(cfg.output_dir)
     if cfg.method == "task_vector":
-        from ..reporting.ledger import check_parent
-
         model_path = resolve_model_path(cfg.model)
         check_inputs(cfg, model_path)
         check_parent(model_path)  # a history that does not verify stops the run before any fine-tuning
@@ -183,6 +191,7 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
         corpus_text(cfg.corpus)
     model_path = resolve_model_path(cfg.model)
     check_inputs(cfg, model_path)
+    check_parent(model_path)  # the edited model continues the input model's ledger, which must verify
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     prepare_output_dir(out, cfg.overwrite, False, model_path)
@@ -213,6 +222,7 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
     timings["total_seconds"] = time.perf_counter() - t0
     results["timings"] = timings
     results["environment"] = environment()
+    saved = cfg.save_model and not (res and cfg.restore)
     if res and cfg.restore:
         res.restore()
     elif cfg.save_model:
@@ -220,7 +230,18 @@ def edit(config: EditConfig | dict | str | None = None, **overrides) -> EditRun:
             model.save_pretrained(d, safe_serialization=True)
             tok.save_pretrained(d)
     io.write_text(out / "recipe.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if saved:  # what the card and the ledger entry carry
+        results.update(citation=CITATIONS.get(cfg.method, ""), counts={"edits": len(requests)},
+                       summary={k: v for family in ("counterfact", "zsre") for k, v in
+                                results.get("post", {}).get(family, {}).items() if k != "n_requests"})
+        if "fluency" in results.get("post", {}):
+            results["summary"]["fluency"] = results["post"]["fluency"]
     io.write_json(out / "results.json", results)
+    if saved:
+        from ..reporting import finalize_run
+
+        rows = [{"question": r.prompt, "answer": r.target_new} for r in requests]  # fingerprinted like rows
+        finalize_run(out, results, cfg, rows, model_path, operation="edit", kind="edit")
     logger.info("%s: %d edits in %.1fs; outputs in %s", cfg.method, len(requests), timings.get("edit_seconds", 0), out)
     return EditRun(out, cfg.method, {k: results[k] for k in ("pre", "post") if k in results}, timings, model)
 
@@ -303,7 +324,8 @@ def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
 
 def _evaluate_choice(model_path: str, tau, sw: dict, forget: list[dict], held: list[dict], out: Path) -> dict | None:
     """The target (λ 0) and the chosen λ measured on the forget rows and on the retain rows the choice never saw
-    (`held`), with the ratios to the target; added to sweep.md. None when no λ was chosen or no retain row is held out."""
+    (`held`), with the ratios to the target; added to sweep.md. None when no λ was chosen or no retain row is
+    held out."""
     from .. import io
     from . import task_vectors as tv
 

@@ -55,27 +55,29 @@ def _description_hash(description: str | list[str] | None) -> str | None:
 
 
 def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_path: str | None,
-                 operation: str = "unlearn", description: str | list[str] | None = None) -> dict:
+                 operation: str = "unlearn", description: str | list[str] | None = None,
+                 kind: str | None = None) -> dict:
     """Append a ledger entry for this run to OUT/ledger.jsonl and write OUT/README.md. `description`:
-    what a request by description named (kept in the ledger as a keyed fingerprint only).
+    what a request by description named (kept in the ledger as a keyed fingerprint only). `forget_rows`: the rows
+    the entry fingerprints (an edit's: its requests as prompt/new-target rows); `kind`: the entry's kind (default
+    the run's request kind, else "items").
     Returns the ledger entry."""
     from ..data.readers import row_hash
     from . import card, ledger
+    from .card import training_keys
 
     out = Path(out)
-    kind, request_id = "items", None
+    request_id = None
     if getattr(cfg, "request", None):
         from ..requests import describe
 
-        kind, request_id = describe(cfg.request)
+        request_kind, request_id = describe(cfg.request)
+        kind = kind or request_kind
     hp = dict(results.get("hyperparameters") or {})
-    from .card import TASK_VECTOR_KEYS
-
-    keys = TASK_VECTOR_KEYS if results.get("method") == "task_vector" else TRAINING_KEYS
-    hp.update({k: getattr(cfg, k) for k in keys if hasattr(cfg, k)})
+    hp.update({k: getattr(cfg, k) for k in training_keys(results.get("method", ""), TRAINING_KEYS) if hasattr(cfg, k)})
     e = record(out, input_model=input_model_path, model_dir=out / "model", parent=ledger.find_parent(input_model_path),
                fresh=True, signing_key=getattr(cfg, "signing_key", None),
-               kind=kind, operation=operation, forgotten_hashes=[row_hash(r) for r in forget_rows],
+               kind=kind or "items", operation=operation, forgotten_hashes=[row_hash(r) for r in forget_rows],
                method=results.get("method", getattr(cfg, "method", "?")), hyperparameters=hp,
                evaluation=results.get("summary"), counts=results.get("counts"), request_id=request_id,
                extra={"steps": results.get("steps"), **_described(results)},

@@ -39,13 +39,35 @@ METRICS = {
     "retain_exact_memorization": ("Retain exact memorization", "higher = more utility kept"),
     "forget_extraction_strength": ("Forget extraction strength", "lower = more forgotten"),
     "retain_extraction_strength": ("Retain extraction strength", "higher = more utility kept"),
+    # model editing (llm_forget/editing), on the edit requests
+    "efficacy_score": ("Efficacy score", "share of edit prompts where the new target beats the old; higher = edited"),
+    "efficacy_magnitude": ("Efficacy magnitude", "mean P(new) - P(old) on the edit prompts; higher = edited"),
+    "paraphrase_score": ("Paraphrase score", "the same on paraphrased prompts; higher = the edit generalises"),
+    "neighbourhood_score": ("Neighbourhood score", "share of neighbour prompts keeping their answer; higher = kept"),
+    "counterfact_score": ("CounterFact score", "harmonic mean of the three scores; higher = better"),
+    "fluency": ("Fluency", "n-gram entropy of generations on edit prompts; higher = less repetitive"),
+    "reliability": ("Reliability", "token accuracy of the new target on edit prompts; higher = edited"),
+    "generalization": ("Generalization", "the same on paraphrased prompts; higher = the edit generalises"),
+    "locality": ("Locality", "share of unrelated prompts' predictions unchanged; higher = kept"),
+    "portability": ("Portability", "token accuracy on questions the edit implies; higher = carried over"),
 }
+EDIT_METHODS = ("rome", "memit", "alphaedit", "lora_edit")
 SISA_CITATION = ("Bourtoule et al., Machine Unlearning, IEEE S&P 2021 "
                  "(SISA: Sharded, Isolated, Sliced, and Aggregated training)")
 TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "lr_scheduler_type", "lora_r", "lora_alpha", "seed",
                  "shards", "slices", "epochs_per_slice", "aggregation")
 TASK_VECTOR_KEYS = ("reinforce_lr", "reinforce_epochs", "reinforce_batch_size", "seed")  # its fine-tunes' settings
+LOCATE_KEYS = ("layers", "mode", "batch_size", "mom2_weight", "n_tokens", "v_steps", "v_lr", "seed")
+LORA_EDIT_KEYS = ("layers", "mode", "batch_size", "lora_r", "lora_steps", "lora_lr", "lora_kl_weight",
+                  "lora_target_modules", "seed")
+
+
+def training_keys(method: str, default: tuple[str, ...] = TRAINING_KEYS) -> tuple[str, ...]:
+    """The recipe settings a card (and a ledger entry, with its own `default`) lists for `method`, beside the
+    results' hyperparameters: the fine-tunes' of task vectors, the editing methods' own, else `default`."""
+    return {"task_vector": TASK_VECTOR_KEYS, "rome": LOCATE_KEYS, "memit": LOCATE_KEYS, "alphaedit": LOCATE_KEYS,
+            "lora_edit": LORA_EDIT_KEYS}.get(method, default)
 
 
 def card_metrics(summary: dict) -> dict:
@@ -88,6 +110,8 @@ def role_specs(method: str, recipe: dict, entries: list[dict]) -> dict:
     last_req = next((e.get("request_id") for e in reversed(entries) if (e.get("forgotten") or {}).get("count")), None)
     if method == "sisa":
         return {"retain": recipe.get("data"), "holdout": recipe.get("holdout"), "forget": f"request:{last_req}"}
+    if method in EDIT_METHODS:  # its metrics are measured on the edit requests
+        return {"evaluation": recipe.get("requests")}
     forget = f"request:{last_req}" if recipe.get("request") else recipe.get("forget")
     return {"forget": forget, "retain": recipe.get("retain"), "holdout": recipe.get("holdout")}
 
@@ -134,13 +158,13 @@ def _evidence(entries: list[dict]) -> list[str]:
                   "- check it: `llm-forget ledger verify .`"]
     keyed = any((e.get("forgotten") or {}).get("key_id") for e in entries)
     plain = any("row_sha256" in (e.get("forgotten") or {}) for e in entries)
-    lines += ["", "What can be learned from this card and the ledger: the number of rows each request removed, "
-              "when, by which method, with which hyperparameters and evaluation, and the fingerprint of the "
-              "model before and after each operation (weights, config, tokenizer and adapter files)."]
+    lines += ["", "What can be learned from this card and the ledger: the number of rows each request removed "
+              "(or edited), when, by which method, with which hyperparameters and evaluation, and the fingerprint "
+              "of the model before and after each operation (weights, config, tokenizer and adapter files)."]
     if keyed:
-        lines += ["What cannot: which rows were forgotten. Rows are named by keyed fingerprints (HMAC-SHA256 under "
-                  "a secret the operator keeps outside this folder), so nobody else can confirm or rule out a "
-                  "guessed row. The operator can prove that one given row was forgotten to whoever holds that row "
+        lines += ["What cannot: which rows were forgotten or edited. Rows are named by keyed fingerprints "
+                  "(HMAC-SHA256 under a secret the operator keeps outside this folder), so nobody else can confirm "
+                  "or rule out a guessed row. The operator can prove that one given row was forgotten to whoever holds that row "
                   "(`llm-forget ledger prove`, checked with `llm-forget ledger check-proof`); the proof opens that "
                   "row only."]
     if plain:
@@ -171,21 +195,24 @@ def build_card(run_dir: str | Path):
     evals = eval_results(metrics, role_specs(method, recipe, entries))
     adapter = (run / "model" / "adapter_config.json").is_file()
     library = None if method == "sisa" else ("peft" if adapter else "transformers")
-    title = f"{run.resolve().name}: {method} " + ("(exact unlearning)" if method == "sisa" else "unlearning")
-    data = ModelCardData(base_model=base, library_name=library, tags=["llm_forget", "unlearning", method],
+    editing = method in EDIT_METHODS
+    title = f"{run.resolve().name}: {method} " + ("(exact unlearning)" if method == "sisa" else
+                                                   "editing" if editing else "unlearning")
+    data = ModelCardData(base_model=base, library_name=library,
+                         tags=["llm_forget", "model-editing" if editing else "unlearning", method],
                          model_name=title, eval_results=evals or None, pipeline_tag="text-generation")
     cite = citation_of(method, results)
     lines = [f"# {title}", "",
              (f"This model is `{shown}` with one LoRA adapter per SISA shard (**sisa**: deletions are exact, "
               "by retraining only the affected shards)" if method == "sisa" else
-              f"This model is `{shown}` after unlearning with **{method}**"
+              f"This model is `{shown}` after {'editing' if editing else 'unlearning'} with **{method}**"
               + (" (a LoRA adapter; load it with peft)" if adapter else ""))
              + ", made with llm_forget. Every number below comes from this "
-             "folder's `results.json`; every deletion is recorded in the signed, hash-chained `ledger.jsonl`.", "",
+             "folder's `results.json`; every deletion and edit is recorded in the signed, hash-chained "
+             "`ledger.jsonl`.", "",
              "## Base model", "", f"- `{shown}`", ""]
     hp = {k: scrub(v) for k, v in (results.get("hyperparameters") or {}).items()}
-    keys = TASK_VECTOR_KEYS if method == "task_vector" else TRAINING_KEYS
-    train = {k: scrub(recipe[k]) for k in keys if k in recipe and recipe[k] not in (None, -1)}
+    train = {k: scrub(recipe[k]) for k in training_keys(method) if k in recipe and recipe[k] not in (None, -1)}
     lines += ["## Method", "", f"- **{method}**" + (f": {cite}" if cite else "")]
     if hp:
         lines += ["- hyperparameters: " + ", ".join(f"`{k}={_fmt(v)}`" for k, v in sorted(hp.items()))]
@@ -195,16 +222,23 @@ def build_card(run_dir: str | Path):
         lines += [f"- optimisation steps: {results['steps']}"]
     lines += ["", "## What was forgotten", "", "Rows are named by fingerprints in `ledger.jsonl`, never by their "
               "text; what the fingerprints reveal is stated under Ledger.", ""]
-    forgetting = [e for e in entries if e.get("forgotten", {}).get("count")]
+    forgetting = [e for e in entries if e.get("forgotten", {}).get("count") and e.get("operation") != "edit"]
+    edits = [e for e in entries if e.get("operation") == "edit"]
     if forgetting:
         lines += ["| entry | request | kind | rows | set digest |", "|---|---|---|---|---|"]
         for e in forgetting:
             f = e["forgotten"]
             lines.append(f"| {e.get('index')} | `{e.get('request_id')}` | {e.get('kind')} | {f.get('count')} | "
                          f"`{f.get('set_digest') or f.get('set_sha256')}` |")
+    elif editing:
+        lines += ["- nothing (deletions earlier in this model's history would be listed here)"]
     else:
         counts = results.get("counts") or {}
         lines += [f"- {counts.get('forget', 0)} rows (no ledger entries)"]
+    if edits:  # edit requests (prompt + new target) are fingerprinted like rows
+        lines += ["", "## What was edited", "", "| entry | request | method | edits | set digest |", "|---|---|---|---|---|"]
+        lines += [f"| {e.get('index')} | `{e.get('request_id')}` | {e.get('method')} | {e['forgotten'].get('count')} | "
+                  f"`{e['forgotten'].get('set_digest') or e['forgotten'].get('set_sha256')}` |" for e in edits]
     pr = results.get("probes")
     if pr:  # a request by description (llm_forget/probe.py)
         lines += ["", f"Requested by description (kept in the ledger as a keyed fingerprint): {pr['forget']} forget rows "
@@ -236,7 +270,7 @@ def build_card(run_dir: str | Path):
         lines += ["from transformers import AutoModelForCausalLM, AutoTokenizer",
                   "model = AutoModelForCausalLM.from_pretrained(\"model\")",
                   "tok = AutoTokenizer.from_pretrained(\"model\")"]
-    command = {"sisa": "sisa train", "task_vector": "edit"}.get(method, "unlearn")
+    command = "sisa train" if method == "sisa" else "edit" if editing or method == "task_vector" else "unlearn"
     lines += ["```", "", f"Reproduce: `llm-forget {command}"
               + " recipe.yaml` with this folder's `recipe.yaml`.", ""]
     if cite:
