@@ -131,20 +131,21 @@ def _log_to_logger(trainer) -> None:
 def _reverse_decision(cfg, model, encoder, forget_companions, pad_id) -> dict:
     """{"mode", "used", and with auto "contrast", "companions"}: whether the rows' relations asked backwards
     join training (`reverse_rows`; auto: the starting model names the forget subjects from their facts,
-    `data.reverse.reverse_contrast` >= MIN_CONTRAST). Same rows and weights on every rank, so the same answer."""
+    `data.reverse.links_backwards`: the contrast >= MIN_CONTRAST and >= Z_SE standard errors). Same rows and
+    weights on every rank, so the same answer."""
     out = {"mode": cfg.reverse_rows, "used": cfg.reverse_rows == "true"}
     if cfg.reverse_rows == "auto":
-        from .data.reverse import MIN_CONTRAST, reverse_contrast
+        from .data.reverse import MIN_CONTRAST, Z_SE, links_backwards, reverse_contrast
         from .models import measure_device
 
         model.to(measure_device(cfg))  # where the Trainer puts it next (a no-op on CPU)
         m = reverse_contrast(model, encoder, forget_companions, pad_id, seed=cfg.seed,
                              batch_size=cfg.per_device_eval_batch_size)
-        out.update(m, used=m["contrast"] is not None and m["contrast"] >= MIN_CONTRAST, threshold=MIN_CONTRAST)
+        out.update(m, used=links_backwards(m), threshold=MIN_CONTRAST, z_se=Z_SE)
         if m["contrast"] is not None:
-            logger.info("reverse_rows auto: the model's name contrast is %.3f nats per token (threshold %.2f): "
-                        "relations asked backwards %s", m["contrast"], MIN_CONTRAST,
-                        "trained on too" if out["used"] else "left out")
+            logger.info("reverse_rows auto: the model's name contrast is %.3f ± %.3f nats per token (needs >= %.2f "
+                        "and >= %g standard errors): relations asked backwards %s", m["contrast"], m["se"] or 0.0,
+                        MIN_CONTRAST, Z_SE, "trained on too" if out["used"] else "left out")
     return out
 
 

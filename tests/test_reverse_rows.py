@@ -81,33 +81,50 @@ def test_reverse_contrast_is_how_much_likelier_a_name_is_after_its_own_facts(tar
     qa = [(c[0]["question"], c[0]["answer"]), (c[1]["question"], c[1]["answer"]),
           (c[1]["question"], c[0]["answer"]), (c[0]["question"], c[1]["answer"])]
     n = row_nlls(model, length_batches(Encoder(tok).qa_many(qa), tok.pad_token_id, 8))
-    want = ((n[2][0] - n[0][0]) / n[0][1] + (n[3][0] - n[1][0]) / n[1][1]) / 2
-    assert got["companions"] == 2 and abs(got["contrast"] - want) < 1e-4
+    d = [(n[2][0] - n[0][0]) / n[0][1], (n[3][0] - n[1][0]) / n[1][1]]
+    assert got["companions"] == 2 and abs(got["contrast"] - sum(d) / 2) < 1e-4
+    # its standard error over the two companions: sd / sqrt(2) = |d0 - d1| / 2
+    assert abs(got["se"] - abs(d[0] - d[1]) / 2) < 1e-4
     assert reverse_contrast(model, Encoder(tok), c[:1], tok.pad_token_id)["contrast"] is None  # one subject
+
+
+def test_links_backwards_needs_a_contrast_both_large_and_outside_its_noise():
+    """The auto decision: contrast >= MIN_CONTRAST (0.1) and >= Z_SE (1.645) standard errors. The seed-1 zoo build on
+    an AMD EPYC measured 0.127 +- 0.102 with 3 other subjects per companion (the threshold alone said yes, and kl
+    forgot nothing within its budget); the models taught every form of their facts 0.35 +- 0.15, 0.33 +- 0.14."""
+    from llm_forget.data.reverse import links_backwards
+
+    assert not links_backwards({"contrast": 0.127, "se": 0.102})  # over 0.1, inside 1.645 SE: noise
+    assert links_backwards({"contrast": 0.346, "se": 0.147}) and links_backwards({"contrast": 0.329, "se": 0.142})
+    assert not links_backwards({"contrast": 0.09, "se": 0.001})  # significant, but under the effect size
+    assert not links_backwards({"contrast": None}) and not links_backwards({"contrast": 0.5, "se": None})
 
 
 def test_auto_leaves_the_companions_out_where_the_model_does_not_name_people_from_their_facts(
         tmp_path, target_path, monkeypatch):
-    """tiny-target learnt its facts one way (name -> fact): its contrast sits near 0, under MIN_CONTRAST, and
-    reverse_rows auto (the default) trains on the given rows only; where the threshold is under the contrast,
-    the same run adds the companions and says so in results.json. The zoo builds of seeds 0-3 measure -0.028,
-    -0.027, -0.017 and +0.058 (the model fine-tuned on every form of the facts: 0.33)."""
+    """tiny-target learnt its facts one way (name -> fact): its contrast sits within its noise, and reverse_rows auto
+    (the default) trains on the given rows only; where the threshold is under the contrast, the same run adds the
+    companions and says so in results.json. The zoo builds of seeds 0-3 (AMD EPYC) measure -0.10, -0.02, +0.03, +0.04
+    nats per name token, -1.2 to +0.9 standard errors (the models fine-tuned on every form of the facts: 0.35 and
+    0.33, 2.4 and 2.3 standard errors)."""
     from llm_forget.api import unlearn
     from llm_forget.data import reverse
     from llm_forget.data.benchmark import split
 
-    n_forget, shipped_threshold = len(split("forget")), reverse.MIN_CONTRAST
+    n_forget, shipped_threshold, shipped_z = len(split("forget")), reverse.MIN_CONTRAST, reverse.Z_SE
     res = {}
-    for name, threshold in (("shipped", shipped_threshold), ("lowered", -10.0)):
+    for name, threshold, z in (("shipped", shipped_threshold, shipped_z), ("lowered", -10.0, -100.0)):
         monkeypatch.setattr(reverse, "MIN_CONTRAST", threshold)
+        monkeypatch.setattr(reverse, "Z_SE", z)
         out = tmp_path / name
         unlearn(str(RECIPES / "grad_diff.yaml"), model=target_path, output_dir=str(out), max_steps=1,
                 eval_suite="none", retain_budget="none")
         res[name] = json.loads((out / "results.json").read_text())
     shipped, lowered = res["shipped"]["reverse_rows"], res["lowered"]["reverse_rows"]
     assert shipped["mode"] == "auto" and shipped["companions"] == n_forget
-    assert shipped["threshold"] == shipped_threshold == 0.1
-    assert abs(shipped["contrast"]) < shipped_threshold and not shipped["used"]
+    assert shipped["threshold"] == shipped_threshold == 0.1 and shipped["z_se"] == shipped_z == 1.645
+    # within its noise: under 1.645 standard errors (builds: at most 0.9)
+    assert shipped["contrast"] < shipped_z * shipped["se"] and not shipped["used"]
     assert res["shipped"]["counts"]["forget"] == n_forget
     assert lowered["used"] and lowered["contrast"] == shipped["contrast"]
     assert res["lowered"]["counts"]["forget"] == 2 * n_forget

@@ -23,14 +23,18 @@ perturbed answers).
 
 `reverse_rows: auto` (the default) adds the companions only where the model links facts to names backwards:
 `reverse_contrast` measures how much more likely each forget subject's name is after its own facts than after
-another subject's (the name's prior cancels out). A model that learnt its facts in one direction gives ~0 (the
-zoo's tiny-target: -0.03 to +0.06 nats per name token over the builds of seeds 0-3), one that also learnt them
-backwards more (the same tiny model
-fine-tuned on every form of the facts: 0.33; BENCHMARKS.md, "Scope by default: reverse_rows auto"). At
-`MIN_CONTRAST` (0.1) or more the companions are trained on; below, training on them would spend the retain budget
-on a relation the model does not hold (on tiny-target they halved the forgetting of the direct rows). It assumes
-the companions' generic wording reaches the model's backward knowledge: a model that recalls names only from
-one fixed phrasing of the reversed question may score under the threshold (`reverse_rows: true` forces them).
+8 other subjects' (the name's prior cancels out), with its standard error over companions. The companions are
+trained on when the contrast is at least `MIN_CONTRAST` (0.1 nats per name token) and at least `Z_SE` (1.645)
+standard errors above 0, a one-sided test at 5 % (`links_backwards`). A model that learnt its facts in one
+direction gives a contrast within its noise: the zoo's tiny-target built from seeds 0-3 on an AMD EPYC measures
+-0.10, -0.02, +0.03, +0.04 (-1.2 to +0.9 standard errors); the same tiny base fine-tuned on every form of the facts
+measures 0.35 and 0.33 (2.4 and 2.3 standard errors; BENCHMARKS.md, "Scope by default: reverse_rows auto"). The
+threshold alone, with 3 other subjects per companion (before), took the seed-1 build's 0.127 +- 0.102, noise, for a
+link: trained on relations it does not hold, kl there forgot nothing within its retain budget (forget perplexity
+1.09 -> 1.20) and the run took twice the steps. Training on a relation the model does not hold spends the retain
+budget for nothing (on tiny-target the companions halved the forgetting of the direct rows). It assumes the
+companions' generic wording reaches the model's backward knowledge: a model that recalls names only from one fixed
+phrasing of the reversed question may score under the test (`reverse_rows: true` forces them).
 
 A companion is longer than its row and ends with the name it asks for, so one over `max_length` is left out
 (`fitting`) whatever `overlong` says: truncating it would cut the name, and rows the user never wrote must not
@@ -42,6 +46,7 @@ from __future__ import annotations
 KEEP = ("person", "author", "subject", "document", "doc_id", "split", "fact")
 PLACEHOLDER = "this person"
 MIN_CONTRAST = 0.1  # nats per name token (module docstring)
+Z_SE = 1.645  # standard errors above 0 the contrast must also be: a one-sided test at 5 % (module docstring)
 
 
 def subject_of(row: dict, names: list[str]) -> str | None:
@@ -96,7 +101,7 @@ def _unbounded(encoder):
     return replace(encoder, max_length=2**31, truncated=0)
 
 
-def reverse_contrast(model, encoder, companions: list[dict], pad_id: int, others: int = 3, max_rows: int = 64,
+def reverse_contrast(model, encoder, companions: list[dict], pad_id: int, others: int = 8, max_rows: int = 64,
                      seed: int = 0, batch_size: int = 8) -> dict:
     """Does the model name a subject from its facts? For (up to `max_rows` of) the `companions` c_i (the rows
     `with_reversed` adds after the given ones), with subject s_i, and for `others` companions c_j of other
@@ -107,7 +112,8 @@ def reverse_contrast(model, encoder, companions: list[dict], pad_id: int, others
     in nats per name token: how much more likely the name is after its own facts than after someone else's.
     The name's own prior cancels, so a model that never links facts to the name backwards gives ~0.
     Sequences over `encoder.max_length` tokens are left out (`fitting`).
-    Returns {"companions": n, "contrast": float or None (fewer than two subjects)}."""
+    Returns {"companions": n, "contrast": float or None (fewer than two subjects), "se": its standard error over
+    companions (None under two)}."""
     import random
 
     from ..selection import length_batches, row_nlls
@@ -127,8 +133,28 @@ def reverse_contrast(model, encoder, companions: list[dict], pad_id: int, others
     fits = [k for k, e in enumerate(enc) if len(e["input_ids"]) <= encoder.max_length]
     nll = dict(zip(fits, row_nlls(model, length_batches([enc[k] for k in fits], pad_id, batch_size)))) \
         if fits else {}
-    diffs = [(nll[len(comp) + k][0] - nll[i][0]) / max(nll[i][1], 1) for k, i in enumerate(own)
-             if len(comp) + k in nll and i in nll]
+    by_row: dict[int, list[float]] = {}
+    for k, i in enumerate(own):
+        if len(comp) + k in nll and i in nll:
+            by_row.setdefault(i, []).append((nll[len(comp) + k][0] - nll[i][0]) / max(nll[i][1], 1))
+    diffs = [d for ds in by_row.values() for d in ds]
     if not diffs:
         return {"companions": len(comp), "contrast": None}
-    return {"companions": len(comp), "contrast": sum(diffs) / len(diffs)}
+    return {"companions": len(comp), "contrast": sum(diffs) / len(diffs), "se": _standard_error(by_row)}
+
+
+def _standard_error(by_row: dict[int, list[float]]) -> float | None:
+    """Standard error of the contrast over companions: sd(m_i) / sqrt(n), m_i the mean of companion i's differences
+    (a companion's pairs share its own NLL, so the companion is the independent unit). None under two companions."""
+    means = [sum(ds) / len(ds) for ds in by_row.values()]
+    if len(means) < 2:
+        return None
+    mu = sum(means) / len(means)
+    return (sum((m - mu) ** 2 for m in means) / (len(means) - 1) / len(means)) ** 0.5
+
+
+def links_backwards(measured: dict) -> bool:
+    """The `reverse_rows: auto` decision on `reverse_contrast`'s result: the contrast is at least MIN_CONTRAST and
+    at least Z_SE standard errors above 0 (a contrast within the noise of the companions measured is no link)."""
+    c, se = measured.get("contrast"), measured.get("se")
+    return c is not None and se is not None and c >= MIN_CONTRAST and c >= Z_SE * se
