@@ -146,11 +146,10 @@ def reverse_contrast(model, encoder, companions: list[dict], pad_id: int, others
 def _standard_error(by_row: dict[int, list[float]]) -> float | None:
     """Standard error of the contrast over companions: sd(m_i) / sqrt(n), m_i the mean of companion i's differences
     (a companion's pairs share its own NLL, so the companion is the independent unit). None under two companions."""
-    means = [sum(ds) / len(ds) for ds in by_row.values()]
-    if len(means) < 2:
-        return None
-    mu = sum(means) / len(means)
-    return (sum((m - mu) ** 2 for m in means) / (len(means) - 1) / len(means)) ** 0.5
+    import statistics
+
+    means = [statistics.fmean(ds) for ds in by_row.values()]
+    return statistics.stdev(means) / len(means) ** 0.5 if len(means) >= 2 else None
 
 
 def links_backwards(measured: dict) -> bool:
