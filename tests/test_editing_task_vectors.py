@@ -100,8 +100,9 @@ def test_task_vector_chooses_lambda_on_calibration_people_and_reports_the_others
     assert held["chosen"]["forget_perplexity"] == pytest.approx(res["sweep"]["chosen"]["forget_perplexity"], rel=1e-5)
     ratio = held["ratio_to_target"]["retain_perplexity"]
     assert ratio == pytest.approx(held["chosen"]["retain_perplexity"] / held["target"]["retain_perplexity"])
-    # the choice carries over to people it never saw: the 1.5x limit give or take the spread between two halves of
-    # 25 people (measured 1.34-1.58x), bounded at 1.15 times the limit
+    # the choice carries over to people it never saw: the 1.5x limit (the rule's own reference) plus a 15 % margin for
+    # the spread between two halves of 25 people, which put the held-out ratio 0.16 below to 0.08 above the limit
+    # over four builds and three fine-tune seeds
     assert 1.0 < ratio <= 1.5 * 1.15, ratio
     assert "retain rows that did not choose λ" in (out / "sweep.md").read_text()
     said = f"on the 200 retain rows that did not choose λ: retain perplexity {held['chosen']['retain_perplexity']:.3g}"

@@ -92,8 +92,12 @@ def test_links_backwards_needs_a_contrast_both_large_and_outside_its_noise():
     """The auto decision: contrast >= MIN_CONTRAST (0.1) and >= Z_SE (1.645) standard errors. The seed-1 zoo build on
     an AMD EPYC measured 0.127 +- 0.102 with 3 other subjects per companion (the threshold alone said yes, and kl
     forgot nothing within its budget); the models taught every form of their facts 0.35 +- 0.15, 0.33 +- 0.14."""
-    from llm_forget.data.reverse import links_backwards
+    from llm_forget.data.reverse import MIN_CONTRAST, Z_SE, links_backwards
 
+    # the rule at its edges, from its own constants: a contrast of 2 x MIN_CONTRAST just inside / outside Z_SE errors
+    c = 2 * MIN_CONTRAST
+    assert links_backwards({"contrast": c, "se": c / Z_SE * 0.99})
+    assert not links_backwards({"contrast": c, "se": c / Z_SE * 1.01})
     assert not links_backwards({"contrast": 0.127, "se": 0.102})  # over 0.1, inside 1.645 SE: noise
     assert links_backwards({"contrast": 0.346, "se": 0.147}) and links_backwards({"contrast": 0.329, "se": 0.142})
     assert not links_backwards({"contrast": 0.09, "se": 0.001})  # significant, but under the effect size

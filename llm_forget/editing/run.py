@@ -284,8 +284,11 @@ def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
     split = calibration_split(forget, retain, None, cfg.select_rows, cfg.seed)  # λ is chosen on whole people
     cal, held = ([retain[i] for i in split[part].get("retain", [])] for part in ("calibration", "evaluation"))
     sw = tv.sweep(model_path, tau, lambdas, forget, cal, cfg.fraction, out_dir=out, utility=cfg.utility,
-                  refine=cfg.lambda_refine)
-    evaluation = _evaluate_choice(model_path, tau, sw, forget, held, out)
+                  refine=cfg.lambda_refine, held_out=held)
+    evaluation = sw.pop("evaluation")  # results.json keeps it beside the sweep, as the top-level "evaluation"
+    if sw["chosen"] is not None and not held:
+        logger.warning("the retain set has a single person/document: the chosen λ's utility is reported on the "
+                       "rows that chose it (give a retain set with several people)")
     tv.save(tau, out / "task_vector.safetensors", meta)
     if sw["chosen"] is None:
         logger.warning("no λ keeps retain %s ≥ %g of the target's; nothing saved as model/", cfg.utility, cfg.fraction)
@@ -320,31 +323,6 @@ def _task_vector(cfg: EditConfig, model_path: str, out: Path) -> EditRun:
 
         finalize_run(out, results, cfg, forget, model_path)  # ledger.jsonl + README.md model card
     return EditRun(out, "task_vector", {"sweep": sw, "evaluation": evaluation}, timings, None)
-
-
-def _evaluate_choice(model_path: str, tau, sw: dict, forget: list[dict], held: list[dict], out: Path) -> dict | None:
-    """The target (λ 0) and the chosen λ measured on the forget rows and on the retain rows the choice never saw
-    (`held`), with the ratios to the target; added to sweep.md. None when no λ was chosen or no retain row is
-    held out."""
-    from .. import io
-    from . import task_vectors as tv
-
-    if sw["chosen"] is None or not held:
-        if sw["chosen"] is not None:
-            logger.warning("the retain set has a single person/document: the chosen λ's utility is reported on the "
-                           "rows that chose it (give a retain set with several people)")
-        return None
-    measure = tv.measurer(model_path, tau, {"forget": forget, "retain": held})
-    base, chosen = measure(0.0), measure(sw["chosen"]["lambda"])
-    ratio = {f"{k}_perplexity": chosen[f"{k}_perplexity"] / base[f"{k}_perplexity"] for k in ("forget", "retain")}
-    res = {"retain_rows": len(held), "target": base, "chosen": chosen, "ratio_to_target": ratio}
-    io.write_text(out / "sweep.md", (out / "sweep.md").read_text(encoding="utf-8") + (
-        f"\nOn the {len(held)} retain rows that did not choose λ (whole people kept apart): retain perplexity "
-        f"{chosen['retain_perplexity']:.3f} against the target's {base['retain_perplexity']:.3f} "
-        f"({ratio['retain_perplexity']:.3f}x); forget perplexity {ratio['forget_perplexity']:.3f}x the target's.\n"))
-    logger.info("chosen λ=%g on held-out retain rows: retain %.3fx, forget %.3fx the target's perplexity",
-                sw["chosen"]["lambda"], ratio["retain_perplexity"], ratio["forget_perplexity"])
-    return res
 
 
 def layer_sweep(model, tokenizer, requests, layers, corpus: str, n_tokens: int = 20000, **cfg_overrides) -> list[dict]:

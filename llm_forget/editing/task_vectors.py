@@ -118,9 +118,8 @@ def scale_lora(model, adapter: str, weight: float, new_name: str | None = None) 
     return new_name
 
 
-def measurer(target: str, tau: dict[str, torch.Tensor], sets: dict[str, list[dict]], batch_size: int = 32,
-             prompt_template: str = "Question: {question}\nAnswer:"):
-    """A function λ -> {"lambda", "<set>_perplexity", "<set>_probability" for each of `sets`,
+def _measurer(target: str, tau: dict[str, torch.Tensor], batch_size: int, prompt_template: str):
+    """A function (λ, sets) -> {"lambda", "<set>_perplexity", "<set>_probability" for each of `sets`,
     "retain_inverse_perplexity" when there is a retain set}: θ_target − λ·τ measured by `quick_eval`
     (the target is loaded once; θ_target is kept apart and never modified)."""
     from ..data.encode import Encoder
@@ -131,7 +130,7 @@ def measurer(target: str, tau: dict[str, torch.Tensor], sets: dict[str, list[dic
     model = load_model(target, "float32")
     theta_t = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    def measure(lam: float) -> dict:
+    def measure(lam: float, sets: dict[str, list[dict]]) -> dict:
         model.load_state_dict(apply(theta_t, tau, -lam))
         s = quick_eval(model, enc, sets, batch_size)["summary"]
         row = {"lambda": lam, **{f"{k}_{m}": s[f"{k}_{m}"] for k in sets for m in ("perplexity", "probability")}}
@@ -146,19 +145,22 @@ def measurer(target: str, tau: dict[str, torch.Tensor], sets: dict[str, list[dic
 def sweep(target: str, tau: dict[str, torch.Tensor], lambdas, forget_rows: list[dict], retain_rows: list[dict],
           fraction: float = 0.95, batch_size: int = 32, out_dir: str | Path | None = None,
           prompt_template: str = "Question: {question}\nAnswer:", utility: str = "probability",
-          refine: int = 0) -> dict:
+          refine: int = 0, held_out: list[dict] | None = None) -> dict:
     """Evaluate θ_target − λ·τ for each λ (forget and retain perplexity and answer probability),
     choose λ with `select_lambda` on retain `utility` (probability, or perplexity through its
     inverse), and (when `out_dir`) write sweep.json, sweep.md and sweep.png there.
     refine: then bisect `refine` times between the chosen λ and the next larger λ of the grid when that
     one keeps too little utility (the rows measured are added to the sweep, in λ order), so the choice
     lands within (gap / 2^refine) of the utility limit instead of a grid step below it.
-    The retain rows given here calibrate the choice: report utility on other rows (`measurer`).
-    Returns {"rows", "chosen", "target", "fraction", "utility"}."""
+    The retain rows given here calibrate the choice. held_out: retain rows kept out of it, measured at λ 0 and
+    at the chosen λ only ("evaluation": {"retain_rows", "target", "chosen", "ratio_to_target"}, with the forget
+    numbers of the sweep; None without held-out rows or a choice).
+    Returns {"rows", "chosen", "target", "fraction", "utility", "evaluation"}."""
     from .. import io
 
-    measure = measurer(target, tau, {"forget": forget_rows, "retain": retain_rows}, batch_size, prompt_template)
-    rows = [measure(lam) for lam in [0.0, *sorted({float(x) for x in lambdas} - {0.0})]]
+    measure = _measurer(target, tau, batch_size, prompt_template)
+    sets = {"forget": forget_rows, "retain": retain_rows}
+    rows = [measure(lam, sets) for lam in [0.0, *sorted({float(x) for x in lambdas} - {0.0})]]
     base = rows[0]
     key = {"probability": "retain_probability", "perplexity": "retain_inverse_perplexity"}[utility]
     chosen = select_lambda(rows[1:], base[key], fraction, utility_key=key)
@@ -167,12 +169,22 @@ def sweep(target: str, tau: dict[str, torch.Tensor], lambdas, forget_rows: list[
     if refine and above is not None and not keeps(above):  # bisect towards the utility limit
         lo, hi = chosen["lambda"], above["lambda"]
         for _ in range(refine):
-            r = measure((lo + hi) / 2)
+            r = measure((lo + hi) / 2, sets)
             rows.append(r)
             lo, hi = (r["lambda"], hi) if keeps(r) else (lo, r["lambda"])
         rows.sort(key=lambda r: r["lambda"])
         chosen = select_lambda(rows[1:], base[key], fraction, utility_key=key)
-    res = {"rows": rows, "chosen": chosen, "target": base, "fraction": fraction, "utility": utility}
+    evaluation = None
+    if chosen is not None and held_out:
+        forget_of = lambda r: {k: r[k] for k in ("forget_perplexity", "forget_probability")}  # noqa: E731
+        ev = {name: {**forget_of(r), **measure(r["lambda"], {"retain": held_out})}
+              for name, r in (("target", base), ("chosen", chosen))}
+        ratio = {k: ev["chosen"][k] / ev["target"][k] for k in ("forget_perplexity", "retain_perplexity")}
+        evaluation = {"retain_rows": len(held_out), **ev, "ratio_to_target": ratio}
+        logger.info("chosen λ=%g on held-out retain rows: retain %.3fx, forget %.3fx the target's perplexity",
+                    chosen["lambda"], ratio["retain_perplexity"], ratio["forget_perplexity"])
+    res = {"rows": rows, "chosen": chosen, "target": base, "fraction": fraction, "utility": utility,
+           "evaluation": evaluation}
     if out_dir is not None:
         out = Path(out_dir)
         io.write_json(out / "sweep.json", res)
@@ -182,7 +194,13 @@ def sweep(target: str, tau: dict[str, torch.Tensor], lambdas, forget_rows: list[
         pick = f"chosen λ = {chosen['lambda']:g}" if chosen else "no λ keeps enough retain utility"
         rule = (f"retain probability ≥ {fraction:g} × target's {base['retain_probability']:.3f}" if utility == "probability"
                 else f"retain perplexity ≤ target's {base['retain_perplexity']:.3f} / {fraction:g}")
-        io.write_text(out / "sweep.md", "\n".join(lines) + f"\n\n{pick} ({rule})\n")
+        lines += ["", f"{pick} ({rule})"]
+        if evaluation:
+            lines += ["", f"On the {len(held_out)} retain rows that did not choose λ (whole people kept apart): "
+                      f"retain perplexity {evaluation['chosen']['retain_perplexity']:.3f} against the target's "
+                      f"{evaluation['target']['retain_perplexity']:.3f} ({ratio['retain_perplexity']:.3f}x); forget "
+                      f"perplexity {ratio['forget_perplexity']:.3f}x the target's."]
+        io.write_text(out / "sweep.md", "\n".join(lines) + "\n")
         _plot(rows, chosen, out / "sweep.png")
     return res
 

@@ -164,9 +164,9 @@ def _evidence(entries: list[dict]) -> list[str]:
     if keyed:
         lines += ["What cannot: which rows were forgotten or edited. Rows are named by keyed fingerprints "
                   "(HMAC-SHA256 under a secret the operator keeps outside this folder), so nobody else can confirm "
-                  "or rule out a guessed row. The operator can prove that one given row was forgotten to whoever holds that row "
-                  "(`llm-forget ledger prove`, checked with `llm-forget ledger check-proof`); the proof opens that "
-                  "row only."]
+                  "or rule out a guessed row. The operator can prove that one given row was forgotten to whoever "
+                  "holds that row (`llm-forget ledger prove`, checked with `llm-forget ledger check-proof`); the "
+                  "proof opens that row only."]
     if plain:
         lines += ["**Some entries name rows by plain sha256** of their content: anyone holding or guessing a row "
                   "can confirm that it was forgotten (`llm-forget ledger migrate` replaces them with keyed "
