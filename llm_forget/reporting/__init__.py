@@ -12,9 +12,6 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                 "gradient_accumulation_steps", "lora_r", "seed")
-
 
 def record(out, *, input_model: str | None, model_dir, parent=None, fresh: bool = False, signing_key=None,
            **entry) -> dict:
@@ -74,7 +71,7 @@ def finalize_run(out, results: dict, cfg, forget_rows: list[dict], input_model_p
         request_kind, request_id = describe(cfg.request)
         kind = kind or request_kind
     hp = dict(results.get("hyperparameters") or {})
-    hp.update({k: getattr(cfg, k) for k in training_keys(results.get("method", ""), TRAINING_KEYS) if hasattr(cfg, k)})
+    hp.update({k: getattr(cfg, k) for k in training_keys(results.get("method", "")) if hasattr(cfg, k)})
     e = record(out, input_model=input_model_path, model_dir=out / "model", parent=ledger.find_parent(input_model_path),
                fresh=True, signing_key=getattr(cfg, "signing_key", None),
                kind=kind or "items", operation=operation, forgotten_hashes=[row_hash(r) for r in forget_rows],

@@ -63,11 +63,11 @@ LORA_EDIT_KEYS = ("layers", "mode", "batch_size", "lora_r", "lora_steps", "lora_
                   "lora_target_modules", "seed")
 
 
-def training_keys(method: str, default: tuple[str, ...] = TRAINING_KEYS) -> tuple[str, ...]:
-    """The recipe settings a card (and a ledger entry, with its own `default`) lists for `method`, beside the
-    results' hyperparameters: the fine-tunes' of task vectors, the editing methods' own, else `default`."""
+def training_keys(method: str) -> tuple[str, ...]:
+    """The recipe settings a card and a ledger entry list for `method`, beside the results' hyperparameters:
+    the fine-tunes' of task vectors, the editing methods' own, else the training loop's (TRAINING_KEYS)."""
     return {"task_vector": TASK_VECTOR_KEYS, "rome": LOCATE_KEYS, "memit": LOCATE_KEYS, "alphaedit": LOCATE_KEYS,
-            "lora_edit": LORA_EDIT_KEYS}.get(method, default)
+            "lora_edit": LORA_EDIT_KEYS}.get(method, TRAINING_KEYS)
 
 
 def card_metrics(summary: dict) -> dict:
