@@ -275,7 +275,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                                                      for i in range(min(32, len(forget_enc)))])["forget"])
         if hasattr(method, "prepare_teacher"):  # e.g. swap_distill's teacher log-probs, from the starting model
             method.prepare_teacher(trainer.model, encoder, forget_rows, (retain_rows or []) + (holdout_rows or []),
-                                   tok.pad_token_id, cfg.per_device_eval_batch_size)
+                                   tok.pad_token_id, cfg.per_device_eval_batch_size, known_rows=retain_rows or [])
     _log_to_logger(trainer)
     selector = None
     if cfg.retain_budget is not None:  # calibration rows only; the evaluation reports on the others (`split`)

@@ -51,6 +51,10 @@ class UnlearnConfig(TrainingArguments):
     delta: float | None = _f(None, "SimNPO margin δ")
     retain_loss: str | None = _f(None, "retain term: nll or kl (KL(π_ref‖π_θ) on answer tokens)")
     forget_loss: str | None = _f(None, "forget term of the kl method: ga or npo")
+    divergence: str | None = _f(None, "swap_distill: forward KL(teacher‖θ), reverse KL(θ‖teacher) or jeffreys (both)")
+    teacher_names: str | None = _f(None, "swap_distill: the subject renamed to fabricated names, or to `neighbours` "
+                                         "(people of the retain rows; the teacher is the mean over them)")
+    neighbours: int | None = _f(None, "swap_distill: how many neighbours the teacher averages over")
     rmu_layer: int | None = _f(None, "RMU: layer whose output is steered")
     rmu_train_layers: str | None = _f(None, "RMU: comma-separated layers whose MLP output projection is trained")
     steering_coeff: float | None = _f(None, "RMU: steering coefficient c (default: 4x the mean hidden norm)")
@@ -107,7 +111,8 @@ class UnlearnConfig(TrainingArguments):
     disable_tqdm: bool | None = _f(None, "hide progress bars")
 
 
-METHOD_FIELDS = ("gamma", "alpha", "beta", "delta", "retain_loss", "forget_loss", "rmu_layer",
+METHOD_FIELDS = ("gamma", "alpha", "beta", "delta", "retain_loss", "forget_loss", "divergence", "teacher_names",
+                 "neighbours", "rmu_layer",
                  "rmu_train_layers", "steering_coeff", "idk")
 
 
@@ -223,6 +228,9 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.num_train_epochs > 0 or cfg.max_steps > 0, "num_train_epochs or max_steps must be > 0"),
         (cfg.retain_loss in (None, "nll", "kl"), "retain_loss must be nll or kl"),
         (cfg.forget_loss in (None, "ga", "npo"), "forget_loss must be ga or npo"),
+        (cfg.divergence in (None, "forward", "reverse", "jeffreys"), "divergence must be forward, reverse or jeffreys"),
+        (cfg.teacher_names in (None, "fabricated", "neighbours"), "teacher_names must be fabricated or neighbours"),
+        (cfg.neighbours is None or cfg.neighbours > 0, "neighbours must be > 0"),
         (cfg.reference in ("auto", "copy", "adapter", "cached"), "reference must be auto, copy, adapter or cached"),
         (cfg.overlong in ("truncate", "error"), "overlong must be truncate or error"),
         (cfg.lora_r >= 0, "lora_r must be >= 0"),

@@ -8,8 +8,9 @@ import torch
 from scipy.stats import ks_2samp
 
 from llm_forget.data.benchmark import split
+from llm_forget.errors import UserError
 from llm_forget.methods.swap_distill import (SwapDistill, aligned, distill_loss, fabricate_names, find_subjects,
-                                             row_text, swap)
+                                             neighbour_names, row_text, swap)
 
 
 def test_distill_loss_by_hand():
@@ -19,6 +20,49 @@ def test_distill_loss_by_hand():
     assert distill_loss(teacher, student, torch.tensor([1.0, 0.0])).item() == pytest.approx(by_hand, rel=1e-5)
     assert distill_loss(teacher, teacher, torch.tensor([1.0, 1.0])).item() == pytest.approx(0.0, abs=1e-7)
     assert distill_loss(teacher, student, torch.tensor([1.0, 1.0])).item() > by_hand  # the masked one counts now
+
+
+def test_reverse_and_jeffreys_divergences_by_hand():
+    teacher = torch.tensor([[0.0, math.log(2.0)]])  # p = (1/3, 2/3)
+    student = torch.tensor([[0.0, 0.0]])  # q = (1/2, 1/2)
+    p, q = (1 / 3, 2 / 3), (0.5, 0.5)
+    forward = sum(a * math.log(a / b) for a, b in zip(p, q))
+    reverse = sum(b * math.log(b / a) for a, b in zip(p, q))
+    one = torch.tensor([1.0])
+    assert distill_loss(teacher, student, one, "reverse").item() == pytest.approx(reverse, rel=1e-5)
+    assert distill_loss(teacher, student, one, "jeffreys").item() == pytest.approx(forward + reverse, rel=1e-5)
+    assert reverse != pytest.approx(forward, rel=1e-3)  # the two directions differ here, so the test tells them apart
+
+
+def test_neighbours_teacher_is_the_mean_over_renamings_to_retain_people(target_path):
+    """teacher_names: neighbours: each forget subject renamed to K people of the retain rows, the teacher the mean
+    probability over the K renamed rows; checked against K single-neighbour teachers computed one by one."""
+    from llm_forget.data.encode import Encoder
+    from llm_forget.models import load_model, load_tokenizer
+
+    model, tok = load_model(target_path), load_tokenizer(target_path)
+    enc = Encoder(tok)
+    rows, retain, holdout = split("forget")[:4], split("retain"), split("holdout")
+    pool = neighbour_names(retain, {r["person"] for r in rows})
+    assert pool == list(dict.fromkeys(r["person"] for r in retain)) and not set(pool) & {r["person"] for r in rows}
+    m = SwapDistill(teacher_names="neighbours", neighbours=3)
+    m.prepare_teacher(model, enc, rows, retain + holdout, tok.pad_token_id, known_rows=retain)
+    import random
+
+    picks = random.Random("swap_distill/0").sample(pool, 3)
+    assert not set(picks) & {r["person"] for r in holdout}  # neighbours are people the model was trained on
+    singles = []
+    for name in picks:  # one neighbour: the mixture of one is that neighbour's own teacher
+        one = SwapDistill(teacher_names="neighbours", neighbours=1)
+        one.prepare_teacher(model, enc, rows, [{"person": name, "question": "", "answer": ""}], tok.pad_token_id)
+        singles.append(one.teacher)
+    for i, (lp, valid) in enumerate(m.teacher):
+        assert bool(valid.all())
+        mean = torch.stack([s[i][0].exp() for s in singles]).mean(0)
+        assert torch.allclose(lp.exp(), mean, atol=1e-6)
+        assert torch.allclose(lp.exp().sum(-1), torch.ones(len(lp)), atol=1e-4)  # a distribution per position
+    with pytest.raises(UserError, match="names of other people"):  # only the forget people themselves
+        SwapDistill(teacher_names="neighbours").prepare_teacher(model, enc, rows, rows, tok.pad_token_id)
 
 
 def test_subjects_and_fabricated_names():

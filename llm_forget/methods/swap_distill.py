@@ -8,6 +8,19 @@ the trained model on the original row. With A_i the aligned answer positions,
     L_forget = (1/Σ_i |A_i|) Σ_i Σ_{t ∈ A_i} KL(p_teacher(· | x̃_i, ỹ_<t) ‖ p_θ(· | x_i, y_<t))
     L = γ·L_forget + α·L_retain          (L_retain: retain NLL or KL to the reference, base.retain_term)
 
+`divergence`: forward (above), reverse KL(p_θ ‖ p_teacher) or jeffreys (their sum). Forward KL
+weighs each token by the teacher's probability, so a student that keeps 3x the teacher's
+probability on a memorised answer token the teacher finds unlikely pays almost nothing; reverse
+KL charges that excess mass.
+
+`teacher_names`: fabricated (above), or neighbours: the subject renamed to each of K people of the
+retain rows (people the model was trained on, `neighbours` = K, seeded), the teacher the mean of the
+K next-token distributions, p_teacher = (1/K) Σ_k p_start(· | x̃_k, ỹ_k,<t): the population's answer
+to the question (which values people of this kind have) rather than one guess about an unknown name.
+On the tiny model a fabricated name is an unknown token sequence, and the starting model answers it
+with one confident value whatever the question (e.g. " C" with p ≈ 0.97 for foods, colours and cities
+alike); the neighbour mixture spreads over the values of the relation asked.
+
 Its fixed point is the starting model's "never seen" behaviour, the way a model retrained without
 the forget rows answers (generic predictions as in Eldan & Russinovich 2023; self-distillation
 as in UNDIAL, Dong et al. 2024).
@@ -37,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kl import kl_rows
+from ..errors import UserError
 from .base import Method, register, retain_term
 
 logger = logging.getLogger(__name__)
@@ -49,10 +63,19 @@ _TEXT_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answer", 
                 "perturbed_paraphrased_answer", "text", "person")
 
 
-def distill_loss(teacher_logp: torch.Tensor, student_logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """mean over valid positions of KL(p_teacher ‖ p_student); teacher_logp, student_logits: (N, V), valid: (N,)."""
-    kl = kl_rows(teacher_logp, student_logits)
-    return (kl * valid).sum() / valid.sum().clamp(min=1)
+DIVERGENCES = ("forward", "reverse", "jeffreys")
+
+
+def distill_loss(teacher_logp: torch.Tensor, student_logits: torch.Tensor, valid: torch.Tensor,
+                 divergence: str = "forward") -> torch.Tensor:
+    """mean over valid positions of D(p_teacher, p_student); teacher_logp, student_logits: (N, V), valid: (N,).
+    forward: KL(p_teacher ‖ p_student); reverse: KL(p_student ‖ p_teacher); jeffreys: their sum."""
+    d = 0
+    if divergence in ("forward", "jeffreys"):
+        d = d + kl_rows(teacher_logp, student_logits)
+    if divergence in ("reverse", "jeffreys"):
+        d = d + kl_rows(student_logits, teacher_logp)
+    return (d * valid).sum() / valid.sum().clamp(min=1)
 
 
 def row_text(row: dict) -> str:
@@ -92,6 +115,18 @@ def fabricate_names(subjects: list[str], corpus: str, seed: int) -> dict[str, st
     return out
 
 
+def neighbour_names(rows: list[dict], exclude: set[str]) -> list[str]:
+    """The other people the starting model knows: the rows' distinct `person` fields, else the recurring
+    capitalised multi-word names of their questions (llm_forget.probe.harvest_names), minus `exclude`."""
+    if rows and all(r.get("person") for r in rows):
+        names = list(dict.fromkeys(r["person"] for r in rows))
+    else:
+        from ..probe import harvest_names
+
+        names = harvest_names(rows)
+    return [n for n in names if n not in exclude]
+
+
 def swap(text: str, real: str, fake: str) -> str:
     """The real name replaced by the fake one, then each word of the real name by the fake word at
     its place (a surname alone, a possessive), at word boundaries."""
@@ -122,6 +157,9 @@ class SwapDistill(Method):
     gamma: float = 1.0
     alpha: float = 1.0
     retain_loss: str = "nll"
+    divergence: str = "forward"
+    teacher_names: str = "fabricated"
+    neighbours: int = 8
     seed: int = 0
     cache_bytes: int = 1 << 30
     teacher: list = field(default_factory=list, repr=False)  # per forget row: (answer log-probs (n, V), valid (n,))
@@ -133,23 +171,58 @@ class SwapDistill(Method):
 
     @torch.no_grad()
     def prepare_teacher(self, model, encoder, forget_rows: list[dict], other_rows: list[dict], pad_id: int,
-                        batch_size: int = 16) -> None:
-        """Teacher log-probs at every forget answer position, from `model` before any update."""
-        from ..data.encode import pad
-
+                        batch_size: int = 16, known_rows: list[dict] | None = None) -> None:
+        """Teacher log-probs at every forget answer position, from `model` before any update. `other_rows`: rows
+        whose text a fabricated name must avoid; `known_rows` (default `other_rows`): rows about people the model
+        was trained on, where neighbours are drawn from (the retain rows: not the holdout's never-seen people)."""
         subjects = [s if s and s in r.get("question", "") else None  # named in the question, or no term
                     for r, s in zip(forget_rows, find_subjects(forget_rows))]
-        corpus = "\n".join(row_text(r) for r in list(forget_rows) + list(other_rows))
-        fake = fabricate_names([s for s in subjects if s], corpus, self.seed)
+        named = [s for s in subjects if s]
+        if self.teacher_names == "neighbours":
+            pool = neighbour_names(other_rows if known_rows is None else known_rows, set(named))
+            if not pool:
+                raise UserError("swap_distill teacher_names: neighbours needs the names of other people in the "
+                                 "retain questions (found none); use fabricated")
+            picks = random.Random(f"swap_distill/{self.seed}").sample(pool, min(self.neighbours, len(pool)))
+            maps = [dict.fromkeys(named, n) for n in picks]
+        else:
+            corpus = "\n".join(row_text(r) for r in list(forget_rows) + list(other_rows))
+            maps = [fabricate_names(named, corpus, self.seed)]
         truncated = encoder.truncated
         student = encoder.rows(forget_rows)
-        swapped = [{**r, "question": swap(r["question"], s, fake[s]), "answer": swap(r["answer"], s, fake[s])}
-                   if s else r for r, s in zip(forget_rows, subjects)]
-        teacher = encoder.rows(swapped)
-        encoder.truncated = truncated  # the training rows were counted once already
         was_training, device = model.training, next(model.parameters()).device
         model.eval()
-        self.teacher, self.skipped_rows = [], 0
+        total, count = None, None
+        for names in maps:  # the teacher is the mixture (mean probability) over the renamings
+            swapped = [{**r, "question": swap(r["question"], s, names[s]), "answer": swap(r["answer"], s, names[s])}
+                       if s else r for r, s in zip(forget_rows, subjects)]
+            draws = self._teacher_pass(model, encoder.rows(swapped), student, subjects, pad_id, batch_size, device)
+            if total is None:
+                total, count = [lp.exp() * v[:, None] for lp, v in draws], [v.clone() for _, v in draws]
+            else:
+                for i, (lp, v) in enumerate(draws):
+                    total[i] += lp.exp() * v[:, None]
+                    count[i] += v
+        encoder.truncated = truncated  # the training rows were counted once already
+        self.teacher = [((t / c.clamp(min=1)[:, None]).clamp(min=1e-30).log(), (c > 0).float())
+                        for t, c in zip(total, count)]
+        self.skipped_rows = sum(not bool(v.any()) for _, v in self.teacher)
+        model.train(was_training)
+        total = sum(lp.numel() for lp, _ in self.teacher) * 4
+        if total > self.cache_bytes:
+            self.teacher = [(lp.half(), v) for lp, v in self.teacher]
+        masked = sum(int((v == 0).sum()) for _, v in self.teacher)
+        logger.info("swap_distill: %d of %d forget rows without a subject or aligned answer (no distillation "
+                    "term); %d answer positions masked; %d subjects renamed to %s", self.skipped_rows, len(forget_rows),
+                    masked, len(set(named)), f"{len(maps)} neighbours each" if self.teacher_names == "neighbours"
+                    else "fabricated names")
+
+    def _teacher_pass(self, model, teacher, student, subjects, pad_id, batch_size, device) -> list[tuple]:
+        """Per forget row: (log-probs (n, V) of the teacher rows `teacher` at the student's n answer positions, the
+        (n,) mask of positions that have an aligned teacher position)."""
+        from ..data.encode import pad
+
+        out = []
         for s0 in range(0, len(teacher), batch_size):
             part = teacher[s0: s0 + batch_size]
             b = {k: v.to(device) for k, v in pad(part, pad_id).items()}
@@ -161,20 +234,12 @@ class SwapDistill(Method):
                 t_ans = [y for y in item["labels"] if y != -100]
                 pair = aligned(s_ans, t_ans) if subjects[i] else [None] * len(s_ans)
                 pair = [u if u is not None and u < len(pos) else None for u in pair]
-                self.skipped_rows += all(u is None for u in pair)
                 lp = torch.zeros(len(s_ans), logp.shape[-1])
                 keep = [t for t, u in enumerate(pair) if u is not None]
                 if keep:
                     lp[keep] = logp[j, [pos[pair[t]] for t in keep]].cpu()
-                self.teacher.append((lp, torch.tensor([u is not None for u in pair], dtype=torch.float32)))
-        model.train(was_training)
-        total = sum(lp.numel() for lp, _ in self.teacher) * 4
-        if total > self.cache_bytes:
-            self.teacher = [(lp.half(), v) for lp, v in self.teacher]
-        masked = sum(int((v == 0).sum()) for _, v in self.teacher)
-        logger.info("swap_distill: %d of %d forget rows without a subject or aligned answer (no distillation "
-                    "term); %d answer positions masked; %d subjects renamed", self.skipped_rows, len(forget_rows),
-                    masked, len(fake))
+                out.append((lp, torch.tensor([u is not None for u in pair], dtype=torch.float32)))
+        return out
 
     def loss(self, b):
         if not self.teacher:
@@ -186,6 +251,6 @@ class SwapDistill(Method):
         dev = student.device
         t_logp = torch.cat([self.teacher[i][0] for i in idx]).to(dev).float()
         valid = torch.cat([self.teacher[i][1] for i in idx]).to(dev)
-        f = distill_loss(t_logp, student, valid)
+        f = distill_loss(t_logp, student, valid, self.divergence)
         r = retain_term(b, self.retain_loss)
         return {"loss": self.gamma * f + self.alpha * r, "forget_kl": f, "retain_loss": r}
