@@ -21,6 +21,14 @@ def dataclass_options(cls) -> list[str]:
             for f in dataclasses.fields(cls) if f.init and f.metadata.get("help")]
 
 
+THREADS = "--threads (default: CPUs other processes leave free): torch CPU threads"
+
+
+def recipe_options(cls) -> str:
+    """`--options` of a recipe command (unlearn, edit): --threads, then every field of its config dataclass."""
+    return "\n".join([THREADS, *dataclass_options(cls)])
+
+
 def parser_options(parser: argparse.ArgumentParser) -> list[str]:
     """One line per option of an argparse parser (not --help / --options)."""
     lines = []

@@ -14,11 +14,10 @@ def add_parser(sub):
 def run(args):
     from ..editing.config import EditConfig
     from ..errors import UserError
-    from ._options import dataclass_options
+    from ._options import recipe_options
 
     if args.options:
-        print("\n".join(["--threads (default: CPUs other processes leave free): torch CPU threads",
-                         *dataclass_options(EditConfig)]))
+        print(recipe_options(EditConfig))
         return 0
     if not args.recipe:
         raise UserError("give a recipe: a YAML path or a shipped recipe name (rome, memit, alphaedit, ...)")

@@ -13,19 +13,19 @@ def add_parser(sub):
 
 def run(args):
     from ..config import UnlearnConfig
-    from ._options import dataclass_options
+    from ._options import recipe_options
 
     if args.options:
-        print("\n".join(["--threads (default: CPUs other processes leave free): torch CPU threads",
-                         *dataclass_options(UnlearnConfig)]))
+        print(recipe_options(UnlearnConfig))
         return 0
     from ..api import unlearn
+    from ..config import parse_overrides
     from ..errors import UserError
     from ..recipes_index import resolve_recipe
 
     if not args.recipe:
         raise UserError("give a recipe: a YAML path or a shipped recipe name")
-    res = unlearn(str(resolve_recipe(args.recipe)), **_pairs(args.overrides))
+    res = unlearn(str(resolve_recipe(args.recipe)), **parse_overrides(args.overrides))
     m = res.metrics
     if m:
         mia = f"MIA AUC {m['mia_auc']:.3f}" if "mia_auc" in m else "MIA AUC not computed (no holdout set)"
@@ -34,8 +34,3 @@ def run(args):
     print(f"outputs: {res.output_dir}")
     return 0
 
-
-def _pairs(overrides):
-    from ..config import parse_overrides
-
-    return parse_overrides(overrides)
