@@ -51,7 +51,8 @@ class UnlearnConfig(TrainingArguments):
     delta: float | None = _f(None, "SimNPO margin δ")
     retain_loss: str | None = _f(None, "retain term: nll or kl (KL(π_ref‖π_θ) on answer tokens)")
     forget_loss: str | None = _f(None, "forget term of the kl method: ga or npo")
-    divergence: str | None = _f(None, "swap_distill: forward KL(teacher‖θ), reverse KL(θ‖teacher) or jeffreys (both)")
+    divergence: str | None = _f(None, "swap_distill: forward KL(teacher‖θ), reverse KL(θ‖teacher), jeffreys (both) or hinge "
+                                            "(the answer token down to the teacher's probability)")
     teacher_names: str | None = _f(None, "swap_distill: the subject renamed to fabricated names, or to `neighbours` "
                                          "(people of the retain rows; the teacher is the mean over them)")
     neighbours: int | None = _f(None, "swap_distill: how many neighbours the teacher averages over")
@@ -228,7 +229,7 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.num_train_epochs > 0 or cfg.max_steps > 0, "num_train_epochs or max_steps must be > 0"),
         (cfg.retain_loss in (None, "nll", "kl"), "retain_loss must be nll or kl"),
         (cfg.forget_loss in (None, "ga", "npo"), "forget_loss must be ga or npo"),
-        (cfg.divergence in (None, "forward", "reverse", "jeffreys"), "divergence must be forward, reverse or jeffreys"),
+        (cfg.divergence in (None, "forward", "reverse", "jeffreys", "hinge"), "divergence must be forward, reverse, jeffreys or hinge"),
         (cfg.teacher_names in (None, "fabricated", "neighbours"), "teacher_names must be fabricated or neighbours"),
         (cfg.neighbours is None or cfg.neighbours > 0, "neighbours must be > 0"),
         (cfg.reference in ("auto", "copy", "adapter", "cached"), "reference must be auto, copy, adapter or cached"),

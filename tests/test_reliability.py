@@ -77,7 +77,7 @@ MATRIX = [  # id, argv (after the command), expected message
     ("negative_lr", ["unlearn", "npo", "--learning_rate", "-1e-4"], "learning_rate must be >= 0"),
     ("negative_beta", ["unlearn", "npo", "--beta", "-0.5"], "beta must be > 0"),
     ("divergence_unknown", ["unlearn", "swap_distill", "--divergence", "sideways"],
-     "divergence must be forward, reverse or jeffreys"),
+     "divergence must be forward, reverse, jeffreys or hinge"),
     ("teacher_names_unknown", ["unlearn", "swap_distill", "--teacher_names", "famous"],
      "teacher_names must be fabricated or neighbours"),
     ("reverse_rows_unknown", ["unlearn", "npo", "--reverse_rows", "maybe"],

@@ -34,6 +34,21 @@ def test_reverse_and_jeffreys_divergences_by_hand():
     assert reverse != pytest.approx(forward, rel=1e-3)  # the two directions differ here, so the test tells them apart
 
 
+def test_hinge_pushes_the_answer_token_down_to_the_teacher_and_no_further():
+    teacher = torch.tensor([[0.0, math.log(2.0)], [0.0, math.log(2.0)]])  # p = (1/3, 2/3) at both positions
+    student = torch.tensor([[0.0, 0.0], [0.0, 0.0]])  # q = (1/2, 1/2)
+    one = torch.tensor([1.0, 0.0])
+    # answer token 0: the student gives it 1/2 where the teacher gives 1/3, hinge = log(1.5); token 1: 1/2 < 2/3, 0
+    hinge = distill_loss(teacher, student, one, "hinge", torch.tensor([0, 0]))
+    assert hinge.item() == pytest.approx(math.log(1.5), rel=1e-5)
+    assert distill_loss(teacher, student, one, "hinge", torch.tensor([1, 0])).item() == 0.0
+    both = distill_loss(teacher, student, torch.tensor([1.0, 1.0]), "hinge", torch.tensor([0, 1]))
+    assert both.item() == pytest.approx(math.log(1.5) / 2, rel=1e-5)  # mean over valid positions
+    s = student.clone().requires_grad_()
+    distill_loss(teacher, s, one, "hinge", torch.tensor([1, 0])).backward()
+    assert s.grad.abs().sum().item() == 0.0  # at or below the teacher: no gradient at all
+
+
 def test_neighbours_teacher_is_the_mean_over_renamings_to_retain_people(target_path):
     """teacher_names: neighbours: each forget subject renamed to K people of the retain rows, the teacher the mean
     probability over the K renamed rows; checked against K single-neighbour teachers computed one by one."""

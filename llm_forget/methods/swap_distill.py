@@ -8,10 +8,13 @@ the trained model on the original row. With A_i the aligned answer positions,
     L_forget = (1/Σ_i |A_i|) Σ_i Σ_{t ∈ A_i} KL(p_teacher(· | x̃_i, ỹ_<t) ‖ p_θ(· | x_i, y_<t))
     L = γ·L_forget + α·L_retain          (L_retain: retain NLL or KL to the reference, base.retain_term)
 
-`divergence`: forward (above), reverse KL(p_θ ‖ p_teacher) or jeffreys (their sum). Forward KL
-weighs each token by the teacher's probability, so a student that keeps 3x the teacher's
-probability on a memorised answer token the teacher finds unlikely pays almost nothing; reverse
-KL charges that excess mass.
+`divergence`: forward (above), reverse KL(p_θ ‖ p_teacher), jeffreys (their sum), or hinge:
+per answer position max(0, log p_θ(y_t | x_i, y_<t) − log p_teacher(y_t | x̃_i, ỹ_<t)), the true
+token pushed down to the teacher's probability of it and no further; tokens already there (the
+answer's form, which an unknown person's answer shares) get no gradient, and nothing of the
+teacher's own answer is taught. Forward KL weighs each token by the teacher's probability, so a
+student that keeps 3x the teacher's probability on a memorised answer token the teacher finds
+unlikely pays almost nothing; reverse KL charges that excess mass.
 
 `teacher_names`: fabricated (above), or neighbours: the subject renamed to each of K people of the
 retain rows (people the model was trained on, `neighbours` = K, seeded), the teacher the mean of the
@@ -63,14 +66,20 @@ _TEXT_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answer", 
                 "perturbed_paraphrased_answer", "text", "person")
 
 
-DIVERGENCES = ("forward", "reverse", "jeffreys")
+DIVERGENCES = ("forward", "reverse", "jeffreys", "hinge")
 
 
 def distill_loss(teacher_logp: torch.Tensor, student_logits: torch.Tensor, valid: torch.Tensor,
-                 divergence: str = "forward") -> torch.Tensor:
+                 divergence: str = "forward", target: torch.Tensor | None = None) -> torch.Tensor:
     """mean over valid positions of D(p_teacher, p_student); teacher_logp, student_logits: (N, V), valid: (N,).
-    forward: KL(p_teacher ‖ p_student); reverse: KL(p_student ‖ p_teacher); jeffreys: their sum."""
+    forward: KL(p_teacher ‖ p_student); reverse: KL(p_student ‖ p_teacher); jeffreys: their sum;
+    hinge: max(0, log p_student(y) − log p_teacher(y)) at the answer token y (`target`, (N,)): the answer
+    pushed down to the teacher's probability of it and no further, nothing else taught."""
     d = 0
+    if divergence == "hinge":
+        s = torch.gather(F.log_softmax(student_logits.float(), -1), 1, target[:, None]).squeeze(1)
+        t = torch.gather(F.log_softmax(teacher_logp.float(), -1), 1, target[:, None]).squeeze(1)
+        d = F.relu(s - t)
     if divergence in ("forward", "jeffreys"):
         d = d + kl_rows(teacher_logp, student_logits)
     if divergence in ("reverse", "jeffreys"):
@@ -251,6 +260,6 @@ class SwapDistill(Method):
         dev = student.device
         t_logp = torch.cat([self.teacher[i][0] for i in idx]).to(dev).float()
         valid = torch.cat([self.teacher[i][1] for i in idx]).to(dev)
-        f = distill_loss(t_logp, student, valid, self.divergence)
+        f = distill_loss(t_logp, student, valid, self.divergence, labels[:, 1:][mask])
         r = retain_term(b, self.retain_loss)
         return {"loss": self.gamma * f + self.alpha * r, "forget_kl": f, "retain_loss": r}
