@@ -186,10 +186,10 @@ def _recipe_lr(run: Path):
 
 
 def unlearn_one(recipe: str, scale_name: str, target: Path, split: str, files: dict, out: Path,
-                select_target: str = "recipe", lr: str | None = None) -> dict:
+                select_target: str = "recipe", lr: str | None = None, options: dict | None = None) -> dict:
     from llm_forget.api import unlearn
 
-    extra = dict(SCALES[scale_name]["unlearn"], select_avoid=str(files["avoid"]))
+    extra = dict(SCALES[scale_name]["unlearn"], select_avoid=str(files["avoid"]), **(options or {}))
     if select_target != "recipe":
         extra["select_target"] = select_target
     if scale_name == "smollm2" and not SCALES[scale_name].get("shipped"):
@@ -297,6 +297,8 @@ def main() -> None:
     ap.add_argument("--lr", action="append", default=[], metavar="RECIPE=LR",
                     help="another learning rate for a recipe; its rows are named 'RECIPE@TARGET lr LR'")
     ap.add_argument("--select-every", type=int, default=None, help="override the selector's measurement interval")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a recipe option for every run (e.g. divergence=hinge); rows are named 'RECIPE KEY=VALUE'")
     ap.add_argument("--shipped", action="store_true",
                     help="every recipe exactly as shipped: no per-scale step cap, batch, budget, selection or learning "
                          "rate (the scale's model, data and fine-tuning only)")
@@ -374,10 +376,13 @@ def main() -> None:
                 name = f"{name}@{sel}"
             if recipe in lrs:
                 name = f"{name} lr {lrs[recipe]}" + (f" every {args.select_every}" if args.select_every else "")
+            if args.option:
+                name = " ".join([name, *args.option])
             if name in block["rows"]:
                 continue
             run = work / "runs" / split / name.replace(" ", "_")
-            u = unlearn_one(recipe, args.scale, target, split, f, run, sel, lrs.get(recipe))
+            u = unlearn_one(recipe, args.scale, target, split, f, run, sel, lrs.get(recipe),
+                            dict(x.split("=", 1) for x in args.option))
             row = {**evaluate(str(run / "model"), suite, split, ev / name, rres), **u,
                    "cost_vs_retrain": u["unlearn_seconds"] / rinfo["train_seconds"]}
             if split in args.robustness.split(","):
