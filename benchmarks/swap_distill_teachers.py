@@ -7,7 +7,9 @@ distillation's divergence, scored by the demo's evaluation and by how closely th
 
 Variants (each the shipped recipes/swap_distill.yaml with one setting changed, from the zoo's tiny-target):
 fabricated (as shipped), neighbours (`teacher_names: neighbours`), reverse / jeffreys (`divergence`),
-gamma4 (`gamma: 4`), lr3e-4 (`learning_rate: 3e-4`).
+gamma4 (`gamma: 4`), lr3e-4 (`learning_rate: 3e-4`), hinge (`divergence: hinge`), hinge_neighbours (`divergence: hinge`,
+`teacher_names: neighbours`), hinge_neighbours_select (the same with the shared selection of recipes/kl.yaml: retain
+budget 0.05, `select_target: retrain`, `select_lr: auto`, every 2 steps, patience 4).
 
 Per variant: the demo's evaluation (llm_forget.demo: the rows no recipe calibrates on, forget quality against the
 zoo's tiny-retain) and the teacher gap: the mean over forget rows of the student's answer NLL minus its teacher's
@@ -30,7 +32,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _common import run_info, save_per_model
 
 VARIANTS = {"fabricated": {}, "neighbours": {"teacher_names": "neighbours"}, "reverse": {"divergence": "reverse"},
-            "jeffreys": {"divergence": "jeffreys"}, "gamma4": {"gamma": 4.0}, "lr3e-4": {"learning_rate": 3e-4}}
+            "jeffreys": {"divergence": "jeffreys"}, "gamma4": {"gamma": 4.0}, "lr3e-4": {"learning_rate": 3e-4},
+            "hinge": {"divergence": "hinge"}, "hinge_neighbours": {"divergence": "hinge", "teacher_names": "neighbours"},
+            "hinge_neighbours_select": {"divergence": "hinge", "teacher_names": "neighbours", "retain_budget": 0.05,
+                                        "select_target": "retrain", "select_lr": "auto", "select_every": 2,
+                                        "select_patience": 4}}
 RESULTS = ROOT / "benchmarks" / "results" / "swap_distill_teachers.json"
 KEEP = ("forget_quality", "model_utility", "forget_perplexity", "mia_auc", "forget_truth_ratio")
 
