@@ -306,6 +306,9 @@ def main() -> None:
                     "recipe (the recipes' own), max (most forgetting within the retain budget), holdout (forget "
                     "perplexity closest to the holdout's) or retrain; rows other than recipe are named RECIPE@TARGET")
     args = ap.parse_args()
+    bad = [x for x in args.lr + args.option if "=" not in x]
+    if bad:
+        ap.error(f"--lr and --option take KEY=VALUE, got {bad[0]!r}")
     import torch
 
     torch.set_num_threads(args.threads)
