@@ -1,0 +1,98 @@
+"""How forgetting spreads over the forget rows: per-row answer NLL quantiles of unlearned models against the retain
+model's, on the built-in benchmark's evaluation rows (the demo's), beside the demo's forget quality.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/forget_row_spread.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/forget_row_spread.py --runs kl,hinge_neighbours
+    LLM_FORGET_CACHE=DIR LLM_FORGET_SEED=S ...      # another zoo build (tiny-target / tiny-retain from seed S)
+
+Runs (each a shipped recipe from the zoo's tiny-target, as `llm-forget demo` runs it): kl, swap_distill, hinge
+(swap_distill with `divergence: hinge`), hinge_neighbours (also `teacher_names: neighbours`). Per model: the answer
+NLL of each forget row (mean over its answer tokens) at q10 / q25 / median / q75 / q90, the two-sample KS p-value of
+those NLLs against the retain model's (`nll_ks_p`: 1 = the same spread as retraining), and the demo's forget quality
+(the KS p-value on truth ratios), forget truth ratio, forget perplexity, MIA AUC and utility. The forget quality of
+the shipped metric and `nll_ks_p` test two different things: whether the model prefers the true answer to its
+perturbations as much as retraining does, and whether it is as (un)sure of each true answer as retraining is.
+Results: benchmarks/results/forget_row_spread.json, one entry per zoo build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import run_info, save_per_model
+
+RUNS = {"kl": ("kl", {}), "swap_distill": ("swap_distill", {}),
+        "hinge": ("swap_distill", {"divergence": "hinge"}),
+        "hinge_neighbours": ("swap_distill", {"divergence": "hinge", "teacher_names": "neighbours"})}
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+KEEP = ("forget_quality", "forget_truth_ratio", "forget_perplexity", "mia_auc", "model_utility")
+
+
+def quantiles(x: list[float]) -> list[float]:
+    """Nearest-rank quantiles of `x` at QUANTILES (x[round(q·(n−1))] of the sorted values)."""
+    s = sorted(x)
+    return [round(s[round(q * (len(s) - 1))], 3) for q in QUANTILES]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated of {', '.join(RUNS)}")
+    args = ap.parse_args()
+    unknown = [r for r in args.runs.split(",") if r not in RUNS]
+    if unknown:
+        ap.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
+    from scipy.stats import ks_2samp
+
+    import llm_forget
+    from llm_forget import zoo
+    from llm_forget.config import UnlearnConfig
+    from llm_forget.data.benchmark import truth_ratio_correct_for
+    from llm_forget.data.encode import Encoder
+    from llm_forget.data.readers import read_rows
+    from llm_forget.evaluation.quick import quick_eval, retain_reference
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.recipes_index import shipped
+    from llm_forget.selection import calibration_split
+
+    target, retain = (str(p) for p in zoo.get_side_by_side(("tiny-target", "tiny-retain")))
+    rows = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
+    split = calibration_split(rows["forget"], rows["retain"], rows["holdout"], UnlearnConfig.select_rows, 0)
+    sets = {k: [v[i] for i in split["evaluation"][k]] for k, v in rows.items()}
+    enc = Encoder(load_tokenizer(target))
+    tr = truth_ratio_correct_for(sets["forget"])
+    ref = retain_reference(retain, enc, sets, truth_ratio_correct=tr)
+
+    def measure(path: str, base: list[float] | None) -> tuple[dict, list[float]]:
+        ev = quick_eval(load_model(path), enc, sets, retain=ref, truth_ratio_correct=tr)
+        nll = [r["nll"] for r in ev["per_item"]["forget"]]
+        out = {**{k: ev["summary"].get(k) for k in KEEP}, "nll_quantiles": quantiles(nll)}
+        if base is not None:
+            out["nll_ks_p"] = float(ks_2samp(nll, base).pvalue)
+        return out, nll
+
+    res = {"run": run_info(), "seed": zoo.seed(), "quantiles": list(QUANTILES), "models": {}}
+    res["models"]["retain"], base = measure(retain, None)
+    res["models"]["target"], _ = measure(target, base)
+    for name in args.runs.split(","):
+        recipe, over = RUNS[name]
+        with tempfile.TemporaryDirectory() as d:
+            run = llm_forget.unlearn(str(shipped()[recipe]), model=target, output_dir=f"{d}/run", eval_suite="none",
+                                     disable_tqdm=True, **over)
+            res["models"][name], _ = measure(str(run.model_dir), base)
+        res["models"][name]["settings"] = {"recipe": recipe, **over}
+    for name, m in res["models"].items():
+        print(f"{name:18s} nll {m['nll_quantiles']}  nll_ks_p {m.get('nll_ks_p', 1.0):.3g}  "
+              f"forget quality {m['forget_quality']:.3g}  MIA {m['mia_auc']:.3f}", flush=True)
+    save_per_model("forget_row_spread", f"seed{zoo.seed()}", res)
+
+
+if __name__ == "__main__":
+    main()
