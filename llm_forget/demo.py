@@ -17,12 +17,14 @@ logger = logging.getLogger(__name__)
 COLUMNS = [("forget_perplexity", "forget ppl", "{:.3g}"), ("retain_perplexity", "retain ppl", "{:.3g}"),
            ("forget_exact_memorization", "forget EM", "{:.3f}"), ("retain_exact_memorization", "retain EM", "{:.3f}"),
            ("forget_extraction_strength", "forget ES", "{:.3f}"), ("forget_quality", "forget quality", "{:.2g}"),
+           ("forget_nll_quality", "NLL KS p", "{:.2g}"),
            ("model_utility", "utility*", "{:.3f}"), ("mia_auc", "MIA AUC", "{:.3f}"), ("privleak", "privleak", "{:.1f}"),
            ("utility_vs_target", "utility / target", "{:.2f}"),
            ("forget_ppl_vs_retain", "forget ppl / retain's", "{:.2f}"),
            ("mia_auc_gap", "|AUC - retain's|", "{:.3f}"), ("wall_seconds", "wall s", "{:.1f}")]
 NOTE = ("forget quality: KS-test p-value of the forget truth ratios against the retain model's (high = "
-        "indistinguishable from retraining). utility*: harmonic mean of retain answer probability and retain "
+        "indistinguishable from retraining). NLL KS p: the same test on the forget rows' answer NLLs (small when "
+        "rows stay memorised or all are pushed past retraining's spread, which forget quality can miss). utility*: harmonic mean of retain answer probability and retain "
         "truth ratio on the built-in benchmark (not TOFU's 9-number utility, which needs world knowledge). "
         "privleak (MUSE's form, on the Min-K 40 % attack): (AUC_retain - AUC) / (1 - AUC_retain) x 100, 0 is "
         "ideal, negative = forget rows still stand out, positive = over-unlearned. The last three columns are distances to the "

@@ -150,6 +150,14 @@ def test_forget_quality_ks():
     assert tofu.forget_quality([1, 2, 3], [10, 11, 12]) == pytest.approx(0.1)
 
 
+def test_nll_spread_quality_ks():
+    from llm_forget.evaluation.nll_spread import nll_spread_quality
+
+    assert nll_spread_quality([0.1, 1.5, 3.0], [0.1, 1.5, 3.0]) == pytest.approx(1.0)
+    # every row pushed past retraining's: D = 1, n = m = 3, exact two-sided p = 2 / C(6, 3) = 0.1
+    assert nll_spread_quality([4.0, 5.0, 6.0], [0.5, 1.5, 3.0]) == pytest.approx(0.1)
+
+
 def test_harmonic_mean():
     assert tofu.harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)
     assert tofu.harmonic_mean([0.2] * 9) == pytest.approx(0.2)

@@ -123,6 +123,8 @@ def test_eval_own_files_every_number_from_the_users_rows(tmp_path, files, target
     assert s["privleak"] == pytest.approx(((1 - a) - (1 - r)) / (1 - r) * 100)
     assert s["privleak"] < -50  # the target still tells its forget rows from unseen ones (MUSE's sign)
     assert s["forget_quality"] < 0.05 and s["mia_auc"] > 0.9  # 12 memorised rows vs the retain model
+    # their answer NLLs too (12 rows at NLL ~0.05 against the retain model's ~1.5: D = 1, p = 2 / C(24, 12) ≈ 7e-7)
+    assert s["forget_nll_quality"] < 0.05
     # the same rows through the built-in suite: identical per-item numbers where both compute them
     ref = llm_forget.evaluate(target_path, "quick", limit=12, progress=False)
     for name in ("forget", "holdout"):

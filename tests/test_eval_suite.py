@@ -266,6 +266,8 @@ def test_quick_eval_forget_quality_and_keys(target, retain_path, sets):
         assert k in ev, k
     # the built-in benchmark's perturbed answers are in the answer's form: denominator = answer
     assert ev["forget_quality"] < 0.05  # the target is far from the retain model on the forget set
+    # and its answer NLLs are all below the retain model's (memorised): per-row KS on NLLs far from 1
+    assert ev["forget_nll_quality"] < 0.01
     # privleak in MUSE's form on the Min-K 40 % AUC: negative when forget people still stand out
     a, r = ev["mia_auc_mink_40"], ref["summary"]["mia_auc_mink_40"]
     assert ev["privleak_attack"] == "mink_40" and ev["privleak_baseline_auc"] == r
@@ -281,6 +283,7 @@ def test_quick_eval_forget_quality_and_keys(target, retain_path, sets):
     assert ev["retain_truth_ratio"] > self_ev["retain_truth_ratio"] - 0.15
     assert ev["forget_truth_ratio"] < self_ev["forget_truth_ratio"]  # and the forget people's, unlike it
     assert self_ev["forget_quality"] == pytest.approx(1.0)
+    assert self_ev["forget_nll_quality"] == pytest.approx(1.0)
     assert self_ev["privleak"] == pytest.approx(0.0)
 
 

@@ -11,7 +11,8 @@ from ..errors import UserError
 logger = logging.getLogger(__name__)
 
 # (summary key, column title, format); a column appears when any run has the key
-COLUMNS = [("forget_quality", "forget quality ↑", "{:.3g}"), ("model_utility", "model utility ↑", "{:.3f}"),
+COLUMNS = [("forget_quality", "forget quality ↑", "{:.3g}"), ("forget_nll_quality", "NLL KS p ↑", "{:.3g}"),
+           ("model_utility", "model utility ↑", "{:.3f}"),
            ("mia_auc", "MIA AUC (→0.5)", "{:.3f}"), ("privleak", "privleak (→0)", "{:.1f}"),
            ("forget_extraction_strength", "forget ES ↓", "{:.3f}"),
            ("forget_exact_memorization", "forget EM ↓", "{:.3f}"), ("forget_perplexity", "forget ppl ↑", "{:.3g}"),

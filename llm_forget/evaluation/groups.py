@@ -68,6 +68,11 @@ class SummaryGroups:
             raise UserError(f"the retain model's results were computed on other rows of dataset {s}")
         self._sum(forget_quality=forget_quality([x["truth_ratio"] for x in self._items(s)],
                                                 [x["truth_ratio"] for x in theirs]))
+        if all("nll" in x for x in theirs):  # results written before forget_nll_quality existed may lack it
+            from .nll_spread import nll_spread_quality
+
+            self._sum(forget_nll_quality=nll_spread_quality([x["nll"] for x in self._items(s)],
+                                                            [x["nll"] for x in theirs]))
 
     def model_utility(self) -> None:
         from .tofu import harmonic_mean

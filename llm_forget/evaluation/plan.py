@@ -9,6 +9,7 @@ Every metric group is enabled by what the rows support, decided and checked befo
 | token metrics (perplexity, probability, exact memorization, extraction strength) | any rows |
 | truth ratio of a set | `perturbed_answer` on every row (correct answer: `paraphrased_answer` where every row has one, as TOFU, else `answer`; `answer` too when rows carry `perturbed_paraphrased_answer`, i.e. the perturbed answers are in the answer's form, as the built-in benchmark) |
 | forget quality | forget truth ratios and `--retain-model` |
+| forget NLL quality (KS test on per-row answer NLLs) | `--retain-model` (with forget truth ratios) |
 | ROUGE-L (generation) | question/answer rows |
 | MIA AUC, privleak | `--holdout`: rows of the same kind the model never trained on |
 | model utility | retain probability (+ retain truth ratio, ROUGE-L recall when supported) |

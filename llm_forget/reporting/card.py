@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 # metric key -> (display name, which direction is better)
 METRICS = {
     "forget_quality": ("Forget quality", "KS-test p-value vs the retain model; higher = closer to retraining"),
+    "forget_nll_quality": ("Forget NLL quality", "KS-test p-value of per-row answer NLLs vs the retain model; "
+                           "higher = closer to retraining"),
     "model_utility": ("Model utility", "harmonic mean of retain-side scores; higher = more useful"),
     "mia_auc": ("MIA AUC", "forget members vs holdout non-members; 0.5 = indistinguishable (ideal after forgetting)"),
     "privleak": ("PrivLeak", "MUSE form: (AUC_retain - AUC_model)/(1 - AUC_retain) x 100; 0 = ideal, < 0 under-unlearned"),
