@@ -53,22 +53,13 @@ def main() -> None:
 
     import llm_forget
     from llm_forget import zoo
-    from llm_forget.config import UnlearnConfig
-    from llm_forget.data.benchmark import truth_ratio_correct_for
-    from llm_forget.data.encode import Encoder
-    from llm_forget.data.readers import read_rows
-    from llm_forget.evaluation.quick import quick_eval, retain_reference
-    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.demo import evaluation_setup
+    from llm_forget.evaluation.quick import quick_eval
+    from llm_forget.models import load_model
     from llm_forget.recipes_index import shipped
-    from llm_forget.selection import calibration_split
 
     target, retain = (str(p) for p in zoo.get_side_by_side(("tiny-target", "tiny-retain")))
-    rows = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
-    split = calibration_split(rows["forget"], rows["retain"], rows["holdout"], UnlearnConfig.select_rows, 0)
-    sets = {k: [v[i] for i in split["evaluation"][k]] for k, v in rows.items()}
-    enc = Encoder(load_tokenizer(target))
-    tr = truth_ratio_correct_for(sets["forget"])
-    ref = retain_reference(retain, enc, sets, truth_ratio_correct=tr)
+    _, _, sets, enc, tr, ref = evaluation_setup(target, retain)
 
     def measure(path: str, base: list[float] | None) -> tuple[dict, list[float]]:
         ev = quick_eval(load_model(path), enc, sets, retain=ref, truth_ratio_correct=tr)

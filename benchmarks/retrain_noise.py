@@ -81,15 +81,8 @@ def _train_tofu(scale_name: str, k: int, out: str) -> dict:
 
 def builtin(draws: int, jobs: int) -> tuple[str, dict]:
     from llm_forget import zoo
-    from llm_forget.config import UnlearnConfig
-    from llm_forget.data.benchmark import truth_ratio_correct_for
-    from llm_forget.data.encode import Encoder
-    from llm_forget.data.readers import read_rows
-    from llm_forget.demo import _evaluate
-    from llm_forget.evaluation.quick import retain_reference
+    from llm_forget.demo import _evaluate, evaluation_setup
     from llm_forget.jobs import run_jobs
-    from llm_forget.models import load_tokenizer
-    from llm_forget.selection import calibration_split
 
     target, retain = (str(p) for p in zoo.get_side_by_side(("tiny-target", "tiny-retain"), jobs=jobs))
     work = Path(zoo.cache_dir()) / "retrain_noise" / f"builtin-seed{zoo.seed()}"
@@ -98,12 +91,7 @@ def builtin(draws: int, jobs: int) -> tuple[str, dict]:
     t = time.perf_counter()
     trained = run_jobs([(_train_builtin, *p) for p in plan], jobs, 1)
     print(f"{len(plan)} retrainings in {time.perf_counter() - t:.0f} s", flush=True)
-    rows = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
-    split = calibration_split(rows["forget"], rows["retain"], rows["holdout"], UnlearnConfig.select_rows, 0)
-    sets = {k: [v[i] for i in split["evaluation"][k]] for k, v in rows.items()}
-    encoder = Encoder(load_tokenizer(target))
-    tr = truth_ratio_correct_for(sets["forget"])
-    ref = retain_reference(retain, encoder, sets, truth_ratio_correct=tr)
+    _, _, sets, encoder, tr, ref = evaluation_setup(target, retain)
     models = {"target": target, "retain": retain, **{f"{kind} {k}": p for kind, k, p in plan}}
     out = {name: {m: _evaluate(path, encoder, sets, ref, tr)[m] for m in KEEP} for name, path in models.items()}
     for (kind, k, _), info in zip(plan, trained):

@@ -160,6 +160,28 @@ def zero_shot_table(z: dict, name: str) -> str:
     return "\n".join(lines)
 
 
+def evaluation_setup(target: str, retain: str) -> tuple[dict, dict, dict, object, str, dict]:
+    """What the demo evaluates every model on, built once: (rows, split, sets, encoder, tr, ref) = the built-in
+    forget / retain / holdout rows; their `split` into calibration and evaluation indices
+    (selection.calibration_split); the evaluation `sets`, which leave out every row a run calibrates on (its
+    selection samples); the `encoder` of the target's tokenizer; the truth ratio's denominator
+    `tr`; and the retain model's side `ref` (evaluation.quick.retain_reference)."""
+    from .config import UnlearnConfig
+    from .data.benchmark import truth_ratio_correct_for
+    from .data.encode import Encoder
+    from .data.readers import read_rows
+    from .evaluation.quick import retain_reference
+    from .models import load_tokenizer
+    from .selection import calibration_split
+
+    rows = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
+    split = calibration_split(rows["forget"], rows["retain"], rows["holdout"], UnlearnConfig.select_rows, 0)
+    sets = {k: [v[i] for i in split["evaluation"][k]] for k, v in rows.items()}
+    encoder = Encoder(load_tokenizer(target))
+    tr = truth_ratio_correct_for(sets["forget"])
+    return rows, split, sets, encoder, tr, retain_reference(retain, encoder, sets, truth_ratio_correct=tr)
+
+
 def _evaluate(model_dir, encoder, sets: dict, ref: dict, tr) -> dict:
     """The demo's evaluation of one model: quick_eval's summary on the evaluation rows, against the retain model."""
     from .evaluation.quick import quick_eval
@@ -177,11 +199,6 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
     thread per free CPU); each run is the same as alone with that many threads."""
     from . import io
     from .api import prepare_output_dir
-    from .data.benchmark import truth_ratio_correct_for
-    from .data.encode import Encoder
-    from .data.readers import read_rows
-    from .evaluation.quick import retain_reference
-    from .models import load_tokenizer
     from .recipes_index import unlearning_recipes
     from .reporting import attach_evaluation
     from .threads import jobs_and_threads
@@ -210,16 +227,9 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
         target = finetune(model, "builtin:train", out / "target", **kw)["output_dir"]
         retain = finetune(model, "builtin:retain", out / "retain", **kw)["output_dir"]
         ft_seconds = time.perf_counter() - t0
-    from .config import UnlearnConfig
-    from .selection import calibration_split
-
-    rows = {k: read_rows(f"builtin:{k}") for k in ("forget", "retain", "holdout")}
-    # the rows each run calibrates on (its selection samples) are left out of what the demo reports
-    split = calibration_split(rows["forget"], rows["retain"], rows["holdout"], UnlearnConfig.select_rows, 0)
-    sets = {k: [v[i] for i in split["evaluation"][k]] for k, v in rows.items()}
-    encoder = Encoder(load_tokenizer(target))
-    tr = truth_ratio_correct_for(sets["forget"])
-    ref = retain_reference(retain, encoder, sets, truth_ratio_correct=tr)  # the retain model's side, computed once
+    # the rows each run calibrates on (its selection samples) are left out of what the demo reports; the retain
+    # model's side is computed once
+    rows, split, sets, encoder, tr, ref = evaluation_setup(target, retain)
 
     summary = {}
     for name, path in (("target", target), ("retain", retain)):
