@@ -287,6 +287,21 @@ def test_quick_eval_forget_quality_and_keys(target, retain_path, sets):
     assert self_ev["privleak"] == pytest.approx(0.0)
 
 
+def test_forget_nll_quality_says_why_when_the_retain_results_predate_it(target, retain_path, sets):
+    import copy
+
+    from llm_forget.evaluation.quick import quick_eval, retain_reference
+
+    model, tok = target
+    enc = Encoder(tok)
+    ref = copy.deepcopy(retain_reference(retain_path, enc, sets))
+    for x in ref["per_item"]["forget"]:
+        del x["nll"]  # as in results written before the metric existed
+    ev = quick_eval(model, enc, sets, retain=ref)
+    assert "forget_nll_quality" not in ev["summary"] and ev["summary"]["forget_quality"] < 0.05
+    assert ev["not_computed"]["forget_nll_quality"] == "the retain model's results have no per-row NLLs on dataset forget"
+
+
 def test_evaluate_end_to_end_resume_and_cli(tmp_path, target_path, retain_path, tiny_path, capsys):
     import llm_forget
     from llm_forget.cli import main

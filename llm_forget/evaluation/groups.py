@@ -68,11 +68,13 @@ class SummaryGroups:
             raise UserError(f"the retain model's results were computed on other rows of dataset {s}")
         self._sum(forget_quality=forget_quality([x["truth_ratio"] for x in self._items(s)],
                                                 [x["truth_ratio"] for x in theirs]))
-        if all("nll" in x for x in theirs):  # results written before forget_nll_quality existed may lack it
-            from .nll_spread import nll_spread_quality
+        if not all("nll" in x for x in theirs):  # results written before forget_nll_quality existed
+            self._not_computed("forget_nll_quality", f"the retain model's results have no per-row NLLs on dataset {s}")
+            return
+        from .nll_spread import nll_spread_quality
 
-            self._sum(forget_nll_quality=nll_spread_quality([x["nll"] for x in self._items(s)],
-                                                            [x["nll"] for x in theirs]))
+        self._sum(forget_nll_quality=nll_spread_quality([x["nll"] for x in self._items(s)],
+                                                        [x["nll"] for x in theirs]))
 
     def model_utility(self) -> None:
         from .tofu import harmonic_mean
