@@ -24,7 +24,8 @@ COLUMNS = [("forget_perplexity", "forget ppl", "{:.3g}"), ("retain_perplexity", 
            ("mia_auc_gap", "|AUC - retain's|", "{:.3f}"), ("wall_seconds", "wall s", "{:.1f}")]
 NOTE = ("forget quality: KS-test p-value of the forget truth ratios against the retain model's (high = "
         "indistinguishable from retraining). NLL KS p: the same test on the forget rows' answer NLLs (small when "
-        "rows stay memorised or all are pushed past retraining's spread, which forget quality can miss). utility*: harmonic mean of retain answer probability and retain "
+        "rows stay memorised or all are pushed past retraining's spread, which forget quality can miss). "
+        "utility*: harmonic mean of retain answer probability and retain "
         "truth ratio on the built-in benchmark (not TOFU's 9-number utility, which needs world knowledge). "
         "privleak (MUSE's form, on the Min-K 40 % attack): (AUC_retain - AUC) / (1 - AUC_retain) x 100, 0 is "
         "ideal, negative = forget rows still stand out, positive = over-unlearned. The last three columns are distances to the "
