@@ -6,7 +6,8 @@ model's, on the built-in benchmark's evaluation rows (the demo's), beside the de
     LLM_FORGET_CACHE=DIR LLM_FORGET_SEED=S ...      # another zoo build (tiny-target / tiny-retain from seed S)
 
 Runs (each a shipped recipe from the zoo's tiny-target, as `llm-forget demo` runs it): kl, swap_distill, hinge
-(swap_distill with `divergence: hinge`), hinge_neighbours (also `teacher_names: neighbours`). Per model: the answer
+(swap_distill with `divergence: hinge`), hinge_neighbours (also `teacher_names: neighbours`), row_target (per-row
+never-seen targets, llm_forget/methods/row_target.py). Per model: the answer
 NLL of each forget row (mean over its answer tokens) at q10 / q25 / median / q75 / q90, the two-sample KS p-value of
 those NLLs against the retain model's (`nll_ks_p`, the evaluation's `forget_nll_quality`: 1 = the same spread as
 retraining), and the demo's forget quality
@@ -32,7 +33,8 @@ from _common import run_info, save_per_model
 
 RUNS = {"kl": ("kl", {}), "swap_distill": ("swap_distill", {}),
         "hinge": ("swap_distill", {"divergence": "hinge"}),
-        "hinge_neighbours": ("swap_distill", {"divergence": "hinge", "teacher_names": "neighbours"})}
+        "hinge_neighbours": ("swap_distill", {"divergence": "hinge", "teacher_names": "neighbours"}),
+        "row_target": ("row_target", {})}
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 KEEP = ("forget_quality", "forget_truth_ratio", "forget_perplexity", "mia_auc", "model_utility")
 

@@ -276,6 +276,15 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         if hasattr(method, "prepare_teacher"):  # e.g. swap_distill's teacher log-probs, from the starting model
             method.prepare_teacher(trainer.model, encoder, forget_rows, (retain_rows or []) + (holdout_rows or []),
                                    tok.pad_token_id, cfg.per_device_eval_batch_size, known_rows=retain_rows or [])
+        if hasattr(method, "prepare_targets"):  # e.g. row_target's per-row levels: never-seen = calibration rows only
+            from .selection import swapped_rows
+
+            cal = split["calibration"]
+            never = [holdout_rows[i] for i in cal["holdout"]] if holdout_rows and cal.get("holdout") else \
+                swapped_rows([given_forget[i] for i in cal.get("forget", range(len(given_forget)))], cfg.seed)
+            method.prepare_targets(trainer.model, encoder, forget_rows, never, retain_rows or [], tok.pad_token_id,
+                                   cfg.per_device_eval_batch_size)
+            ds.alternatives = method.alternatives
     _log_to_logger(trainer)
     selector = None
     if cfg.retain_budget is not None:  # calibration rows only; the evaluation reports on the others (`split`)

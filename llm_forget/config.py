@@ -55,7 +55,9 @@ class UnlearnConfig(TrainingArguments):
                                             "(the answer token down to the teacher's probability)")
     teacher_names: str | None = _f(None, "swap_distill: the subject renamed to fabricated names, or to `neighbours` "
                                          "(people of the retain rows; the teacher is the mean over them)")
-    neighbours: int | None = _f(None, "swap_distill: how many neighbours the teacher averages over")
+    neighbours: int | None = _f(None, "swap_distill, row_target: how many neighbours the teacher averages over")
+    anchor: float | None = _f(None, "row_target: weight of the term that keeps other people's answers to each forget "
+                                    "question at least as likely as at the start (>= 0)")
     rmu_layer: int | None = _f(None, "RMU: layer whose output is steered")
     rmu_train_layers: str | None = _f(None, "RMU: comma-separated layers whose MLP output projection is trained")
     steering_coeff: float | None = _f(None, "RMU: steering coefficient c (default: 4x the mean hidden norm)")
@@ -113,7 +115,7 @@ class UnlearnConfig(TrainingArguments):
 
 
 METHOD_FIELDS = ("gamma", "alpha", "beta", "delta", "retain_loss", "forget_loss", "divergence", "teacher_names",
-                 "neighbours", "rmu_layer",
+                 "neighbours", "anchor", "rmu_layer",
                  "rmu_train_layers", "steering_coeff", "idk")
 
 
@@ -232,6 +234,7 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.divergence in (None, "forward", "reverse", "jeffreys", "hinge"), "divergence must be forward, reverse, jeffreys or hinge"),
         (cfg.teacher_names in (None, "fabricated", "neighbours"), "teacher_names must be fabricated or neighbours"),
         (cfg.neighbours is None or cfg.neighbours > 0, "neighbours must be > 0"),
+        (cfg.anchor is None or cfg.anchor >= 0, "anchor must be >= 0"),
         (cfg.reference in ("auto", "copy", "adapter", "cached"), "reference must be auto, copy, adapter or cached"),
         (cfg.overlong in ("truncate", "error"), "overlong must be truncate or error"),
         (cfg.lora_r >= 0, "lora_r must be >= 0"),

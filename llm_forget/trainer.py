@@ -26,7 +26,7 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
-def retain_draw(seed: int, position: int, n_retain: int) -> int:
+def retain_draw(seed: int | str, position: int, n_retain: int) -> int:
     """The retain row at `position` of an endless stream of seeded permutations of range(n_retain):
     positions 0..n−1 visit every retain row once (permutation 0), n..2n−1 again (permutation 1)...
     A pure function of (seed, position), so every rank and a resumed run draw the same rows."""
@@ -40,11 +40,14 @@ class UnlearnDataset(torch.utils.data.Dataset):
     """Item i = forget row i paired with a retain row drawn afresh per epoch: in epoch e, item i
     takes position e·len(forget) + i of the retain stream (`retain_draw`), so successive epochs
     walk through all retain rows before any repeats. The Trainer sets the epoch (`set_epoch`,
-    called by `EpochCallback` at the start of each epoch, also on resume)."""
+    called by `EpochCallback` at the start of each epoch, also on resume). `alternatives` (set by a
+    method that asks for them, e.g. row_target): per forget row, a list of (encoded row, starting NLL);
+    item i then also carries one of row i's, drawn afresh per epoch the same way."""
 
     def __init__(self, forget: list[dict], retain: list[dict] | None, seed: int = 0):
         self.forget, self.retain, self.seed = forget, retain, seed
         self.epoch = 0
+        self.alternatives: list[list[tuple[dict, float]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -61,6 +64,9 @@ class UnlearnDataset(torch.utils.data.Dataset):
         if self.retain:
             j = self.retain_index(i)
             item["retain"], item["retain_index"] = self.retain[j], j
+        alts = self.alternatives[i] if self.alternatives and i < len(self.alternatives) else None
+        if alts:
+            item["alt"], item["alt_ref"] = alts[retain_draw(f"{self.seed}/alt/{i}", self.epoch, len(alts))]
         return item
 
 
@@ -77,20 +83,24 @@ class EpochCallback(TrainerCallback):
 
 
 class Collator:
-    """Pads forget and retain parts to one common length (so they can share a forward pass)."""
+    """Pads forget, retain and alternative parts to one common length (so they can share a forward pass)."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict]) -> dict:
         n = len(items)
-        parts = [x["forget"] for x in items] + [x["retain"] for x in items if "retain" in x]
-        batch = pad(parts, self.pad_id)
+        retain = [x["retain"] for x in items if "retain" in x]
+        alt = [x for x in items if "alt" in x]
+        batch = pad([x["forget"] for x in items] + retain + [x["alt"] for x in alt], self.pad_id)
         out = {"index": torch.tensor([x["index"] for x in items]),
                "forget": {k: v[:n] for k, v in batch.items()}}
-        if len(parts) > n:
-            out["retain"] = {k: v[n:] for k, v in batch.items()}
+        if retain:
+            out["retain"] = {k: v[n:n + len(retain)] for k, v in batch.items()}
             out["retain_index"] = torch.tensor([x["retain_index"] for x in items if "retain_index" in x])
+        if alt:
+            out["alt"] = {**{k: v[n + len(retain):] for k, v in batch.items()},
+                          "ref_nll": torch.tensor([x["alt_ref"] for x in alt])}
         return out
 
 
@@ -155,14 +165,13 @@ class Batch:
         self.index = inputs["index"]
         self.forget = inputs["forget"]
         self.retain = inputs.get("retain")
+        self.alt = inputs.get("alt")  # alternatives (row_target): after forget and retain in the one forward pass
         self._out = self._ref_out = None
         self._hidden = False
 
     def _inputs(self):
-        if self.retain is None:
-            return self.forget["input_ids"], self.forget["attention_mask"]
-        return (torch.cat([self.forget["input_ids"], self.retain["input_ids"]]),
-                torch.cat([self.forget["attention_mask"], self.retain["attention_mask"]]))
+        parts = [p for p in (self.forget, self.retain, self.alt) if p is not None]
+        return torch.cat([p["input_ids"] for p in parts]), torch.cat([p["attention_mask"] for p in parts])
 
     def _run(self, hidden=False):
         if self._out is None:
@@ -186,25 +195,33 @@ class Batch:
         return self._run().logits[: self._n]
 
     @property
+    def _m(self):  # end of the retain part
+        return self._n + (0 if self.retain is None else self.retain["input_ids"].shape[0])
+
+    @property
     def retain_logits(self):
         if self.retain is None:
             raise UserError("this method needs a retain set; set retain in the recipe")
-        return self._run().logits[self._n:]
+        return self._run().logits[self._n:self._m]
+
+    @property
+    def alt_logits(self):
+        return self._run().logits[self._m:]
 
     def hidden(self, layer: int):
         """(forget, retain) hidden states after block `layer`, from the trained model."""
         h = self._run(hidden=True).hidden_states[layer + 1]
-        return h[: self._n], h[self._n:]
+        return h[: self._n], h[self._n:self._m]
 
     def ref_hidden(self, layer: int):
         h = self._ref(hidden=True).hidden_states[layer + 1]
-        return h[: self._n], h[self._n:]
+        return h[: self._n], h[self._n:self._m]
 
     @property
     def ref_retain_logits(self):
         if self.retain is None:
             raise UserError("this method needs a retain set; set retain in the recipe")
-        return self._ref().logits[self._n:]
+        return self._ref().logits[self._n:self._m]
 
     @property
     def ref_forget_logps(self):

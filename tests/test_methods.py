@@ -77,7 +77,8 @@ def test_registry_and_config_defaults():
     from llm_forget.config import method_from_config, parse_config
     from llm_forget.methods import METHODS
 
-    assert set(METHODS) == {"gradient_ascent", "grad_diff", "kl", "npo", "simnpo", "idk_po", "rmu", "swap_distill"}
+    assert set(METHODS) == {"gradient_ascent", "grad_diff", "kl", "npo", "simnpo", "idk_po", "rmu", "swap_distill",
+                            "row_target"}
     m = method_from_config(parse_config(None, {"method": "simnpo", "output_dir": "x"}))
     assert (m.beta, m.delta, m.gamma, m.alpha) == (4.5, 0.0, 0.125, 1.0)
     m = method_from_config(parse_config(None, {"method": "npo", "beta": "0.3", "output_dir": "x"}))
