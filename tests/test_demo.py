@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-RECIPES = ["gradient_ascent", "grad_diff", "kl", "npo", "simnpo", "idk_po", "rmu"]
+RECIPES = ["gradient_ascent", "grad_diff", "kl", "npo", "simnpo", "idk_po", "rmu", "row_target"]
 UNSELECTED = ["swap_distill"]  # run a fixed number of epochs to their objective's fixed point, no selection
 # Margins between the selector's calibration rows and the evaluation rows, which it never saw (other
 # people): perplexity ratios there agree within a few percent across seeds, CPUs and thread counts.
