@@ -29,7 +29,7 @@ def _f(default, help: str, **kw):
 class UnlearnConfig(TrainingArguments):
     # what to forget, from what
     method: str = _f("npo", "unlearning objective: gradient_ascent, grad_diff, kl, npo, simnpo, idk_po, rmu, "
-                            "swap_distill")
+                            "swap_distill, row_target")
     model: str = _f("tiny", "model folder, zoo name (tiny, smollm2-135m) or Hub id")
     forget: str = _f("builtin:forget", "forget set: builtin:forget, a .json/.jsonl/.csv/.txt file, a saved dataset")
     request: str | None = _f(None, "deletion request file (kind items, concept or task; see README); replaces "
