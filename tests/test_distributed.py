@@ -241,6 +241,19 @@ def test_npo_and_lora_two_processes_equal_one(target_path, tmp_path):
             assert (two / "model" / "adapter_config.json").exists()
 
 
+def test_row_target_two_processes_equal_one(target_path, tmp_path):
+    """row_target's alternatives ride in the one forward pass with the forget and retain rows: every rank computes the
+    same targets and draws the same alternative per row, so two processes equal one with accumulation 2."""
+    two, one = tmp_path / "rt2", tmp_path / "rt1"
+    launch2("row_target", two, 29651, model=target_path, per_device_train_batch_size=4, eval_suite="none", **SGD)
+    check_env(two, 2, 8)
+    single("row_target", one, model=target_path, per_device_train_batch_size="4", gradient_accumulation_steps="2",
+           eval_suite="none", **SGD)
+    a, b = weights(two / "model"), weights(one / "model")
+    assert max_diff(a, weights(Path(target_path))) > 1e-3
+    assert max_diff(a, b) <= 1e-5
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for task in glob.glob(f"/proc/{pid}/task/*/children"):
