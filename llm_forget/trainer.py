@@ -64,7 +64,7 @@ class UnlearnDataset(torch.utils.data.Dataset):
         if self.retain:
             j = self.retain_index(i)
             item["retain"], item["retain_index"] = self.retain[j], j
-        alts = self.alternatives[i] if self.alternatives and i < len(self.alternatives) else None
+        alts = self.alternatives[i] if self.alternatives else None
         if alts:
             item["alt"], item["alt_ref"] = alts[retain_draw(f"{self.seed}/alt/{i}", self.epoch, len(alts))]
         return item
@@ -169,8 +169,9 @@ class Batch:
         self._out = self._ref_out = None
         self._hidden = False
 
-    def _inputs(self):
-        parts = [p for p in (self.forget, self.retain, self.alt) if p is not None]
+    def _inputs(self, alt: bool = True):
+        """Input ids and mask of forget, retain and (for the trained model only) alternative rows, stacked."""
+        parts = [p for p in (self.forget, self.retain, self.alt if alt else None) if p is not None]
         return torch.cat([p["input_ids"] for p in parts]), torch.cat([p["attention_mask"] for p in parts])
 
     def _run(self, hidden=False):
@@ -181,7 +182,7 @@ class Batch:
 
     def _ref(self, hidden=False):
         if self._ref_out is None:
-            ids, mask = self._inputs()
+            ids, mask = self._inputs(alt=False)  # no method asks the reference about alternatives
             self._ref_out = self.reference.forward(self.unwrap(self.model), input_ids=ids, attention_mask=mask,
                                                    output_hidden_states=hidden)
         return self._ref_out

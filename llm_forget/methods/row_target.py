@@ -117,10 +117,10 @@ class RowTarget(Method):
                             "among")
         truncated = encoder.truncated
 
-        def mean_nlls(rows):
-            return [s / max(k, 1) for s, k in row_nlls(model, length_batches(encoder.rows(rows), pad_id, batch_size))]
+        def mean_nlls(items):
+            return [s / max(k, 1) for s, k in row_nlls(model, length_batches(items, pad_id, batch_size))]
 
-        h = mean_nlls(never_seen_rows)
+        h = mean_nlls(encoder.rows(never_seen_rows))
         subjects = find_subjects(forget_rows)
         try:
             teacher = SwapDistill(teacher_names="neighbours", neighbours=self.neighbours, seed=self.seed)
@@ -139,10 +139,10 @@ class RowTarget(Method):
         self.targets = assign_targets(h, g)
         alt = alternative_answers(forget_rows, subjects, known_rows, self.neighbours)
         flat = [(i, {**forget_rows[i], "answer": a}) for i, answers in enumerate(alt) for a in answers]
-        a0 = mean_nlls([r for _, r in flat]) if flat else []
+        items = encoder.rows([r for _, r in flat]) if flat else []
         self.alternatives = [[] for _ in forget_rows]
-        for (i, r), v in zip(flat, a0):
-            self.alternatives[i].append((encoder.rows([r])[0], v))
+        for (i, _), item, v in zip(flat, items, mean_nlls(items) if items else []):
+            self.alternatives[i].append((item, v))
         encoder.truncated = truncated  # scoring rows, not training on them
         logger.info("row_target: targets from %d never-seen rows (answer NLL q10/50/90 %.2f/%.2f/%.2f), ordered by "
                     "the %s; %d of %d forget rows with alternatives (%d answers)", len(h), *np.quantile(h, [.1, .5, .9]),
