@@ -109,3 +109,15 @@ def test_alternatives_share_the_forward_pass_with_forget_and_retain_rows(target_
         m = RowTarget(anchor=1.0, retain_loss="nll", targets=[1.0, 1.0, 1.0])
         out = m.loss(b)
         assert out["anchor"].item() == pytest.approx(torch.relu(-lp / n - 0.5).mean().item(), rel=1e-5)
+
+
+def test_without_never_seen_rows_it_says_what_it_needs(target_path):
+    """No holdout and a single forget row (no answers to swap among): one clear error before any training."""
+    from llm_forget.data.encode import Encoder
+    from llm_forget.errors import UserError
+    from llm_forget.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(target_path)
+    with pytest.raises(UserError, match="row_target needs never-seen rows: a holdout, or at least 2 forget rows"):
+        RowTarget().prepare_targets(load_model(target_path), Encoder(tok), split("forget")[:1], [], split("retain"),
+                                    tok.pad_token_id)
