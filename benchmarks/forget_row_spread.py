@@ -7,20 +7,25 @@ model's, on the built-in benchmark's evaluation rows (the demo's), beside the de
 
 Runs (each a shipped recipe from the zoo's tiny-target, as `llm-forget demo` runs it): kl, swap_distill, hinge
 (swap_distill with `divergence: hinge`), hinge_neighbours (also `teacher_names: neighbours`), row_target (per-row
-never-seen targets, llm_forget/methods/row_target.py). Per model: the answer
+never-seen targets, llm_forget/methods/row_target.py), row_target_stall (the same, ending once 12 measurements in a
+row kept no new state: `select_stall: 12`). Per model: the answer
 NLL of each forget row (mean over its answer tokens) at q10 / q25 / median / q75 / q90, the two-sample KS p-value of
 those NLLs against the retain model's (`nll_ks_p`, the evaluation's `forget_nll_quality`: 1 = the same spread as
 retraining), and the demo's forget quality
 (the KS p-value on truth ratios), forget truth ratio, forget perplexity, MIA AUC and utility. The forget quality of
 the shipped metric and `nll_ks_p` test two different things: whether the model prefers the true answer to its
 perturbations as much as retraining does, and whether it is as (un)sure of each true answer as retraining is.
-Results: benchmarks/results/forget_row_spread.json, one entry per zoo build.
+Per run also its wall seconds, the step it selected and the last step it trained. Results:
+benchmarks/results/forget_row_spread.json, one entry per zoo build; a model not rerun keeps its earlier figures,
+with the commit that measured them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import time
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +39,8 @@ from _common import run_info, save_per_model
 RUNS = {"kl": ("kl", {}), "swap_distill": ("swap_distill", {}),
         "hinge": ("swap_distill", {"divergence": "hinge"}),
         "hinge_neighbours": ("swap_distill", {"divergence": "hinge", "teacher_names": "neighbours"}),
-        "row_target": ("row_target", {})}
+        "row_target": ("row_target", {}), "row_target_stall": ("row_target", {"select_stall": 12})}
+OUT = ROOT / "benchmarks" / "results" / "forget_row_spread.json"
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 KEEP = ("forget_quality", "forget_truth_ratio", "forget_perplexity", "mia_auc", "model_utility")
 
@@ -73,10 +79,18 @@ def main() -> None:
     for name in args.runs.split(","):
         recipe, over = RUNS[name]
         with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
             run = llm_forget.unlearn(str(shipped()[recipe]), model=target, output_dir=f"{d}/run", eval_suite="none",
                                      disable_tqdm=True, **over)
+            wall = time.perf_counter() - t0
+            sel = json.loads((run.output_dir / "results.json").read_text()).get("selection") or {}
             res["models"][name] = measure(str(run.model_dir))
-        res["models"][name]["settings"] = {"recipe": recipe, **over}
+        hist = sel.get("history") or [{}]
+        res["models"][name].update(settings={"recipe": recipe, **over}, wall_seconds=round(wall, 1),
+                                   selected_step=sel.get("selected_step"), last_step=hist[-1].get("step"))
+    old = json.loads(OUT.read_text()).get(f"seed{zoo.seed()}", {}) if OUT.exists() else {}
+    for name, m in old.get("models", {}).items():  # earlier runs not repeated here, marked with their commit
+        res["models"].setdefault(name, {**m, "commit": m.get("commit") or old["run"].get("commit")})
     for name, m in res["models"].items():
         print(f"{name:18s} nll {m['nll_quantiles']}  nll_ks_p {m['nll_ks_p']:.3g}  "
               f"forget quality {m['forget_quality']:.3g}  MIA {m['mia_auc']:.3f}", flush=True)

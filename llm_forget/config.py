@@ -69,6 +69,8 @@ class UnlearnConfig(TrainingArguments):
                                            "(1 + retain_budget) x the start; stop early past it (e.g. 0.2)")
     select_every: int = _f(5, "with retain_budget: measure forget/retain perplexity every N steps")
     select_patience: int = _f(3, "with retain_budget: stop after N measurements over budget in a row")
+    select_stall: int = _f(0, "with retain_budget: stop once N measurements in a row kept no new state (0: never; "
+                              "for losses with a fixed point, which neither overshoot nor leave the budget)")
     select_rows: int = _f(100, "with retain_budget: rows of each set used for the measurements")
     select_target: str = _f("max", "with retain_budget: max (the most forgetting within budget), holdout (forget "
                                    "perplexity closest to the holdout's: forget rows look never seen; needs holdout) "
@@ -242,6 +244,7 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.retain_budget is None or not is_unset(cfg.retain),
          "retain_budget needs a retain set"),
         (cfg.select_every > 0 and cfg.select_rows > 0, "select_every and select_rows must be > 0"),
+        (cfg.select_stall >= 0, f"select_stall must be >= 0 (0: never), not {cfg.select_stall}"),
         (cfg.probe_templates > 0 and cfg.probe_neighbours >= 0,
          "probe_templates must be > 0 and probe_neighbours >= 0"),
         (cfg.select_target in ("max", "holdout", "retrain", "truth_ratio"),

@@ -26,6 +26,10 @@ optimizer's moments are cleared, so the halved rate starts again from a state wi
 the overshoot (without it, a first step that spends the budget several times over leaves nothing the selector
 may keep, and the run returns its input unchanged).
 
+`select_stall: N` (off by default) also ends a run once N measurements in a row kept no new state: for a loss
+with a fixed point (`row_target`), which neither overshoots the reference nor leaves the budget, so neither rule
+above ever ends it. It trades cost for which state is kept (BENCHMARKS.md, "Per-row never-seen targets").
+
 `select_target: truth_ratio` is `retrain` with a second test: where the forget and holdout calibration rows
 carry perturbed answers, the score is -max(D_loss, D_tr), the two-sample KS distances between the forget and
 holdout rows' answer losses and their truth ratios (`_match`), so the state kept is the one the worse of the
@@ -231,7 +235,7 @@ class RetainBudgetSelector(TrainerCallback):
     def __init__(self, forget_items: list[dict], retain_items: list[dict], pad_id: int, budget: float,
                  every: int = 5, patience: int = 2, batch_size: int = 32, holdout_items: list[dict] | None = None,
                  reference: str = "holdout", auto_lr: bool = False, lr_growth: float = 2.0,
-                 max_lr_factor: float = 64.0, truth_ratio: tuple | None = None):
+                 max_lr_factor: float = 64.0, truth_ratio: tuple | None = None, stall: int = 0):
         def batches(items):
             return length_batches(items, pad_id, batch_size)
 
@@ -242,7 +246,7 @@ class RetainBudgetSelector(TrainerCallback):
         if truth_ratio and self.holdout is not None and reference == "holdout":
             self.variants = [(batches(items), owner) for items, owner in truth_ratio]
         self.target = reference if holdout_items else "max"
-        self.budget, self.every, self.patience = budget, every, patience
+        self.budget, self.every, self.patience, self.stall = budget, every, patience, stall
         self.auto_lr, self.lr_growth, self.max_lr_factor = auto_lr, lr_growth, max_lr_factor
         self.history: list[dict] = []
         self.best_state = None
@@ -252,6 +256,7 @@ class RetainBudgetSelector(TrainerCallback):
         self.start_reference = None
         self._over = 0
         self._past = 0
+        self._since_best = 0
         self._lr0 = None
 
     def _trainable(self, model):
@@ -301,6 +306,9 @@ class RetainBudgetSelector(TrainerCallback):
         self.history.append(rec)
         if ok and score > self.best_score:
             self.best_score, self.best_step, self.best_state = score, step, self._trainable(model)
+            self._since_best = 0
+        else:
+            self._since_best += 1
         self._over = 0 if ok else self._over + 1
         return ok
 
@@ -367,6 +375,10 @@ class RetainBudgetSelector(TrainerCallback):
             elif self._past >= self.patience:
                 logger.info("forget perplexity above the reference's for %d evaluations; stopping at step %d",
                             self._past, state.global_step)
+                control.should_training_stop = True
+            elif self.stall and self._since_best >= self.stall:
+                logger.info("no state closer to the target for %d evaluations; stopping at step %d",
+                            self._since_best, state.global_step)
                 control.should_training_stop = True
 
     def on_train_end(self, args, state, control, model=None, **kw):

@@ -81,6 +81,7 @@ MATRIX = [  # id, argv (after the command), expected message
     ("teacher_names_unknown", ["unlearn", "swap_distill", "--teacher_names", "famous"],
      "teacher_names must be fabricated or neighbours"),
     ("negative_anchor", ["unlearn", "row_target", "--anchor", "-1"], "anchor must be >= 0"),
+    ("negative_select_stall", ["unlearn", "row_target", "--select_stall", "-1"], "select_stall must be >= 0"),
     ("reverse_rows_unknown", ["unlearn", "npo", "--reverse_rows", "maybe"],
      "reverse_rows must be true, false or auto, not 'maybe'"),
     ("model_missing", ["unlearn", "npo", "--model", "B:no_model"], "model path B:no_model does not exist"),

@@ -106,6 +106,23 @@ def test_select_target_holdout_stops_where_forget_looks_unseen(target_path, tmp_
     assert not (tmp_path / "x").exists()
 
 
+def test_select_stall_stops_a_run_that_keeps_no_new_state(target_path, tmp_path):
+    """`select_stall: N` ends a run once N measurements in a row kept no new state. At learning rate 0 no state
+    is ever closer to the reference than the start, so the run ends after N measurements past step 0; without
+    the rule (the default, 0) the same run trains all its planned steps."""
+    kw = dict(model=target_path, select_target="retrain", retain_budget=0.05, select_every=2, select_lr="fixed",
+              learning_rate=0.0, num_train_epochs=2, eval_suite="none", disable_tqdm=True)
+
+    def history(name, **over):
+        res = llm_forget.unlearn(str(shipped()["row_target"]), output_dir=str(tmp_path / name), **kw, **over)
+        return json.loads((res.output_dir / "results.json").read_text())["selection"]
+
+    stalled, full = history("stall", select_stall=3), history("full")
+    assert [h["step"] for h in stalled["history"]] == [0, 2, 4, 6]
+    assert stalled["selected_step"] == 0 and full["selected_step"] == 0
+    assert full["history"][-1]["step"] == 12  # 2 epochs of 6 steps (50 forget rows by 8, the last batch dropped)
+
+
 def test_console_entry_flushes_output_and_keeps_exit_status(capsys):
     """`python -m llm_forget` leaves through cli.entry's fast exit: what it printed must all arrive,
     and the status must be the command's (0, or 2 with one line for bad input)."""
