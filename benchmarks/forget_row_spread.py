@@ -8,7 +8,8 @@ model's, on the built-in benchmark's evaluation rows (the demo's), beside the de
 Runs (each a shipped recipe from the zoo's tiny-target, as `llm-forget demo` runs it): kl, swap_distill, hinge
 (swap_distill with `divergence: hinge`), hinge_neighbours (also `teacher_names: neighbours`), row_target (per-row
 never-seen targets, llm_forget/methods/row_target.py), row_target_stall (the same, ending once 12 measurements in a
-row kept no new state: `select_stall: 12`). Per model: the answer
+row kept no new state: `select_stall: 12`), row_target_lr (the same from a starting rate 10 % higher: another draw of
+one method, its path perturbed). Per model: the answer
 NLL of each forget row (mean over its answer tokens) at q10 / q25 / median / q75 / q90, the two-sample KS p-value of
 those NLLs against the retain model's (`nll_ks_p`, the evaluation's `forget_nll_quality`: 1 = the same spread as
 retraining), and the demo's forget quality
@@ -39,7 +40,8 @@ from _common import run_info, save_per_model
 RUNS = {"kl": ("kl", {}), "swap_distill": ("swap_distill", {}),
         "hinge": ("swap_distill", {"divergence": "hinge"}),
         "hinge_neighbours": ("swap_distill", {"divergence": "hinge", "teacher_names": "neighbours"}),
-        "row_target": ("row_target", {}), "row_target_stall": ("row_target", {"select_stall": 12})}
+        "row_target": ("row_target", {}), "row_target_stall": ("row_target", {"select_stall": 12}),
+        "row_target_lr": ("row_target", {"learning_rate": 1.1e-4})}
 OUT = ROOT / "benchmarks" / "results" / "forget_row_spread.json"
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 KEEP = ("forget_quality", "forget_truth_ratio", "forget_perplexity", "mia_auc", "model_utility")
