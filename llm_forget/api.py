@@ -313,7 +313,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                                         tok.pad_token_id, cfg.retain_budget, cfg.select_every, cfg.select_patience,
                                         cfg.per_device_eval_batch_size, holdout_items=ref_enc, reference=reference,
                                         auto_lr=cfg.select_lr == "auto", truth_ratio=variants,
-                                        stall=cfg.select_stall)
+                                        stall=cfg.select_stall, settle=method.fixed_point)
         trainer.add_callback(selector)
     resume_from = last_complete_checkpoint(out) if cfg.resume else None
     if cfg.resume and resume_from is None:

@@ -235,7 +235,8 @@ class RetainBudgetSelector(TrainerCallback):
     def __init__(self, forget_items: list[dict], retain_items: list[dict], pad_id: int, budget: float,
                  every: int = 5, patience: int = 2, batch_size: int = 32, holdout_items: list[dict] | None = None,
                  reference: str = "holdout", auto_lr: bool = False, lr_growth: float = 2.0,
-                 max_lr_factor: float = 64.0, truth_ratio: tuple | None = None, stall: int = 0):
+                 max_lr_factor: float = 64.0, truth_ratio: tuple | None = None, stall: int = 0,
+                 settle: bool = False):
         def batches(items):
             return length_batches(items, pad_id, batch_size)
 
@@ -246,7 +247,7 @@ class RetainBudgetSelector(TrainerCallback):
         if truth_ratio and self.holdout is not None and reference == "holdout":
             self.variants = [(batches(items), owner) for items, owner in truth_ratio]
         self.target = reference if holdout_items else "max"
-        self.budget, self.every, self.patience, self.stall = budget, every, patience, stall
+        self.budget, self.every, self.patience, self.stall, self.settle = budget, every, patience, stall, settle
         self.auto_lr, self.lr_growth, self.max_lr_factor = auto_lr, lr_growth, max_lr_factor
         self.history: list[dict] = []
         self.best_state = None
@@ -315,7 +316,9 @@ class RetainBudgetSelector(TrainerCallback):
     def _adapt_lr(self, optimizer, lr_scheduler) -> None:
         """Pace the run so that the retain budget would last >= 8 measurement intervals: halve the learning
         rate when an interval used more than 1/8 of the budget, log(1 + b) (or left it); double it while an
-        interval closed < 1/64 of the starting log-gap to the reference and used < 1/32 of the budget."""
+        interval closed < 1/64 of the starting log-gap to the reference and used < 1/32 of the budget. With
+        `settle` (a loss with a fixed point) it does not double once the forget perplexity is within 1/8 of that
+        gap of the reference: there forgetting has arrived, not stalled."""
         if optimizer is None or len(self.history) < 2 or self.holdout is None:
             return
         prev, cur = self.history[-2], self.history[-1]
@@ -326,7 +329,8 @@ class RetainBudgetSelector(TrainerCallback):
         factor = 1.0
         if not cur["within_budget"] or spent > budget / 8:
             factor = 1 / self.lr_growth
-        elif gap > 0 and moved < gap / 64 and spent < budget / 32:
+        elif gap > 0 and moved < gap / 64 and spent < budget / 32 and not (
+                self.settle and math.log(cur["holdout_perplexity"] / cur["forget_perplexity"]) <= gap / 8):
             factor = self.lr_growth
         lrs = [g["lr"] for g in optimizer.param_groups]
         if self._lr0 is None:

@@ -163,6 +163,33 @@ def test_auto_lr_paces_the_retain_budget(forget, retain, factor):
     assert math.isclose(s.history[-1]["learning_rate"], 1e-4 * factor)
 
 
+@pytest.mark.parametrize("forget, settle, factor", [
+    (3.9, False, 2.0),  # at the reference, stalled: the plain pacing doubles
+    (3.9, True, 1.0),   # a loss with a fixed point has arrived there: the rate stays
+    (1.5, True, 2.0),   # still far below the reference (log-gap 0.98 of 1.29): stalled, it doubles
+])
+def test_auto_lr_does_not_double_where_a_fixed_point_loss_has_arrived(forget, settle, factor):
+    """With `settle` (methods whose loss has a fixed point, e.g. row_target) the rate is not doubled once the
+    forget perplexity is within 1/8 of the starting log-gap of the reference (here log(4 / 1.1) / 8 = 0.16)."""
+    s = _selector()
+    s.settle = settle
+    s.history = [{"forget_perplexity": 1.10, "retain_perplexity": 1.10, "holdout_perplexity": 4.0},
+                 {"forget_perplexity": forget, "retain_perplexity": 1.10, "holdout_perplexity": 4.0,
+                  "within_budget": True},
+                 {"forget_perplexity": forget * 1.0001, "retain_perplexity": 1.10 * 1.0005, "holdout_perplexity": 4.0,
+                  "within_budget": True}]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    s._adapt_lr(opt, None)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-4 * factor)
+
+
+def test_row_target_declares_a_fixed_point():
+    import llm_forget.methods  # noqa: F401  (registers every method)
+    from llm_forget.methods.base import METHODS
+
+    assert len(METHODS) > 8 and {n for n, m in METHODS.items() if m.fixed_point} == {"row_target"}
+
+
 def test_an_interval_over_budget_is_taken_back(target_path, tmp_path):
     """The shipped npo recipe started at 10x its learning rate: the first interval spends the retain
     budget several times over. The selector halves the rate and returns the weights to the last state

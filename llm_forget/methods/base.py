@@ -30,6 +30,9 @@ class Method:
 
     name = "?"
     citation = ""
+    # the loss has a fixed point at "never seen" (it stops moving there): the selection then does not raise the
+    # learning rate once the forget rows have reached the reference (llm_forget/selection.py, `_adapt_lr`)
+    fixed_point = False
 
     def reference_needs(self) -> set[str]:
         return set()

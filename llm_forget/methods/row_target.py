@@ -100,6 +100,7 @@ class RowTarget(Method):
     floor: float = 1e-3
     targets: list = field(default_factory=list, repr=False)  # τ_i per forget row
     alternatives: list = field(default_factory=list, repr=False)  # per forget row: [(encoded item, a⁰), ...]
+    fixed_point = True
     citation = "llm_forget (per-row targets); Eldan & Russinovich 2023 and Dong et al. 2024 for the teacher"
 
     def reference_needs(self):
