@@ -20,7 +20,9 @@ chosen automatically: the calibration part of the holdout when there is one, els
 forget questions with answers swapped among the forget rows, scored once by the starting model).
 `select_lr: auto` lets the callback find its own step size from the budget (`_adapt_lr`): the learning rate
 halves when one measurement interval spends more than 1/8 of the retain budget and doubles while forgetting
-stalls, so the budget is spent over many small steps rather than a few large ones. An interval that ends over
+stalls, so the budget is spent over many small steps rather than a few large ones. For a loss with a fixed point
+(`Method.fixed_point`: row_target) forgetting that stops near the reference has arrived rather than stalled, so the
+rate is not doubled there (doubling made such a run overspend, be taken back and search the plateau at random). An interval that ends over
 the budget is also taken back (`_backtrack`): the weights return to the selected state so far and the
 optimizer's moments are cleared, so the halved rate starts again from a state within budget instead of from
 the overshoot (without it, a first step that spends the budget several times over leaves nothing the selector
