@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 import sys
 import tempfile
 from pathlib import Path
@@ -81,14 +80,12 @@ def main() -> None:
     for name in args.runs.split(","):
         recipe, over = RUNS[name]
         with tempfile.TemporaryDirectory() as d:
-            t0 = time.perf_counter()
             run = llm_forget.unlearn(str(shipped()[recipe]), model=target, output_dir=f"{d}/run", eval_suite="none",
                                      disable_tqdm=True, **over)
-            wall = time.perf_counter() - t0
             sel = json.loads((run.output_dir / "results.json").read_text()).get("selection") or {}
             res["models"][name] = measure(str(run.model_dir))
         hist = sel.get("history") or [{}]
-        res["models"][name].update(settings={"recipe": recipe, **over}, wall_seconds=round(wall, 1),
+        res["models"][name].update(settings={"recipe": recipe, **over}, wall_seconds=round(run.timings["total_seconds"], 1),
                                    selected_step=sel.get("selected_step"), last_step=hist[-1].get("step"))
     old = json.loads(OUT.read_text()).get(f"seed{zoo.seed()}", {}) if OUT.exists() else {}
     for name, m in old.get("models", {}).items():  # earlier runs not repeated here, marked with their commit

@@ -22,10 +22,10 @@ forget questions with answers swapped among the forget rows, scored once by the 
 halves when one measurement interval spends more than 1/8 of the retain budget and doubles while forgetting
 stalls, so the budget is spent over many small steps rather than a few large ones. For a loss with a fixed point
 (`Method.fixed_point`: row_target) forgetting that stops near the reference has arrived rather than stalled, so the
-rate is not doubled there (doubling made such a run overspend, be taken back and search the plateau at random). An interval that ends over
-the budget is also taken back (`_backtrack`): the weights return to the selected state so far and the
-optimizer's moments are cleared, so the halved rate starts again from a state within budget instead of from
-the overshoot (without it, a first step that spends the budget several times over leaves nothing the selector
+rate is not doubled there (doubling made such a run overspend, be taken back and search the plateau at random).
+An interval that ends over the budget is also taken back (`_backtrack`): the weights return to the selected state
+so far and the optimizer's moments are cleared, so the halved rate starts again from a state within budget instead
+of from the overshoot (without it, a first step that spends the budget several times over leaves nothing the selector
 may keep, and the run returns its input unchanged).
 
 `select_stall: N` (off by default) also ends a run once N measurements in a row kept no new state: for a loss
@@ -328,11 +328,11 @@ class RetainBudgetSelector(TrainerCallback):
         budget = math.log(1 + self.budget)
         moved = math.log(cur["forget_perplexity"] / prev["forget_perplexity"])
         spent = math.log(cur["retain_perplexity"] / prev["retain_perplexity"])
+        arrived = self.settle and math.log(cur["holdout_perplexity"] / cur["forget_perplexity"]) <= gap / 8
         factor = 1.0
         if not cur["within_budget"] or spent > budget / 8:
             factor = 1 / self.lr_growth
-        elif gap > 0 and moved < gap / 64 and spent < budget / 32 and not (
-                self.settle and math.log(cur["holdout_perplexity"] / cur["forget_perplexity"]) <= gap / 8):
+        elif gap > 0 and moved < gap / 64 and spent < budget / 32 and not arrived:
             factor = self.lr_growth
         lrs = [g["lr"] for g in optimizer.param_groups]
         if self._lr0 is None:
