@@ -23,6 +23,19 @@ def run_info() -> dict:
             "commit": commit}
 
 
+def code_version() -> str | None:
+    """HEAD's short commit, with "+changes" when the library or its recipes differ from it (uncommitted edits
+    under llm_forget/); None outside a git checkout. A benchmark reuses a finished run only at the same version."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "llm_forget"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
+
+
 def timings(times: dict[str, list[float]]) -> dict:
     """{"seconds": every repeat, "median_seconds": their median} per variant, to the millisecond."""
     return {"seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},

@@ -24,8 +24,10 @@ with retain = the first 40 of those authors' retain_perturbed rows and real_auth
 their first 40 rows.
 
 Writes benchmarks/results/tofu_SCALE.json (raw numbers, appended as it goes: a stopped run keeps what it
-finished and a rerun skips it), tofu_SCALE.md (tables) and tofu_SCALE_SPLIT.png (forget quality vs model
-utility, target and retain points included).
+finished and a rerun skips those rows; each row records the code version that measured it), tofu_SCALE.md
+(tables) and tofu_SCALE_SPLIT.png (forget quality vs model utility, target and retain points included). A recipe's
+finished run folder is reused only when it was made by the same code version with the same options; `--fresh`
+reruns every recipe row (the fine-tuned target and retain models are kept).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from llm_forget.zoo import TINY, build_tiny  # noqa: E402  (after the environment above)
+from _common import code_version  # noqa: E402  (benchmarks/, the script's folder)
 DATA = ROOT.parent / "shared" / "data" / "tofu"
 os.environ.setdefault("LLM_FORGET_DATA_DIR", str(DATA.parent))  # the local mirror of locuslab/TOFU
 RESULTS = ROOT / "benchmarks" / "results"
@@ -179,14 +182,12 @@ def evaluate(model: str, suite, split: str, out: Path, retain_results: Path | No
     return s
 
 
-def _recipe_lr(run: Path):
-    import yaml
-
-    return yaml.safe_load((run / "recipe.yaml").read_text()).get("learning_rate")
-
-
 def unlearn_one(recipe: str, scale_name: str, target: Path, split: str, files: dict, out: Path,
-                select_target: str = "recipe", lr: str | None = None, options: dict | None = None) -> dict:
+                select_target: str = "recipe", lr: str | None = None, options: dict | None = None,
+                fresh: bool = False) -> dict:
+    """Run one recipe from the target into OUT; a finished run in OUT is reused only when its benchmark.json
+    records the same code version (benchmarks/_common.code_version) and options, and never with `fresh`."""
+    from llm_forget import io
     from llm_forget.api import unlearn
 
     extra = dict(SCALES[scale_name]["unlearn"], select_avoid=str(files["avoid"]), **(options or {}))
@@ -196,20 +197,24 @@ def unlearn_one(recipe: str, scale_name: str, target: Path, split: str, files: d
         extra["learning_rate"] = SMOLLM2_LR[recipe]
     if lr is not None:
         extra["learning_rate"] = float(lr)
-    done = out / "results.json"
-    want = extra.get("learning_rate")
-    if done.is_file() and (out / "model").is_dir() and (want is None or _recipe_lr(out) == want):
-        # finished earlier (a stopped benchmark run): reuse it
+    done, stamp = out / "results.json", out / "benchmark.json"
+    key = {"code": code_version(), "recipe": recipe, "options": {k: str(v) for k, v in extra.items()}}
+    if not fresh and key["code"] and done.is_file() and (out / "model").is_dir() and stamp.is_file() \
+            and json.loads(stamp.read_text()) == key:
+        # finished earlier by the same code with the same options (a stopped benchmark run): reuse it
         timings = json.loads(done.read_text())["timings"]
         secs = timings["total_seconds"]
+        print(f"reusing {out} (finished at {key['code']})", flush=True)
     else:
+        stamp.unlink(missing_ok=True)
         t = time.perf_counter()
         timings = unlearn(str(ROOT / "llm_forget" / "recipes" / f"{recipe}.yaml"), model=str(target),
                           forget=str(files["forget"]), retain=str(files["retain"]), holdout=str(files["holdout"]),
                           output_dir=str(out), eval_suite="none", overwrite=True, **extra).timings
         secs = time.perf_counter() - t
+        io.write_json(stamp, key)
     sel = json.loads(done.read_text()).get("selection") or {}
-    return {"unlearn_seconds": secs, "train_seconds": timings.get("train_seconds"),
+    return {"unlearn_seconds": secs, "train_seconds": timings.get("train_seconds"), "code": key["code"],
             "selection": {k: v for k, v in sel.items() if k != "history"}}
 
 
@@ -305,6 +310,9 @@ def main() -> None:
     ap.add_argument("--select-targets", default="recipe", help="checkpoint selection criteria to run, comma-separated: "
                     "recipe (the recipes' own), max (most forgetting within the retain budget), holdout (forget "
                     "perplexity closest to the holdout's) or retrain; rows other than recipe are named RECIPE@TARGET")
+    ap.add_argument("--fresh", action="store_true",
+                    help="rerun every recipe row, even those in the results file or finished in the work folder by "
+                         "the same code (the target and retain models are still reused)")
     args = ap.parse_args()
     bad = [x for x in args.lr + args.option if "=" not in x]
     if bad:
@@ -381,11 +389,13 @@ def main() -> None:
                 name = f"{name} lr {lrs[recipe]}" + (f" every {args.select_every}" if args.select_every else "")
             if args.option:
                 name = " ".join([name, *args.option])
-            if name in block["rows"]:
+            if name in block["rows"] and not args.fresh:
+                print(f"{split} {name}: in {rfile.name} already (measured at {block['rows'][name].get('code', '?')}); "
+                      "--fresh reruns it", flush=True)
                 continue
             run = work / "runs" / split / name.replace(" ", "_")
             u = unlearn_one(recipe, args.scale, target, split, f, run, sel, lrs.get(recipe),
-                            dict(x.split("=", 1) for x in args.option))
+                            dict(x.split("=", 1) for x in args.option), fresh=args.fresh)
             row = {**evaluate(str(run / "model"), suite, split, ev / name, rres), **u,
                    "cost_vs_retrain": u["unlearn_seconds"] / rinfo["train_seconds"]}
             if split in args.robustness.split(","):
