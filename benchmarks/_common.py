@@ -13,14 +13,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else platform.processor()): tiny models trained on two CPU
+    types differ at rounding level, so results name the one that made them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def run_info() -> dict:
-    """{"threads", "machine", "commit"} of this run (torch's thread count, CPU count and arch, HEAD)."""
+    """{"threads", "machine", "cpu", "commit"} of this run (torch's thread count, CPU count and arch, CPU model,
+    HEAD)."""
     import torch
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     return {"threads": torch.get_num_threads(), "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
-            "commit": commit}
+            "cpu": cpu_model(), "commit": commit}
 
 
 def code_version() -> str | None:

@@ -17,7 +17,7 @@ retraining), and the demo's forget quality
 the shipped metric and `nll_ks_p` test two different things: whether the model prefers the true answer to its
 perturbations as much as retraining does, and whether it is as (un)sure of each true answer as retraining is.
 Per run also its wall seconds, the step it selected and the last step it trained. Results:
-benchmarks/results/forget_row_spread.json, one entry per zoo build; a model not rerun keeps its earlier figures,
+benchmarks/results/forget_row_spread.json (`--results STEM` for another file), one entry per zoo build; a model not rerun keeps its earlier figures,
 with the commit that measured them.
 """
 
@@ -55,6 +55,8 @@ def quantiles(x: list[float]) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated of {', '.join(RUNS)}")
+    ap.add_argument("--results", default="forget_row_spread",
+                    help="results file stem in benchmarks/results (another machine's builds: another file)")
     args = ap.parse_args()
     unknown = [r for r in args.runs.split(",") if r not in RUNS]
     if unknown:
@@ -87,13 +89,14 @@ def main() -> None:
         hist = sel.get("history") or [{}]
         res["models"][name].update(settings={"recipe": recipe, **over}, wall_seconds=round(run.timings["total_seconds"], 1),
                                    selected_step=sel.get("selected_step"), last_step=hist[-1].get("step"))
-    old = json.loads(OUT.read_text()).get(f"seed{zoo.seed()}", {}) if OUT.exists() else {}
+    out = OUT.with_name(f"{args.results}.json")
+    old = json.loads(out.read_text()).get(f"seed{zoo.seed()}", {}) if out.exists() else {}
     for name, m in old.get("models", {}).items():  # earlier runs not repeated here, marked with their commit
         res["models"].setdefault(name, {**m, "commit": m.get("commit") or old["run"].get("commit")})
     for name, m in res["models"].items():
         print(f"{name:18s} nll {m['nll_quantiles']}  nll_ks_p {m['nll_ks_p']:.3g}  "
               f"forget quality {m['forget_quality']:.3g}  MIA {m['mia_auc']:.3f}", flush=True)
-    save_per_model("forget_row_spread", f"seed{zoo.seed()}", res)
+    save_per_model(args.results, f"seed{zoo.seed()}", res)
 
 
 if __name__ == "__main__":
