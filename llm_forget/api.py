@@ -334,6 +334,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     model = trainer.model
     model_dir = out / "model"
     result = RunResult(out, model_dir, cfg.method, timings={"train_seconds": train_seconds})
+    if selector is not None:  # part of train_seconds: the selection's measurements
+        result.timings["select_seconds"] = round(selector.seconds, 3)
     ev = None
     sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # weights split over the ranks
     if not is_unset(cfg.eval_suite):  # every rank scores its shard; all get the result

@@ -49,6 +49,7 @@ import hashlib
 import logging
 import math
 import random
+import time
 
 import torch
 from transformers import TrainerCallback
@@ -261,6 +262,7 @@ class RetainBudgetSelector(TrainerCallback):
         self._past = 0
         self._since_best = 0
         self._lr0 = None
+        self.seconds = 0.0  # spent measuring (summary: measure_seconds)
 
     def _trainable(self, model):
         return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
@@ -288,6 +290,7 @@ class RetainBudgetSelector(TrainerCallback):
         return -max(d_loss, d_tr or 0.0)
 
     def _measure(self, model, step):
+        t0 = time.perf_counter()
         fr = row_nlls(model, self.forget)
         f, r = perplexity_of(fr), set_perplexity(model, self.retain)
         if self.start_retain is None:
@@ -313,6 +316,7 @@ class RetainBudgetSelector(TrainerCallback):
         else:
             self._since_best += 1
         self._over = 0 if ok else self._over + 1
+        self.seconds += time.perf_counter() - t0
         return ok
 
     def _adapt_lr(self, optimizer, lr_scheduler) -> None:
@@ -400,4 +404,5 @@ class RetainBudgetSelector(TrainerCallback):
     def summary(self) -> dict:
         return {"budget": self.budget, "target": self.target, "selected_step": self.best_step,
                 "start_retain_perplexity": self.start_retain, "start_reference_perplexity": self.start_reference,
-                "auto_lr": self.auto_lr, "truth_ratio": self.variants is not None, "history": self.history}
+                "auto_lr": self.auto_lr, "truth_ratio": self.variants is not None,
+                "measurements": len(self.history), "measure_seconds": round(self.seconds, 3), "history": self.history}

@@ -121,6 +121,9 @@ def test_select_stall_stops_a_run_that_keeps_no_new_state(target_path, tmp_path)
     assert [h["step"] for h in stalled["history"]] == [0, 2, 4, 6]
     assert stalled["selected_step"] == 0 and full["selected_step"] == 0
     assert full["history"][-1]["step"] == 12  # 2 epochs of 6 steps (50 forget rows by 8, the last batch dropped)
+    # the summary counts the measurements and the time they took (the selection's share of a run's cost)
+    assert (stalled["measurements"], full["measurements"]) == (4, 7)
+    assert stalled["measure_seconds"] > 0 and full["measure_seconds"] > 0
 
 
 def test_console_entry_flushes_output_and_keeps_exit_status(capsys):
