@@ -57,6 +57,33 @@ def last_complete_checkpoint(out: Path) -> str | None:
     return None
 
 
+def frozen_names(names: list[str], patterns: str) -> list[str]:
+    """The parameter names matching any comma-separated fnmatch pattern. A pattern that matches no name, or
+    patterns that match every name (nothing left to train), is a UserError."""
+    from fnmatch import fnmatchcase
+
+    pats = [p.strip() for p in patterns.split(",") if p.strip()]
+    unmatched = [p for p in pats if not any(fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        raise UserError(f"freeze pattern {unmatched[0]!r} matches no parameter of the model (names look like "
+                        f"{names[0]!r})")
+    frozen = [n for n in names if any(fnmatchcase(n, p) for p in pats)]
+    if len(frozen) == len(names):
+        raise UserError(f"freeze {patterns!r} matches every parameter: nothing would be trained")
+    return frozen
+
+
+def parameter_names(model_path: str, trust_remote_code: bool) -> list[str]:
+    """The model's parameter names without loading its weights (built on the meta device from its config)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return [n for n, _ in model.named_parameters()]
+
+
 def choose_reference(requested: str, needs: set[str], lora: bool) -> str:
     """none when the method needs no reference; `cached` when it needs only forget log-probs;
     the adapter-disabled base under LoRA; otherwise a frozen copy. Explicit choices are checked."""
@@ -220,6 +247,8 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
         fc = with_reversed(forget_rows)[len(forget_rows):]
         rc = with_reversed(retain_rows)[len(retain_rows):] if retain_rows else []
         companions = (fc, rc, *fitting(encoder, fc))  # the forget ones fitted here: auto measures on them
+    frozen = set(frozen_names(parameter_names(model_path, cfg.trust_remote_code), cfg.freeze)) \
+        if not is_unset(cfg.freeze) else set()
     refuse_mixed(cfg, given, *own)  # last: a file's own errors come first
     log_notes(notes)
     _check_processes(cfg)
@@ -248,6 +277,11 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                        "incomplete batch", len(forget_rows), effective)
         cfg.dataloader_drop_last = False
     lora = cfg.lora_r > 0
+    if frozen:  # left untrained: the optimizer and the selection skip parameters without gradients
+        for n, p in model.named_parameters():
+            if n in frozen:
+                p.requires_grad_(False)
+        logger.info("freeze: %d of %d parameter tensors left untrained", len(frozen), len(list(model.parameters())))
     if lora and getattr(method, "trainer", None) != "trl_dpo":
         from peft import get_peft_model
 

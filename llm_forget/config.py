@@ -95,6 +95,8 @@ class UnlearnConfig(TrainingArguments):
     lora_dropout: float = _f(0.0, "LoRA dropout")
     lora_target_modules: str = _f("all-linear", "LoRA target modules (comma list or all-linear)")
     merge: bool = _f(False, "with LoRA: save a merged model instead of the adapter")
+    freeze: str | None = _f(None, "parameters left untrained: comma-separated name patterns (fnmatch), e.g. "
+                            "'model.embed_tokens.*,lm_head.*'; full training only (lora_r 0)")
     # run handling
     overwrite: bool = _f(False, "replace an existing non-empty output_dir")
     resume: bool = _f(False, "resume from the latest checkpoint in output_dir")
@@ -253,6 +255,7 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.reverse_rows in ("auto", "true", "false"), f"reverse_rows must be true, false or auto, not "
                                                          f"{cfg.reverse_rows!r}"),
         (cfg.reference != "adapter" or cfg.lora_r > 0, "reference: adapter needs lora_r > 0"),
+        (is_unset(cfg.freeze) or cfg.lora_r == 0, "freeze needs full training (lora_r 0): LoRA trains its adapters only"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -4,8 +4,10 @@ selection); the demo's own bars are in test_demo.py."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 import llm_forget
 from llm_forget.recipes_index import shipped
@@ -124,6 +126,20 @@ def test_select_stall_stops_a_run_that_keeps_no_new_state(target_path, tmp_path)
     # the summary counts the measurements and the time they took (the selection's share of a run's cost)
     assert (stalled["measurements"], full["measurements"]) == (4, 7)
     assert stalled["measure_seconds"] > 0 and full["measure_seconds"] > 0
+
+
+def test_freeze_leaves_matching_parameters_untrained(target_path, tmp_path):
+    """`freeze: PATTERNS` trains every parameter but those whose names match: after a real run the frozen tensor
+    (the tied embedding / output matrix) is bit-identical to the input model's and every other tensor moved."""
+    from safetensors.torch import load_file
+
+    res = llm_forget.unlearn(str(shipped()["gradient_ascent"]), model=target_path, output_dir=str(tmp_path / "run"),
+                             freeze="model.embed_tokens.*", max_steps=2, eval_suite="none", disable_tqdm=True)
+    before = load_file(str(next(Path(target_path).glob("*.safetensors"))))
+    after = load_file(str(res.model_dir / "model.safetensors"))
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "model.embed_tokens.weight" not in moved
+    assert moved == set(before) - {"model.embed_tokens.weight"}
 
 
 def test_console_entry_flushes_output_and_keeps_exit_status(capsys):
