@@ -27,13 +27,11 @@ def cpu_model() -> str:
 
 def run_info() -> dict:
     """{"threads", "machine", "cpu", "commit"} of this run (torch's thread count, CPU count and arch, CPU model,
-    HEAD)."""
+    `code_version()`: HEAD, marked when the library has uncommitted changes)."""
     import torch
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
     return {"threads": torch.get_num_threads(), "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
-            "cpu": cpu_model(), "commit": commit}
+            "cpu": cpu_model(), "commit": code_version()}
 
 
 def code_version() -> str | None:
