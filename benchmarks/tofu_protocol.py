@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from llm_forget.zoo import TINY, build_tiny  # noqa: E402  (after the environment above)
-from _common import code_version  # noqa: E402  (benchmarks/, the script's folder)
+from _common import code_version, cpu_model  # noqa: E402  (benchmarks/, the script's folder)
 DATA = ROOT.parent / "shared" / "data" / "tofu"
 os.environ.setdefault("LLM_FORGET_DATA_DIR", str(DATA.parent))  # the local mirror of locuslab/TOFU
 RESULTS = ROOT / "benchmarks" / "results"
@@ -341,7 +341,7 @@ def main() -> None:
     stem = args.results or f"tofu_{args.scale}"
     rfile = RESULTS / f"{stem}.json"
     res = json.loads(rfile.read_text()) if rfile.is_file() else {"scale": args.scale, "splits": {}}
-    res["machine"] = {"cpu_cores": os.cpu_count(), "cpu_threads": args.threads, "device": "cpu",
+    res["machine"] = {"cpu_cores": os.cpu_count(), "cpu": cpu_model(), "cpu_threads": args.threads, "device": "cpu",
                       "platform": platform.platform(), "torch": torch.__version__}
     res["protocol"] = {k: v for k, v in scale.items() if k != "base"}
     save = lambda: io.write_json(rfile, res)  # noqa: E731
