@@ -56,7 +56,8 @@ def main() -> None:
             zero_shot = json.loads(zs_file.read_text()) if zs_file.exists() else None
         best, fq = best_recipe(summary)
         res = {"run": run_info(), "load_before": round(load, 2), "wall_seconds": round(wall, 1), "best": best,
-               "best_forget_quality": fq, "best_utility_of_target": summary[best]["utility_vs_target"] if best else None,
+               "best_forget_quality": fq,
+               "best_utility_of_target": summary[best]["utility_vs_target"] if best else None,
                "bar_met": bool(best) and fq >= 0.1 and wall < 300,
                "models": {n: {k: m.get(k) for k in KEEP} for n, m in summary.items()}, "zero_shot": zero_shot}
         save_per_model(args.results, f"seed{s}", res)

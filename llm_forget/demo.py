@@ -45,12 +45,13 @@ def table(summary: dict) -> str:
 
 def best_recipe(summary: dict, min_utility: float = 0.95) -> tuple[str | None, float]:
     """The recipe with the highest forget quality (closest to retraining) among those keeping at least
-    `min_utility` of the target's model utility; (None, 0.0) when none does."""
+    `min_utility` of the target's model utility, a tie (a KS p-value on a few dozen rows takes few values) going
+    to the higher utility; (None, 0.0) when none keeps it."""
     floor = min_utility * summary["target"]["model_utility"]
     kept = {n: m for n, m in summary.items() if n not in ("target", "retain") and m["model_utility"] >= floor}
     if not kept:
         return None, 0.0
-    best = max(kept, key=lambda n: kept[n]["forget_quality"])
+    best = max(kept, key=lambda n: (kept[n]["forget_quality"], kept[n]["model_utility"]))
     return best, kept[best]["forget_quality"]
 
 

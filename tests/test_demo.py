@@ -51,7 +51,9 @@ def test_demo_ranks_by_forget_quality_at_kept_utility(demo):
     kept = {n for n in RECIPES + UNSELECTED if s[n]["model_utility"] >= 0.95 * t["model_utility"]}
     if kept:
         assert s[demo["best"]]["forget_quality"] == max(s[n]["forget_quality"] for n in kept), demo["report"]
-        assert demo["best"] in kept  # ties (equal p-values) may go to either recipe
+        assert demo["best"] in kept
+        tied = [n for n in kept if s[n]["forget_quality"] == s[demo["best"]]["forget_quality"]]
+        assert s[demo["best"]]["model_utility"] == max(s[n]["model_utility"] for n in tied)  # a tie: higher utility
         b = s[demo["best"]]
         assert b["forget_quality"] > 10 * t["forget_quality"], demo["report"]
         # closer to the retain model than the target is (forget perplexity ratio 1 = retraining's)
@@ -67,6 +69,19 @@ def test_demo_ranks_by_forget_quality_at_kept_utility(demo):
     assert (out / "report.md").read_text().startswith("# llm_forget demo")
     assert (out / "tradeoff.png").stat().st_size > 1000
     assert demo["input_unchanged"], "the input model was modified"
+
+
+def test_best_recipe_breaks_a_forget_quality_tie_by_utility():
+    """Equal forget quality (a 50-row KS p-value takes few values: 0.272 for two recipes on one build) goes to the
+    recipe keeping more of the target's utility, whatever the order; a recipe under 95 % never wins."""
+    from llm_forget.demo import best_recipe
+
+    rows = {n: {"model_utility": u, "forget_quality": fq} for n, u, fq in [
+        ("target", 0.80, 1e-17), ("retain", 0.90, 1.0), ("a", 0.775, 0.272), ("b", 0.795, 0.272), ("c", 0.70, 0.9),
+        ("d", 0.80, 0.1)]}
+    assert best_recipe(rows) == ("b", 0.272)
+    assert best_recipe(dict(reversed(list(rows.items())))) == ("b", 0.272)
+    assert best_recipe({k: rows[k] for k in ("target", "retain", "c")}) == (None, 0.0)
 
 
 def test_demo_zero_shot_row_forgets_a_person_named_only(demo):
