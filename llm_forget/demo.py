@@ -258,7 +258,8 @@ def run_demo(model: str = "tiny", output: str | Path = "runs/demo", overwrite: b
         zs = described["rows"]
         attach_evaluation(described["run"], {k: v for k, v in zs["zero-shot"].items() if k != "wall_seconds"})
     report = (f"# llm_forget demo ({model})\n\n{table(summary)}\n\n{NOTE}\n\n"
-              f"Best recipe (highest forget quality among those keeping >= 95 % of the target's utility): "
+              f"Best recipe (highest forget quality among those keeping >= 95 % of the target's utility, a tie to "
+              f"the higher utility): "
               f"{verdict}.\n\n" + (zero_shot_table(zs, named) + "\n\n" if zs else "") +
               f"Total wall time {time.perf_counter() - t0:.0f}s.\n")
     if zs:
