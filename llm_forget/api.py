@@ -78,7 +78,10 @@ def parameter_names(model_path: str, trust_remote_code: bool) -> list[str]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read model config in {model_path}: {str(e).splitlines()[0]}") from e
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     return [n for n, _ in model.named_parameters()]

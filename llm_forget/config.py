@@ -255,7 +255,8 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.reverse_rows in ("auto", "true", "false"), f"reverse_rows must be true, false or auto, not "
                                                          f"{cfg.reverse_rows!r}"),
         (cfg.reference != "adapter" or cfg.lora_r > 0, "reference: adapter needs lora_r > 0"),
-        (is_unset(cfg.freeze) or cfg.lora_r == 0, "freeze needs full training (lora_r 0): LoRA trains its adapters only"),
+        (is_unset(cfg.freeze) or cfg.lora_r == 0,
+         "freeze needs full training (lora_r 0): LoRA trains its adapters only"),
     ]
     for ok, msg in checks:
         if not ok:
