@@ -17,8 +17,8 @@ retraining), and the demo's forget quality
 the shipped metric and `nll_ks_p` test two different things: whether the model prefers the true answer to its
 perturbations as much as retraining does, and whether it is as (un)sure of each true answer as retraining is.
 Per run also its wall seconds, the step it selected and the last step it trained. Results:
-benchmarks/results/forget_row_spread.json (`--results STEM` for another file), one entry per zoo build; a model not rerun keeps its earlier figures,
-with the commit that measured them.
+benchmarks/results/forget_row_spread.json (`--results STEM` for another file), one entry per zoo build; a model not
+rerun keeps its earlier figures, with the commit that measured them.
 """
 
 from __future__ import annotations
