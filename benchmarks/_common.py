@@ -25,15 +25,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def run_info() -> dict:
-    """{"threads", "machine", "cpu", "commit"} of this run (torch's thread count, CPU count and arch, CPU model,
-    `code_version()`: HEAD, marked when the library has uncommitted changes)."""
-    import torch
-
-    return {"threads": torch.get_num_threads(), "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
-            "cpu": cpu_model(), "commit": code_version()}
-
-
 def code_version() -> str | None:
     """HEAD's short commit, with "+changes" when the library or its recipes differ from it (uncommitted edits
     under llm_forget/); None outside a git checkout. A benchmark reuses a finished run only at the same version."""
@@ -45,6 +36,15 @@ def code_version() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+changes" if dirty else "")
+
+
+def run_info() -> dict:
+    """{"threads", "machine", "cpu", "commit"} of this run (torch's thread count, CPU count and arch, CPU model,
+    `code_version()`: HEAD, marked when the library has uncommitted changes)."""
+    import torch
+
+    return {"threads": torch.get_num_threads(), "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
+            "cpu": cpu_model(), "commit": code_version()}
 
 
 def timings(times: dict[str, list[float]]) -> dict:

@@ -61,8 +61,9 @@ def main() -> None:
                "bar_met": bool(best) and fq >= 0.1 and wall < 300,
                "models": {n: {k: m.get(k) for k in KEEP} for n, m in summary.items()}, "zero_shot": zero_shot}
         save_per_model(args.results, f"seed{s}", res)
-        print(f"seed {s}: best {best} forget quality {fq:.3g} at {res['best_utility_of_target']:.1%}, {wall:.0f} s",
-              flush=True)
+        kept = f"{best} forget quality {fq:.3g} at {res['best_utility_of_target']:.1%}" if best else \
+            "none (no recipe kept 95 % of the target's utility)"
+        print(f"seed {s}: best {kept}, {wall:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def main() -> None:
             sel = json.loads((run.output_dir / "results.json").read_text()).get("selection") or {}
             res["models"][name] = measure(str(run.model_dir))
         hist = sel.get("history") or [{}]
-        res["models"][name].update(settings={"recipe": recipe, **over}, wall_seconds=round(run.timings["total_seconds"], 1),
+        res["models"][name].update(settings={"recipe": recipe, **over},
+                                   wall_seconds=round(run.timings["total_seconds"], 1),
                                    selected_step=sel.get("selected_step"), last_step=hist[-1].get("step"))
     out = OUT.with_name(f"{args.results}.json")
     old = json.loads(out.read_text()).get(f"seed{zoo.seed()}", {}) if out.exists() else {}
