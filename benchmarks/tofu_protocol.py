@@ -343,7 +343,7 @@ def main() -> None:
     res = json.loads(rfile.read_text()) if rfile.is_file() else {"scale": args.scale, "splits": {}}
     res["machine"] = {"cpu_cores": os.cpu_count(), "cpu": cpu_model(), "cpu_threads": args.threads, "device": "cpu",
                       "platform": platform.platform(), "torch": torch.__version__}
-    res["protocol"] = {k: v for k, v in scale.items() if k != "base"}
+    res["protocol"] = {**{k: v for k, v in scale.items() if k != "base"}, "recipes": recipes}
     save = lambda: io.write_json(rfile, res)  # noqa: E731
 
     data = tofu_splits(scale)
