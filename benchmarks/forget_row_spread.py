@@ -9,14 +9,16 @@ Runs (each a shipped recipe from the zoo's tiny-target, as `llm-forget demo` run
 (swap_distill with `divergence: hinge`), hinge_neighbours (also `teacher_names: neighbours`), row_target (per-row
 never-seen targets, llm_forget/methods/row_target.py), row_target_stall (the same, ending once 12 measurements in a
 row kept no new state: `select_stall: 12`), row_target_lr (the same from a starting rate 10 % higher: another draw of
-one method, its path perturbed). Per model: the answer
+one method, its path perturbed), row_target_budget10 (the same with a +10 % retain budget instead of +5 %: does a
+looser budget reach the never-seen level, and at what utility). Per model: the answer
 NLL of each forget row (mean over its answer tokens) at q10 / q25 / median / q75 / q90, the two-sample KS p-value of
 those NLLs against the retain model's (`nll_ks_p`, the evaluation's `forget_nll_quality`: 1 = the same spread as
 retraining), and the demo's forget quality
 (the KS p-value on truth ratios), forget truth ratio, forget perplexity, MIA AUC and utility. The forget quality of
 the shipped metric and `nll_ks_p` test two different things: whether the model prefers the true answer to its
 perturbations as much as retraining does, and whether it is as (un)sure of each true answer as retraining is.
-Per run also its wall seconds, the step it selected and the last step it trained. Results:
+Per run also its wall seconds, the step it selected and the last step it trained, and what the selector saw on its
+calibration rows (`calibration`: forget over reference perplexity at the selected step and at most within budget). Results:
 benchmarks/results/forget_row_spread.json (`--results STEM` for another file), one entry per zoo build; a model not
 rerun keeps its earlier figures, with the commit that measured them.
 """
@@ -40,7 +42,8 @@ RUNS = {"kl": ("kl", {}), "swap_distill": ("swap_distill", {}),
         "hinge": ("swap_distill", {"divergence": "hinge"}),
         "hinge_neighbours": ("swap_distill", {"divergence": "hinge", "teacher_names": "neighbours"}),
         "row_target": ("row_target", {}), "row_target_stall": ("row_target", {"select_stall": 12}),
-        "row_target_lr": ("row_target", {"learning_rate": 1.1e-4})}
+        "row_target_lr": ("row_target", {"learning_rate": 1.1e-4}),
+        "row_target_budget10": ("row_target", {"retain_budget": 0.10})}
 OUT = ROOT / "benchmarks" / "results" / "forget_row_spread.json"
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 KEEP = ("forget_quality", "forget_truth_ratio", "forget_perplexity", "mia_auc", "model_utility")
@@ -50,6 +53,21 @@ def quantiles(x: list[float]) -> list[float]:
     """Nearest-rank quantiles of `x` at QUANTILES (x[round(q·(n−1))] of the sorted values)."""
     s = sorted(x)
     return [round(s[round(q * (len(s) - 1))], 3) for q in QUANTILES]
+
+
+def calibration_summary(hist: list[dict], selected: int | None) -> dict:
+    """What the selector saw on its calibration rows: at the selected step, forget perplexity over the reference's
+    (1 = never-seen level) and retain perplexity over the start's; the highest forget/reference ratio of any
+    within-budget measurement, and how many measurements were over the retain budget."""
+    if not hist or "holdout_perplexity" not in hist[0]:
+        return {}
+    ratio = lambda h: round(h["forget_perplexity"] / h["holdout_perplexity"], 3)  # noqa: E731
+    sel = next((h for h in hist if h["step"] == selected), hist[0])
+    inside = [ratio(h) for h in hist if h["within_budget"]]
+    return {"selected_forget_over_reference": ratio(sel),
+            "selected_retain_over_start": round(sel["retain_perplexity"] / hist[0]["retain_perplexity"], 4),
+            "max_forget_over_reference_within_budget": max(inside) if inside else None,
+            "over_budget_measurements": sum(not h["within_budget"] for h in hist), "measurements": len(hist)}
 
 
 def main() -> None:
@@ -89,7 +107,8 @@ def main() -> None:
         hist = sel.get("history") or [{}]
         res["models"][name].update(settings={"recipe": recipe, **over},
                                    wall_seconds=round(run.timings["total_seconds"], 1),
-                                   selected_step=sel.get("selected_step"), last_step=hist[-1].get("step"))
+                                   selected_step=sel.get("selected_step"), last_step=hist[-1].get("step"),
+                                   calibration=calibration_summary(hist, sel.get("selected_step")))
     out = OUT.with_name(f"{args.results}.json")
     old = json.loads(out.read_text()).get(f"seed{zoo.seed()}", {}) if out.exists() else {}
     for name, m in old.get("models", {}).items():  # earlier runs not repeated here, marked with their commit
