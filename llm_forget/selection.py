@@ -22,7 +22,9 @@ forget questions with answers swapped among the forget rows, scored once by the 
 halves when one measurement interval spends more than 1/8 of the retain budget and doubles while forgetting
 stalls, so the budget is spent over many small steps rather than a few large ones. For a loss with a fixed point
 (`Method.fixed_point`: row_target) forgetting that stops near the reference has arrived rather than stalled, so the
-rate is not doubled there (doubling made such a run overspend, be taken back and search the plateau at random).
+rate is not doubled there (doubling made such a run overspend, be taken back and search the plateau at random), nor
+after an interval in which forgetting went backwards (the rate already makes rows cross their targets; doubling it
+made runs alternate between doubling and take-backs at the budget's edge and end short of the reference).
 An interval that ends over the budget is also taken back (`_backtrack`): the weights return to the selected state
 so far and the optimizer's moments are cleared, so the halved rate starts again from a state within budget instead
 of from the overshoot (without it, a first step that spends the budget several times over leaves nothing the selector
@@ -324,7 +326,9 @@ class RetainBudgetSelector(TrainerCallback):
         rate when an interval used more than 1/8 of the budget, log(1 + b) (or left it); double it while an
         interval closed < 1/64 of the starting log-gap to the reference and used < 1/32 of the budget. With
         `settle` (a loss with a fixed point) it does not double once the forget perplexity is within 1/8 of that
-        gap of the reference: there forgetting has arrived, not stalled."""
+        gap of the reference, where forgetting has arrived, not stalled, nor after an interval whose forget
+        perplexity fell: a two-sided loss that moves backwards has rows crossing their targets at this rate, and a
+        larger one makes it oscillate."""
         if optimizer is None or len(self.history) < 2 or self.holdout is None:
             return
         prev, cur = self.history[-2], self.history[-1]
@@ -336,7 +340,8 @@ class RetainBudgetSelector(TrainerCallback):
         factor = 1.0
         if not cur["within_budget"] or spent > budget / 8:
             factor = 1 / self.lr_growth
-        elif gap > 0 and moved < gap / 64 and spent < budget / 32 and not arrived:
+        elif gap > 0 and moved < gap / 64 and spent < budget / 32 and not arrived \
+                and not (self.settle and moved < 0):
             factor = self.lr_growth
         lrs = [g["lr"] for g in optimizer.param_groups]
         if self._lr0 is None:

@@ -183,6 +183,21 @@ def test_auto_lr_does_not_double_where_a_fixed_point_loss_has_arrived(forget, se
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4 * factor)
 
 
+@pytest.mark.parametrize("settle, factor", [(False, 2.0), (True, 1.0)])
+def test_auto_lr_does_not_double_a_fixed_point_loss_that_moved_backwards(settle, factor):
+    """Forget perplexity fell over the last interval (2.0 -> 1.9, far from the reference 4.0, budget untouched): for
+    the plain pacing that is a stall and the rate doubles; a loss with a fixed point that moves backwards has rows
+    crossing their targets at this rate, so it stays."""
+    s = _selector()
+    s.settle = settle
+    s.history = [{"forget_perplexity": 1.10, "retain_perplexity": 1.10, "holdout_perplexity": 4.0},
+                 {"forget_perplexity": 2.0, "retain_perplexity": 1.10, "holdout_perplexity": 4.0, "within_budget": True},
+                 {"forget_perplexity": 1.9, "retain_perplexity": 1.10, "holdout_perplexity": 4.0, "within_budget": True}]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    s._adapt_lr(opt, None)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-4 * factor)
+
+
 def test_row_target_declares_a_fixed_point():
     import llm_forget.methods  # noqa: F401  (registers every method)
     from llm_forget.methods.base import METHODS
