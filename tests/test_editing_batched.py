@@ -178,8 +178,10 @@ def test_counterfact_score_is_nan_and_says_why_when_a_component_is_missing():
 
 
 def test_lifelong_table_after_each_batch(tiny_requests):
-    """Sequential MEMIT over two batches of two requests: three rows (unedited, after 1, after 2); each
-    batch's efficacy is 1 right after it is written, up from the unedited model's 0."""
+    """Sequential MEMIT over two batches of two requests: three rows (unedited, after 1, after 2). Each row is the
+    model right after its batch: the first batch's efficacy is what writing that batch alone gives, the second's and
+    the earlier batch's are the final model's; each batch's efficacy rises from the unedited model's 0 (to 1 on the
+    builds of seeds 0-3; on seed 13's, one of the four requests is not written even alone, so the bar is > 0)."""
     from llm_forget.editing.config import EditConfig
     from llm_forget.editing.lifelong import efficacy
     from llm_forget.editing.run import apply_edits
@@ -189,13 +191,19 @@ def test_lifelong_table_after_each_batch(tiny_requests):
     cfg = EditConfig(method="memit", output_dir="-", requests="-", layers="1-2", corpus="builtin:train",
                      n_tokens=2000, seq_len=128, n_key_prefixes=0, n_value_prefixes=0, v_steps=12, mom2_weight=1.0,
                      mode="sequential", batch_size=2, batch_eval=True, targets_cache=False)
+    _, first, _ = apply_edits(model, tok, reqs[:2], cfg, progress=False)  # the first batch alone
+    try:
+        after_first = efficacy(model, tok, reqs[:2])
+    finally:
+        first.restore()
     _, res, _ = apply_edits(model, tok, reqs, cfg, progress=False)
     try:
         rows = res.per_batch
         assert [r["batch"] for r in rows] == [0, 1, 2] and [r["n_edits"] for r in rows] == [0, 2, 4]
         assert rows[0]["efficacy_first"] == 0.0
-        assert rows[1]["efficacy_latest"] == 1.0 and rows[2]["efficacy_latest"] == 1.0
-        assert math.isnan(rows[1]["efficacy_earlier"]) and 0.0 <= rows[2]["efficacy_earlier"] <= 1.0
+        assert rows[1]["efficacy_latest"] == after_first > 0.0
+        assert rows[2]["efficacy_latest"] == efficacy(model, tok, reqs[2:]) > 0.0
+        assert math.isnan(rows[1]["efficacy_earlier"])
         assert rows[2]["efficacy_earlier"] == efficacy(model, tok, reqs[:2])
     finally:
         res.restore()
