@@ -336,12 +336,13 @@ class RetainBudgetSelector(TrainerCallback):
         budget = math.log(1 + self.budget)
         moved = math.log(cur["forget_perplexity"] / prev["forget_perplexity"])
         spent = math.log(cur["retain_perplexity"] / prev["retain_perplexity"])
-        arrived = self.settle and math.log(cur["holdout_perplexity"] / cur["forget_perplexity"]) <= gap / 8
+        # a loss with a fixed point near the reference has arrived, and one moving backwards has rows crossing their
+        # targets at this rate: neither is a stall
+        hold = self.settle and (math.log(cur["holdout_perplexity"] / cur["forget_perplexity"]) <= gap / 8 or moved < 0)
         factor = 1.0
         if not cur["within_budget"] or spent > budget / 8:
             factor = 1 / self.lr_growth
-        elif gap > 0 and moved < gap / 64 and spent < budget / 32 and not arrived \
-                and not (self.settle and moved < 0):
+        elif gap > 0 and moved < gap / 64 and spent < budget / 32 and not hold:
             factor = self.lr_growth
         lrs = [g["lr"] for g in optimizer.param_groups]
         if self._lr0 is None:
