@@ -18,7 +18,8 @@ retraining), and the demo's forget quality
 the shipped metric and `nll_ks_p` test two different things: whether the model prefers the true answer to its
 perturbations as much as retraining does, and whether it is as (un)sure of each true answer as retraining is.
 Per run also its wall seconds, the step it selected and the last step it trained, and what the selector saw on its
-calibration rows (`calibration`: forget over reference perplexity at the selected step and at most within budget). Results:
+calibration rows (`calibration`: forget over reference perplexity at the selected step and at most within budget).
+Results:
 benchmarks/results/forget_row_spread.json (`--results STEM` for another file), one entry per zoo build; a model not
 rerun keeps its earlier figures, with the commit that measured them.
 """

@@ -191,8 +191,10 @@ def test_auto_lr_does_not_double_a_fixed_point_loss_that_moved_backwards(settle,
     s = _selector()
     s.settle = settle
     s.history = [{"forget_perplexity": 1.10, "retain_perplexity": 1.10, "holdout_perplexity": 4.0},
-                 {"forget_perplexity": 2.0, "retain_perplexity": 1.10, "holdout_perplexity": 4.0, "within_budget": True},
-                 {"forget_perplexity": 1.9, "retain_perplexity": 1.10, "holdout_perplexity": 4.0, "within_budget": True}]
+                 {"forget_perplexity": 2.0, "retain_perplexity": 1.10, "holdout_perplexity": 4.0,
+                  "within_budget": True},
+                 {"forget_perplexity": 1.9, "retain_perplexity": 1.10, "holdout_perplexity": 4.0,
+                  "within_budget": True}]
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
     s._adapt_lr(opt, None)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4 * factor)
