@@ -25,6 +25,15 @@ def _f(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
 
 
+def has_accelerator() -> bool:
+    """Whether torch sees a GPU (or another accelerator): page-locked batches help only then, and without one
+    torch warns on every run that pinning was asked for."""
+    import torch
+
+    acc = getattr(torch, "accelerator", None)
+    return bool(acc.is_available()) if acc is not None else torch.cuda.is_available()
+
+
 @dataclass
 class UnlearnConfig(TrainingArguments):
     # what to forget, from what
@@ -116,6 +125,8 @@ class UnlearnConfig(TrainingArguments):
     dataloader_drop_last: bool = _f(True, "drop each epoch's incomplete last batch, so every step has the recipe's "
                                           "effective batch whatever the number of processes")
     disable_tqdm: bool | None = _f(None, "hide progress bars")
+    dataloader_pin_memory: bool = _f(has_accelerator(), "page-locked batches for faster copies to the device "
+                                                        "(default: only when torch sees an accelerator)")
 
 
 METHOD_FIELDS = ("gamma", "alpha", "beta", "delta", "retain_loss", "forget_loss", "divergence", "teacher_names",

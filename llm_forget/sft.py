@@ -37,6 +37,7 @@ def train(path: str, rows: list[dict], output_dir: str | Path, *, epochs: float 
     from transformers import Trainer, TrainingArguments, set_seed
 
     from . import io
+    from .config import has_accelerator
     from .data.encode import Encoder, pad, without_eos_labels
     from .models import load_model, load_tokenizer
 
@@ -61,7 +62,7 @@ def train(path: str, rows: list[dict], output_dir: str | Path, *, epochs: float 
                              weight_decay=weight_decay, lr_scheduler_type=lr_scheduler_type, save_strategy="no",
                              max_steps=max_steps,
                              report_to="none", logging_steps=50, seed=seed, disable_tqdm=not progress,
-                             remove_unused_columns=False)
+                             remove_unused_columns=False, dataloader_pin_memory=has_accelerator())
     trainer = Trainer(model=m, args=args, train_dataset=_Rows(items),
                       data_collator=lambda b: pad(b, tok.pad_token_id))
     if not progress:  # no bar, and no loss dicts printed to stdout either (the log line below sums it up)
