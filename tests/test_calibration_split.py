@@ -158,7 +158,8 @@ def test_auto_lr_paces_the_retain_budget(forget, retain, factor):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     s._adapt_lr(opt, sched)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4 * factor)
-    sched.step()  # the schedule keeps the new rate
+    opt.step()
+    sched.step()  # the schedule keeps the new rate (stepped after the optimizer, as in training)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4 * factor)
     assert math.isclose(s.history[-1]["learning_rate"], 1e-4 * factor)
 
