@@ -38,6 +38,22 @@ def test_vocab_moments_hand_and_chunked():
     assert torch.allclose(a[0], b[0], atol=1e-6) and torch.allclose(a[1], b[1], atol=1e-6)
 
 
+def test_vocab_moments_flat_distribution_matches_float64():
+    """A nearly flat distribution over 2,048 tokens: μ = −log 2048 ≈ −7.6 and σ ≈ 1e-3. Summing
+    Σ p (log p)² − μ² in float32 cancels to noise of ~1e-7 · μ² ≈ 6e-6 against σ² ≈ 1e-6 (σ came out
+    several times too large or clamped to 1e-6); summed around μ, σ is within 1 % of float64's."""
+    g = torch.Generator().manual_seed(0)
+    logits = 1e-3 * torch.randn(6, 2048, generator=g)
+    lp = torch.log_softmax(logits.double(), -1)
+    mu64 = (lp.exp() * lp).sum(-1)
+    sd64 = (lp.exp() * (lp - mu64[:, None]) ** 2).sum(-1).sqrt()
+    mu, sd = scoring.vocab_moments(logits)
+    assert torch.allclose(mu.double(), mu64, rtol=1e-6, atol=0)
+    assert torch.allclose(sd.double(), sd64, rtol=1e-2, atol=0), (sd, sd64)
+    a = scoring.vocab_moments(logits, chunk=100)[1]  # chunked alike
+    assert torch.allclose(a.double(), sd64, rtol=1e-2, atol=0)
+
+
 def test_row_metrics_hand():
     # two answer positions, vocab 2: p(target) = 1/2 then 3/4
     lg = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])

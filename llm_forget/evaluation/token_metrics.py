@@ -50,18 +50,21 @@ def min_k(logp: torch.Tensor, k: float) -> float:
 
 
 def vocab_moments(logits: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    """μ_t = Σ_v p(v) log p(v) and σ_t = sqrt(Σ_v p(v) (log p(v))² − μ_t²) per position.
+    """μ_t = Σ_v p(v) log p(v) and σ_t = sqrt(Σ_v p(v) (log p(v) − μ_t)²) per position.
 
-    logits: (T, V). Chunked over the vocabulary so memory stays O(T · chunk)."""
+    logits: (T, V). Chunked over the vocabulary so memory stays O(T · chunk). Two passes: the variance
+    is summed around μ_t, not as Σ p (log p)² − μ_t², whose float32 cancellation is of the order of
+    1e-7 · μ_t² and swamps σ_t² where the distribution is flat over a large vocabulary (|μ_t| ≫ σ_t)."""
     lse = torch.logsumexp(logits, -1, keepdim=True)
     m1 = torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
-    m2 = torch.zeros_like(m1)
+    var = torch.zeros_like(m1)
     for s in range(0, logits.shape[-1], chunk):
         lp = logits[:, s:s + chunk] - lse
-        p = lp.exp()
-        m1 += (p * lp).sum(-1)
-        m2 += (p * lp * lp).sum(-1)
-    return m1, (m2 - m1 * m1).clamp(min=1e-12).sqrt()
+        m1 += (lp.exp() * lp).sum(-1)
+    for s in range(0, logits.shape[-1], chunk):
+        lp = logits[:, s:s + chunk] - lse
+        var += (lp.exp() * (lp - m1[:, None]) ** 2).sum(-1)
+    return m1, var.clamp(min=1e-12).sqrt()
 
 
 def row_metrics(lg: torch.Tensor, y: torch.Tensor, ks=(20.0, 40.0), minkpp: bool = True, full: bool = True,
