@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -63,7 +62,6 @@ def test_edit_stops_on_missing_corpus_before_any_work(tmp_path):
     cf = tmp_path / "cf.json"
     cf.write_text(json.dumps([{"prompt": "Ann Lee plays", "subject": "Ann Lee", "target_new": "jazz"}]))
     out = tmp_path / "run"
-    t = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "llm_forget", "edit", "memit", "--requests", str(cf),
                         "--model", "no-such-model", "--output_dir", str(out)], env=env, capture_output=True,
                        text=True, timeout=300)
@@ -71,7 +69,6 @@ def test_edit_stops_on_missing_corpus_before_any_work(tmp_path):
     err = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and "hf:Salesforce/wikitext:wikitext-2-v1@validation" in err[0] and hub.ENV in err[0]
     assert not out.exists()
-    assert time.perf_counter() - t < 120
 
 
 def test_shipped_files_name_no_path_outside_the_package():
