@@ -52,6 +52,7 @@ os.environ.setdefault("LLM_FORGET_CACHE", str(ROOT / ".cache" / "llm_forget"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import tofu_protocol as tp  # noqa: E402
+from _common import run_info  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 AUTHORS = ["Basil Mahfouz Al-Kuwaiti", "Nikolai Abilov"]  # forget01's two authors, rows 0-19 and 20-39
@@ -212,7 +213,7 @@ def main() -> None:
         else:
             model, info = run_requests(args.recipe, str(target), reqs, files, out, extra)
         s = tp.evaluate(model, suite, "forget01", ev / stem, rres)
-        rows[name] = {**s, **info, "utility_of_target": s["model_utility"] / rows["target"]["model_utility"],
+        rows[name] = {**s, **info, "run": run_info(), "utility_of_target": s["model_utility"] / rows["target"]["model_utility"],
                       "retain_probability_of_target": s["retain_probability"] / rows["target"]["retain_probability"]}
         print(f"{name}: FQ {s['forget_quality']:.3g}, MU {s['model_utility']:.4f} "
               f"({rows[name]['utility_of_target']:.0%} of target), {info['unlearn_seconds']:.0f} s", flush=True)
