@@ -213,7 +213,8 @@ def main() -> None:
         else:
             model, info = run_requests(args.recipe, str(target), reqs, files, out, extra)
         s = tp.evaluate(model, suite, "forget01", ev / stem, rres)
-        rows[name] = {**s, **info, "run": run_info(), "utility_of_target": s["model_utility"] / rows["target"]["model_utility"],
+        rows[name] = {**s, **info, "run": run_info(),
+                      "utility_of_target": s["model_utility"] / rows["target"]["model_utility"],
                       "retain_probability_of_target": s["retain_probability"] / rows["target"]["retain_probability"]}
         print(f"{name}: FQ {s['forget_quality']:.3g}, MU {s['model_utility']:.4f} "
               f"({rows[name]['utility_of_target']:.0%} of target), {info['unlearn_seconds']:.0f} s", flush=True)
