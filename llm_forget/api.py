@@ -299,7 +299,7 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                                     retain_enc=retain_enc)
         ref_kind = "trl"
     else:
-        ds = UnlearnDataset(forget_enc, retain_enc, seed=cfg.seed)
+        ds = UnlearnDataset(forget_enc, retain_enc, seed=cfg.seed, retain_per_forget=cfg.retain_per_forget)
         collate = Collator(tok.pad_token_id)
         ref_kind = choose_reference(cfg.reference, method.reference_needs(), lora)
         reference = Reference(ref_kind, model)

@@ -116,7 +116,10 @@ class UnlearnConfig(TrainingArguments):
     output_dir: str | None = _f(None, "run folder: model/, results.json, README.md, ledger.jsonl, checkpoints")
     learning_rate: float = _f(1e-4, "peak learning rate")
     num_train_epochs: float = _f(5.0, "epochs over the forget set")
-    per_device_train_batch_size: int = _f(8, "forget rows per device per step (each paired with a retain row)")
+    per_device_train_batch_size: int = _f(8, "forget rows per device per step (each paired with retain_per_forget "
+                                             "retain rows)")
+    retain_per_forget: int = _f(1, "retain rows drawn per forget row and step (more: a lower-variance retain term, "
+                                   "at a longer forward pass)")
     lr_scheduler_type: str = _f("constant", "learning-rate schedule")
     logging_steps: float = _f(5, "log every N steps")
     save_strategy: str = _f("no", "checkpoint strategy: no, steps or epoch")
@@ -254,6 +257,7 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.overlong in ("truncate", "error"), "overlong must be truncate or error"),
         (cfg.lora_r >= 0, "lora_r must be >= 0"),
         (cfg.retain_budget is None or cfg.retain_budget >= 0, "retain_budget must be >= 0"),
+        (cfg.retain_per_forget >= 1, "retain_per_forget must be >= 1"),
         (cfg.retain_budget is None or not is_unset(cfg.retain),
          "retain_budget needs a retain set"),
         (cfg.select_every > 0 and cfg.select_rows > 0, "select_every and select_rows must be > 0"),

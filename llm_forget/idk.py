@@ -51,9 +51,10 @@ def idk_trainer_class():
     from .trainer import retain_draw
 
     class IdkDPOTrainer(DPOTrainer):
-        def __init__(self, *args, retain=None, pad_id=0, gamma=1.0, alpha=1.0, **kw):
+        def __init__(self, *args, retain=None, pad_id=0, gamma=1.0, alpha=1.0, retain_per_forget=1, **kw):
             super().__init__(*args, **kw)
             self.retain, self.pad_id, self.gamma, self.alpha = retain, pad_id, gamma, alpha
+            self.retain_per_forget = retain_per_forget
             self._micro = (-1, 0)  # (global step, micro-batch within it) of the last retain batch
             self.retain_seen: set[int] = set()
 
@@ -72,7 +73,7 @@ def idk_trainer_class():
             if not self.retain or not self.alpha or not model.training:
                 return out
             loss, extra = out if return_outputs else (out, None)
-            idx = self.retain_indices(self.args.per_device_train_batch_size)
+            idx = self.retain_indices(self.args.per_device_train_batch_size * self.retain_per_forget)
             self.retain_seen.update(idx)
             device = next(model.parameters()).device
             b = {k: v.to(device) for k, v in pad([self.retain[j] for j in idx], self.pad_id).items()}
@@ -99,4 +100,4 @@ def build_dpo_trainer(cfg, method, model, tokenizer, encoder, forget_rows, peft_
     args = DPOConfig(**base, beta=method.beta, max_length=cfg.max_length)
     return idk_trainer_class()(model=model, ref_model=None, args=args, train_dataset=data, processing_class=tokenizer,
                                peft_config=peft_config, retain=retain_enc, pad_id=tokenizer.pad_token_id,
-                               gamma=method.gamma, alpha=method.alpha)
+                               gamma=method.gamma, alpha=method.alpha, retain_per_forget=cfg.retain_per_forget)

@@ -37,24 +37,32 @@ def retain_draw(seed: int | str, position: int, n_retain: int) -> int:
 
 
 class UnlearnDataset(torch.utils.data.Dataset):
-    """Item i = forget row i paired with a retain row drawn afresh per epoch: in epoch e, item i
-    takes position e·len(forget) + i of the retain stream (`retain_draw`), so successive epochs
-    walk through all retain rows before any repeats. The Trainer sets the epoch (`set_epoch`,
+    """Item i = forget row i paired with `retain_per_forget` = k retain rows drawn afresh per epoch: in
+    epoch e, item i takes positions (e·len(forget) + i)·k ... (e·len(forget) + i)·k + k − 1 of the retain
+    stream (`retain_draw`), so successive epochs walk through all retain rows before any repeats (k = 1:
+    one row, at position e·len(forget) + i). The Trainer sets the epoch (`set_epoch`,
     called by `EpochCallback` at the start of each epoch, also on resume). `alternatives` (set by a
     method that asks for them, e.g. row_target): per forget row, a list of (encoded row, starting NLL);
     item i then also carries one of row i's, drawn afresh per epoch the same way."""
 
-    def __init__(self, forget: list[dict], retain: list[dict] | None, seed: int = 0):
-        self.forget, self.retain, self.seed = forget, retain, seed
+    def __init__(self, forget: list[dict], retain: list[dict] | None, seed: int = 0, retain_per_forget: int = 1):
+        if retain_per_forget < 1:
+            raise UserError(f"retain_per_forget must be >= 1, got {retain_per_forget}")
+        self.forget, self.retain, self.seed, self.k = forget, retain, seed, int(retain_per_forget)
         self.epoch = 0
         self.alternatives: list[list[tuple[dict, float]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def retain_index(self, i: int, epoch: int | None = None) -> int:
+    def retain_indices(self, i: int, epoch: int | None = None) -> list[int]:
+        """The retain rows item i trains with in `epoch` (default: the current one)."""
         e = self.epoch if epoch is None else epoch
-        return retain_draw(self.seed, e * len(self.forget) + i, len(self.retain))
+        start = (e * len(self.forget) + i) * self.k
+        return [retain_draw(self.seed, start + j, len(self.retain)) for j in range(self.k)]
+
+    def retain_index(self, i: int, epoch: int | None = None) -> int:
+        return self.retain_indices(i, epoch)[0]
 
     def __len__(self):
         return len(self.forget)
@@ -62,8 +70,11 @@ class UnlearnDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         item = {"index": i, "forget": self.forget[i]}
         if self.retain:
-            j = self.retain_index(i)
-            item["retain"], item["retain_index"] = self.retain[j], j
+            js = self.retain_indices(i)
+            if self.k == 1:
+                item["retain"], item["retain_index"] = self.retain[js[0]], js[0]
+            else:
+                item["retain"], item["retain_index"] = [self.retain[j] for j in js], js
         alts = self.alternatives[i] if self.alternatives else None
         if alts:
             item["alt"], item["alt_ref"] = alts[retain_draw(f"{self.seed}/alt/{i}", self.epoch, len(alts))]
@@ -82,6 +93,10 @@ class EpochCallback(TrainerCallback):
         self.dataset.set_epoch(math.floor(state.epoch + 1e-9) if state.epoch else 0)
 
 
+def _listed(x) -> list:
+    return x if isinstance(x, list) else [x]
+
+
 class Collator:
     """Pads forget, retain and alternative parts to one common length (so they can share a forward pass)."""
 
@@ -90,14 +105,15 @@ class Collator:
 
     def __call__(self, items: list[dict]) -> dict:
         n = len(items)
-        retain = [x["retain"] for x in items if "retain" in x]
+        # an item's "retain" is one row or, with retain_per_forget > 1, a list of rows (likewise "retain_index")
+        retain = [r for x in items if "retain" in x for r in _listed(x["retain"])]
         alt = [x for x in items if "alt" in x]
         batch = pad([x["forget"] for x in items] + retain + [x["alt"] for x in alt], self.pad_id)
         out = {"index": torch.tensor([x["index"] for x in items]),
                "forget": {k: v[:n] for k, v in batch.items()}}
         if retain:
             out["retain"] = {k: v[n:n + len(retain)] for k, v in batch.items()}
-            out["retain_index"] = torch.tensor([x["retain_index"] for x in items if "retain_index" in x])
+            out["retain_index"] = torch.tensor([j for x in items if "retain_index" in x for j in _listed(x["retain_index"])])
         if alt:
             out["alt"] = {**{k: v[n + len(retain):] for k, v in batch.items()},
                           "ref_nll": torch.tensor([x["alt_ref"] for x in alt])}

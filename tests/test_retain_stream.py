@@ -1,8 +1,11 @@
 """Every retain row is used: forget item i meets a retain row drawn afresh per epoch, the same on
 every rank and after a resume."""
 
+import json
+
 import pytest
 
+from llm_forget.errors import UserError
 from llm_forget.trainer import Collator, EpochCallback, Reference, UnlearnDataset, UnlearnTrainer, retain_draw
 
 
@@ -82,3 +85,40 @@ def test_tofu_forget01_sized_run_covers_far_more_than_forget_many_rows(n_forget)
         ds.set_epoch(e)
         seen |= {ds.retain_index(i) for i in range(n_forget)}
     assert len(seen) == 10 * n_forget
+
+
+def test_retain_per_forget_trains_k_fresh_retain_rows_per_forget_row(target_path, tmp_path):
+    """`retain_per_forget: 3`: every step's retain part holds 3 rows per forget row, all distinct across the run
+    until the stream wraps, and k = 1 draws the very rows of the one-row stream."""
+    from llm_forget import api
+    from llm_forget.config import parse_config
+    from llm_forget.data.encode import Encoder
+    from llm_forget.data.readers import read_rows
+    from llm_forget.models import load_tokenizer
+
+    forget, retain = [{"f": i} for i in range(5)], [{"r": j} for j in range(40)]
+    one, three = UnlearnDataset(forget, retain, seed=2), UnlearnDataset(forget, retain, seed=2, retain_per_forget=3)
+    assert [one[i]["retain_index"] for i in range(5)] == [retain_draw(2, i, 40) for i in range(5)]
+    assert [three[i]["retain_index"] for i in range(5)] == [[retain_draw(2, 3 * i + j, 40) for j in range(3)]
+                                                          for i in range(5)]
+    three.set_epoch(1)
+    assert three[0]["retain_index"] == [retain_draw(2, 15 + j, 40) for j in range(3)]
+    with pytest.raises(UserError, match="retain_per_forget"):
+        UnlearnDataset(forget, retain, retain_per_forget=0)
+
+    tok = load_tokenizer(target_path)
+    enc = Encoder(tok)
+    batch = Collator(tok.pad_token_id)([UnlearnDataset(enc.rows(read_rows("builtin:forget")),
+                                                       enc.rows(read_rows("builtin:retain")), retain_per_forget=3)[i]
+                                        for i in range(4)])
+    assert batch["forget"]["input_ids"].shape[0] == 4 and batch["retain"]["input_ids"].shape[0] == 12
+    assert batch["retain_index"].tolist() == [retain_draw(0, p, 400) for p in range(12)]
+
+    out = tmp_path / "run"
+    api.unlearn(parse_config(None, {"method": "kl", "model": target_path, "output_dir": str(out),
+                                    "retain_per_forget": 3, "num_train_epochs": 2, "per_device_train_batch_size": 8,
+                                    "learning_rate": 1e-5, "eval_suite": "none", "disable_tqdm": True,
+                                    "reverse_rows": "false"}))
+    res = json.loads((out / "results.json").read_text())
+    # 2 epochs × 6 full batches × 8 forget rows × 3 = 288 retain rows drawn, all distinct (400 in the stream)
+    assert res["counts"]["retain_trained"] == 288, res["counts"]
