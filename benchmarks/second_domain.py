@@ -3,6 +3,7 @@
 two values each (founding town and founder, product and material, setback year and cause, staff and motto).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/second_domain.py [--seed 0] [--recipes npo,swap_distill]
+        [--option kl:retain_per_forget=2]       # also a recipe with one option changed, as its own row
 
 Steps, as a user with their own data would take them (nothing here is tuned on this data):
 1. 40 workshops x 4 questions (`rows`), each with a paraphrased answer and 3 perturbed answers;
@@ -111,7 +112,12 @@ def main() -> None:
     ap.add_argument("--recipes", default=None, help="comma list (default: every shipped unlearning recipe)")
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / "out" / "second_domain"))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--option", action="append", default=[], metavar="RECIPE:KEY=VALUE",
+                    help="also run RECIPE with KEY=VALUE (a row named 'RECIPE KEY=VALUE'), e.g. kl:retain_per_forget=2")
     a = ap.parse_args()
+    bad = [x for x in a.option if ":" not in x or "=" not in x.split(":", 1)[1]]
+    if bad:
+        ap.error(f"--option takes RECIPE:KEY=VALUE, got {bad[0]!r}")
 
     from _common import run_info
     from llm_forget import io
@@ -147,11 +153,17 @@ def main() -> None:
 
     summary = {n: {**evaluate(p), "wall_seconds": ft_seconds / 2} for n, p in (("target", target), ("retain", retain))}
     found = unlearning_recipes()
-    for name in a.recipes.split(",") if a.recipes else list(found):
+    runs = [(n, n, {}) for n in (a.recipes.split(",") if a.recipes else list(found))]
+    for x in a.option:
+        recipe, kv = x.split(":", 1)
+        key, value = kv.split("=", 1)
+        runs.append((f"{recipe} {kv}", recipe, {key: value}))
+    for name, recipe, over in runs:
         t = time.perf_counter()
-        res = unlearn(str(found[name]), model=target, forget=str(work / "forget.json"),
+        res = unlearn(str(found[recipe]), model=target, forget=str(work / "forget.json"),
                       retain=str(work / "retain.json"), holdout=str(work / "holdout.json"),
-                      output_dir=str(work / "runs" / name), overwrite=True, disable_tqdm=True, eval_suite="none")
+                      output_dir=str(work / "runs" / name.replace(" ", "_")), overwrite=True, disable_tqdm=True,
+                      eval_suite="none", **over)
         summary[name] = {**evaluate(res.model_dir), "wall_seconds": time.perf_counter() - t}
         ran = json.loads((res.output_dir / "results.json").read_text()).get("rows", {}).get("evaluation")
         if ran and ran != split["evaluation"]:
