@@ -113,7 +113,8 @@ class Collator:
                "forget": {k: v[:n] for k, v in batch.items()}}
         if retain:
             out["retain"] = {k: v[n:n + len(retain)] for k, v in batch.items()}
-            out["retain_index"] = torch.tensor([j for x in items if "retain_index" in x for j in _listed(x["retain_index"])])
+            out["retain_index"] = torch.tensor([j for x in items if "retain_index" in x
+                                                for j in _listed(x["retain_index"])])
         if alt:
             out["alt"] = {**{k: v[n + len(retain):] for k, v in batch.items()},
                           "ref_nll": torch.tensor([x["alt_ref"] for x in alt])}
