@@ -12,7 +12,8 @@ row kept no new state: `select_stall: 12`), row_target_lr (the same from a start
 one method, its path perturbed), row_target_budget10 (the same with a +10 % retain budget instead of +5 %: does a
 looser budget reach the never-seen level, and at what utility), kl_retain2 / kl_retain4 / row_target_retain2 (2 or 4
 retain rows per forget row and step, `retain_per_forget`: does a lower-variance retain term keep more utility at the
-same forgetting). Per model: the answer
+same forgetting), kl_similar / row_target_similar (each forget row paired with its most similar retain rows,
+`retain_pairing: similar`: does protecting the rows an ascent moves most keep more utility). Per model: the answer
 NLL of each forget row (mean over its answer tokens) at q10 / q25 / median / q75 / q90, the two-sample KS p-value of
 those NLLs against the retain model's (`nll_ks_p`, the evaluation's `forget_nll_quality`: 1 = the same spread as
 retraining), and the demo's forget quality
@@ -48,7 +49,9 @@ RUNS = {"kl": ("kl", {}), "swap_distill": ("swap_distill", {}),
         "row_target_lr": ("row_target", {"learning_rate": 1.1e-4}),
         "row_target_budget10": ("row_target", {"retain_budget": 0.10}),
         "kl_retain2": ("kl", {"retain_per_forget": 2}), "kl_retain4": ("kl", {"retain_per_forget": 4}),
-        "row_target_retain2": ("row_target", {"retain_per_forget": 2})}
+        "row_target_retain2": ("row_target", {"retain_per_forget": 2}),
+        "kl_similar": ("kl", {"retain_pairing": "similar"}),
+        "row_target_similar": ("row_target", {"retain_pairing": "similar"})}
 OUT = ROOT / "benchmarks" / "results" / "forget_row_spread.json"
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 KEEP = ("forget_quality", "forget_truth_ratio", "forget_perplexity", "mia_auc", "model_utility")

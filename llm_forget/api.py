@@ -219,6 +219,9 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                         "trained on, whose perplexity the forget set should reach")
     avoid = {str(r.get("question", "")).strip() for r in read_rows(cfg.select_avoid)} if cfg.select_avoid else None
     method = method_from_config(cfg)
+    if cfg.retain_pairing == "similar" and getattr(method, "trainer", None) == "trl_dpo":
+        raise UserError(f"retain_pairing similar is not available for {cfg.method} (its retain rows are drawn by "
+                        "its DPO trainer); use stream")
     with cfg.main_process_first(local=False, desc="model"):  # a zoo model is built once, by rank 0
         model_path = resolve_model_path(cfg.model)
     check_model(model_path, cfg.trust_remote_code, cfg.allow_pickle)
@@ -299,7 +302,13 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
                                     retain_enc=retain_enc)
         ref_kind = "trl"
     else:
-        ds = UnlearnDataset(forget_enc, retain_enc, seed=cfg.seed, retain_per_forget=cfg.retain_per_forget)
+        ranked = None
+        if cfg.retain_pairing == "similar" and retain_rows:
+            from .pairing import similar_retain
+
+            ranked = similar_retain(forget_rows, retain_rows)
+        ds = UnlearnDataset(forget_enc, retain_enc, seed=cfg.seed, retain_per_forget=cfg.retain_per_forget,
+                            ranked=ranked)
         collate = Collator(tok.pad_token_id)
         ref_kind = choose_reference(cfg.reference, method.reference_needs(), lora)
         reference = Reference(ref_kind, model)

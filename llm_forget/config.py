@@ -120,6 +120,9 @@ class UnlearnConfig(TrainingArguments):
                                              "retain rows)")
     retain_per_forget: int = _f(1, "retain rows drawn per forget row and step (more: a lower-variance retain term, "
                                    "at a longer forward pass)")
+    retain_pairing: str = _f("stream", "which retain rows a forget row is paired with: stream (a seeded walk through "
+                                       "every retain row) or similar (its most similar retain rows by TF-IDF, the "
+                                       "next ones each epoch; not idk_po)")
     lr_scheduler_type: str = _f("constant", "learning-rate schedule")
     logging_steps: float = _f(5, "log every N steps")
     save_strategy: str = _f("no", "checkpoint strategy: no, steps or epoch")
@@ -258,6 +261,8 @@ def validate(cfg: UnlearnConfig) -> None:
         (cfg.lora_r >= 0, "lora_r must be >= 0"),
         (cfg.retain_budget is None or cfg.retain_budget >= 0, "retain_budget must be >= 0"),
         (cfg.retain_per_forget >= 1, "retain_per_forget must be >= 1"),
+        (cfg.retain_pairing in ("stream", "similar"), f"retain_pairing must be stream or similar, not "
+                                                      f"{cfg.retain_pairing!r}"),
         (cfg.retain_budget is None or not is_unset(cfg.retain),
          "retain_budget needs a retain set"),
         (cfg.select_every > 0 and cfg.select_rows > 0, "select_every and select_rows must be > 0"),

@@ -43,12 +43,16 @@ class UnlearnDataset(torch.utils.data.Dataset):
     one row, at position e·len(forget) + i). The Trainer sets the epoch (`set_epoch`,
     called by `EpochCallback` at the start of each epoch, also on resume). `alternatives` (set by a
     method that asks for them, e.g. row_target): per forget row, a list of (encoded row, starting NLL);
-    item i then also carries one of row i's, drawn afresh per epoch the same way."""
+    item i then also carries one of row i's, drawn afresh per epoch the same way. `ranked` (retain_pairing
+    similar, llm_forget/pairing.py): per forget row, retain indices most similar first; item i then takes
+    ranked[i][(e·k + t) mod len(ranked[i])], t < k, in place of the stream."""
 
-    def __init__(self, forget: list[dict], retain: list[dict] | None, seed: int = 0, retain_per_forget: int = 1):
+    def __init__(self, forget: list[dict], retain: list[dict] | None, seed: int = 0, retain_per_forget: int = 1,
+                 ranked: list[list[int]] | None = None):
         if retain_per_forget < 1:
             raise UserError(f"retain_per_forget must be >= 1, got {retain_per_forget}")
         self.forget, self.retain, self.seed, self.k = forget, retain, seed, int(retain_per_forget)
+        self.ranked = ranked
         self.epoch = 0
         self.alternatives: list[list[tuple[dict, float]]] | None = None
 
@@ -58,6 +62,8 @@ class UnlearnDataset(torch.utils.data.Dataset):
     def retain_indices(self, i: int, epoch: int | None = None) -> list[int]:
         """The retain rows item i trains with in `epoch` (default: the current one)."""
         e = self.epoch if epoch is None else epoch
+        if self.ranked and self.ranked[i]:
+            return [self.ranked[i][(e * self.k + t) % len(self.ranked[i])] for t in range(self.k)]
         start = (e * len(self.forget) + i) * self.k
         return [retain_draw(self.seed, start + j, len(self.retain)) for j in range(self.k)]
 
