@@ -1,0 +1,75 @@
+"""Where an unlearning run's retain damage falls: the rise of each evaluated retain row's answer NLL (target →
+unlearned model) against the row's TF-IDF similarity to the nearest forget row, on the TOFU tiny protocol.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/retain_damage.py [--split forget01] [--run kl]
+
+Reads the models and data `benchmarks/tofu_protocol.py --scale tiny` left in benchmarks/out/tofu_tiny (the target,
+runs/SPLIT/RUN/model, data/evaluated_retain.json: the 400 retain rows the tofu suite reports on). Per row: answer
+NLL (mean over answer tokens) under both models and s = max_i cos(tfidf(row), tfidf(forget_i)) over question +
+answer, the TF-IDF fitted on both sets (llm_forget/pairing.py). Reported: the Spearman correlation of the NLL rise
+with s, and per quarter of s the mean NLL rise and the share of the answer probability lost (sum of p_target − p_run
+over the quarter's rows, over all rows). Results: benchmarks/results/retain_damage.json, one entry per split/run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import run_info, save_per_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", default="forget01")
+    ap.add_argument("--run", default="kl", help="the run folder under runs/SPLIT/")
+    ap.add_argument("--work", default=str(ROOT / "benchmarks" / "out" / "tofu_tiny"))
+    args = ap.parse_args()
+    import numpy as np
+    import torch
+    from scipy.stats import spearmanr
+
+    from llm_forget.data.encode import Encoder
+    from llm_forget.models import load_model, load_tokenizer
+    from llm_forget.pairing import row_text
+    from llm_forget.selection import length_batches, row_nlls
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    work = Path(args.work)
+    model_dir = work / "runs" / args.split / args.run / "model"
+    if not model_dir.exists():
+        sys.exit(f"{model_dir} does not exist: run benchmarks/tofu_protocol.py --scale tiny --splits {args.split} first")
+    evaluated = json.loads((work / "data" / "evaluated_retain.json").read_text())
+    forget = json.loads((work / "data" / f"{args.split}.json").read_text())
+    tok = load_tokenizer(str(work / "models" / "target"))
+    items = Encoder(tok).rows(evaluated)
+
+    def nlls(path) -> np.ndarray:
+        with torch.no_grad():
+            return np.array([s / max(k, 1) for s, k in row_nlls(load_model(str(path)),
+                                                                length_batches(items, tok.pad_token_id or 0, 32))])
+
+    before, after = nlls(work / "models" / "target"), nlls(model_dir)
+    rise, lost = after - before, np.exp(-before) - np.exp(-after)
+    x = TfidfVectorizer().fit_transform([row_text(r) for r in evaluated + forget])
+    sim = (x[:len(evaluated)] @ x[len(evaluated):].T).max(axis=1).toarray().ravel()
+    order = np.argsort(sim, kind="stable")
+    quarters = []
+    for q, idx in enumerate(np.array_split(order, 4)):
+        quarters.append({"quarter": q + 1, "similarity": [round(float(sim[idx].min()), 3), round(float(sim[idx].max()), 3)],
+                         "mean_nll_rise": round(float(rise[idx].mean()), 4),
+                         "share_of_probability_lost": round(float(lost[idx].sum() / lost.sum()), 3)})
+    rho = spearmanr(rise, sim)
+    res = {"run": run_info(), "rows": len(evaluated), "forget_rows": len(forget),
+           "retain_probability_kept": round(float(np.exp(-after).mean() / np.exp(-before).mean()), 4),
+           "spearman": round(float(rho.statistic), 3), "spearman_p": float(rho.pvalue), "quarters": quarters}
+    print(json.dumps(res, indent=1))
+    save_per_model("retain_damage", f"{args.split}/{args.run}", res)
+
+
+if __name__ == "__main__":
+    main()
