@@ -8,7 +8,10 @@ runs/SPLIT/RUN/model, data/evaluated_retain.json: the 400 retain rows the tofu s
 NLL (mean over answer tokens) under both models and s = max_i cos(tfidf(row), tfidf(forget_i)) over question +
 answer, the TF-IDF fitted on both sets (llm_forget/pairing.py). Reported: the Spearman correlation of the NLL rise
 with s, and per quarter of s the mean NLL rise and the share of the answer probability lost (sum of p_target − p_run
-over the quarter's rows, over all rows). Results: benchmarks/results/retain_damage.json, one entry per split/run.
+over the quarter's rows, over all rows). Beside it, the same two models on the run's own calibration retain rows
+(results.json `rows.calibration.retain`, into data/retain_SPLIT.json): pooled perplexity rise and mean answer
+probability kept there and on the evaluated rows, i.e. whether the budget the run held on the rows it measured holds on
+the rows it is judged on. Results: benchmarks/results/retain_damage.json, one entry per split/run.
 """
 
 from __future__ import annotations
@@ -46,14 +49,24 @@ def main() -> None:
     evaluated = json.loads((work / "data" / "evaluated_retain.json").read_text())
     forget = json.loads((work / "data" / f"{args.split}.json").read_text())
     tok = load_tokenizer(str(work / "models" / "target"))
-    items = Encoder(tok).rows(evaluated)
+    run_rows = json.loads((model_dir.parent / "results.json").read_text())["rows"]
+    retain = json.loads((work / "data" / f"retain_{args.split}.json").read_text())
+    calibration = [retain[i] for i in run_rows["calibration"]["retain"]]
+    enc = Encoder(tok)
+    models = {"target": load_model(str(work / "models" / "target")), "run": load_model(str(model_dir))}
 
-    def nlls(path) -> np.ndarray:
+    def sums(which: str, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
-            return np.array([s / max(k, 1) for s, k in row_nlls(load_model(str(path)),
-                                                                length_batches(items, tok.pad_token_id or 0, 32))])
+            x = row_nlls(models[which], length_batches(enc.rows(rows), tok.pad_token_id or 0, 32))
+        return np.array([a for a, _ in x]), np.maximum(np.array([k for _, k in x]), 1)
 
-    before, after = nlls(work / "models" / "target"), nlls(model_dir)
+    def budget(rows: list[dict]) -> dict:
+        (s0, k0), (s1, k1) = sums("target", rows), sums("run", rows)
+        return {"rows": len(rows), "perplexity_rise": round(float(np.exp(s1.sum() / k1.sum() - s0.sum() / k0.sum()) - 1), 4),
+                "probability_kept": round(float(np.exp(-s1 / k1).mean() / np.exp(-s0 / k0).mean()), 4)}
+
+    (s0, k0), (s1, k1) = sums("target", evaluated), sums("run", evaluated)
+    before, after = s0 / k0, s1 / k1
     rise, lost = after - before, np.exp(-before) - np.exp(-after)
     x = TfidfVectorizer().fit_transform([row_text(r) for r in evaluated + forget])
     sim = (x[:len(evaluated)] @ x[len(evaluated):].T).max(axis=1).toarray().ravel()
@@ -66,7 +79,8 @@ def main() -> None:
     rho = spearmanr(rise, sim)
     res = {"run": run_info(), "rows": len(evaluated), "forget_rows": len(forget),
            "retain_probability_kept": round(float(np.exp(-after).mean() / np.exp(-before).mean()), 4),
-           "spearman": round(float(rho.statistic), 3), "spearman_p": float(rho.pvalue), "quarters": quarters}
+           "spearman": round(float(rho.statistic), 3), "spearman_p": float(rho.pvalue), "quarters": quarters,
+           "budget": {"calibration": budget(calibration), "evaluated": budget(evaluated)}}
     print(json.dumps(res, indent=1))
     save_per_model("retain_damage", f"{args.split}/{args.run}", res)
 
