@@ -11,7 +11,9 @@ with s, and per quarter of s the mean NLL rise and the share of the answer proba
 over the quarter's rows, over all rows). Beside it, the same two models on the run's own calibration retain rows
 (results.json `rows.calibration.retain`, into data/retain_SPLIT.json): pooled perplexity rise and mean answer
 probability kept there and on the evaluated rows, i.e. whether the budget the run held on the rows it measured holds on
-the rows it is judged on. Results: benchmarks/results/retain_damage.json, one entry per split/run.
+the rows it is judged on, beside all other retain rows (the retain set less the evaluated rows) and the retain
+model's answer probability kept on each set; and the ten evaluated rows that lose the most answer probability, their share of the loss
+and the probability kept without them. Results: benchmarks/results/retain_damage.json, one entry per split/run.
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ def main() -> None:
     retain = json.loads((work / "data" / f"retain_{args.split}.json").read_text())
     calibration = [retain[i] for i in run_rows["calibration"]["retain"]]
     enc = Encoder(tok)
-    models = {"target": load_model(str(work / "models" / "target")), "run": load_model(str(model_dir))}
+    asked = {r["question"] for r in evaluated}
+    others = [r for r in retain if r["question"] not in asked]  # the retain set the suite does not report on
+    models = {"target": load_model(str(work / "models" / "target")), "run": load_model(str(model_dir)),
+              "retain model": load_model(str(work / "models" / f"retain_{args.split}"))}
 
     def sums(which: str, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
@@ -61,9 +66,12 @@ def main() -> None:
         return np.array([a for a, _ in x]), np.maximum(np.array([k for _, k in x]), 1)
 
     def budget(rows: list[dict]) -> dict:
-        (s0, k0), (s1, k1) = sums("target", rows), sums("run", rows)
+        (s0, k0), (s1, k1), (s2, k2) = sums("target", rows), sums("run", rows), sums("retain model", rows)
+        p0 = np.exp(-s0 / k0).mean()
         return {"rows": len(rows), "perplexity_rise": round(float(np.exp(s1.sum() / k1.sum() - s0.sum() / k0.sum()) - 1), 4),
-                "probability_kept": round(float(np.exp(-s1 / k1).mean() / np.exp(-s0 / k0).mean()), 4)}
+                "probability_kept": round(float(np.exp(-s1 / k1).mean() / p0), 4),
+                "target_probability": round(float(p0), 4),
+                "retain_model_probability_kept": round(float(np.exp(-s2 / k2).mean() / p0), 4)}
 
     (s0, k0), (s1, k1) = sums("target", evaluated), sums("run", evaluated)
     before, after = s0 / k0, s1 / k1
@@ -76,11 +84,39 @@ def main() -> None:
         quarters.append({"quarter": q + 1, "similarity": [round(float(sim[idx].min()), 3), round(float(sim[idx].max()), 3)],
                          "mean_nll_rise": round(float(rise[idx].mean()), 4),
                          "share_of_probability_lost": round(float(lost[idx].sum() / lost.sum()), 3)})
+    # are the 5 calibration authors a fair sample of the others, and what sets the evaluated authors apart?
+    (t0, n0), (t1, n1) = sums("target", others), sums("run", others)
+    kept_rows, p_rows = np.exp(-t1 / n1), np.exp(-t0 / n0)
+    author = np.array([str(r.get("author")) for r in others])
+    names = np.unique(author)
+    rng = np.random.default_rng(0)
+    draws = []
+    for _ in range(200):
+        ix = np.isin(author, rng.choice(names, 5, replace=False))
+        draws.append(kept_rows[ix].mean() / p_rows[ix].mean())
+    per_author = {a: (p_rows[author == a].mean(), kept_rows[author == a].mean() / p_rows[author == a].mean()) for a in names}
+    least = sorted(names, key=lambda a: per_author[a][0])[:21]
+    vec = TfidfVectorizer().fit([row_text(r) for r in retain + forget])  # one vocabulary for both sets
+    fv = vec.transform([row_text(r) for r in forget])
+
+    def likeness(rows: list[dict]) -> float:
+        return round(float((vec.transform([row_text(r) for r in rows]) @ fv.T).max(axis=1).toarray().mean()), 3)
+    apart = {"five_author_draws_probability_kept_q05_q50_q95": [round(float(q), 4) for q in np.quantile(draws, [.05, .5, .95])],
+             "least_learned_21_authors": {"target_probability": round(float(np.mean([per_author[a][0] for a in least])), 4),
+                                          "probability_kept": round(float(np.mean([per_author[a][1] for a in least])), 4)},
+             "mean_max_similarity_to_forget": {"evaluated": likeness(evaluated), "other_retain": likeness(others)}}
+    top = np.argsort(-lost, kind="stable")[:10]
+    rest = np.setdiff1d(np.arange(len(lost)), top)
+    worst = {"share_of_probability_lost": round(float(lost[top].sum() / lost.sum()), 3),
+             "probability_kept_without_them": round(float(np.exp(-after[rest]).mean() / np.exp(-before[rest]).mean()), 4),
+             "rows": [{"probability_lost": round(float(lost[i]), 3), "similarity": round(float(sim[i]), 3),
+                       "answer": evaluated[i]["answer"][:100]} for i in top]}
     rho = spearmanr(rise, sim)
     res = {"run": run_info(), "rows": len(evaluated), "forget_rows": len(forget),
            "retain_probability_kept": round(float(np.exp(-after).mean() / np.exp(-before).mean()), 4),
-           "spearman": round(float(rho.statistic), 3), "spearman_p": float(rho.pvalue), "quarters": quarters,
-           "budget": {"calibration": budget(calibration), "evaluated": budget(evaluated)}}
+           "spearman": round(float(rho.statistic), 3), "spearman_p": float(rho.pvalue), "quarters": quarters, "ten_worst_rows": worst, "evaluated_apart": apart,
+           "budget": {"calibration": budget(calibration), "evaluated": budget(evaluated),
+                      "other_retain": budget(others)}}
     print(json.dumps(res, indent=1))
     save_per_model("retain_damage", f"{args.split}/{args.run}", res)
 
