@@ -127,6 +127,18 @@ def run_requests(recipe: str, model: str, reqs: list[dict], files: dict, out: Pa
     return model, info
 
 
+def unseen_forget_quality(model_eval: Path, retain_eval: Path, forget: list[dict], given: set[str]) -> float:
+    """Forget quality (KS p-value of truth ratios against the retain model's) on the forget rows whose question
+    was not among the request's examples: rows the run neither trained on nor calibrated on."""
+    from llm_forget.data.readers import row_hash
+    from llm_forget.evaluation.tofu import forget_quality
+
+    keep = [i for i, r in enumerate(forget) if r["question"] not in given]
+    items = [json.loads((d / "results.json").read_text())["per_item"]["forget"] for d in (model_eval, retain_eval)]
+    assert all([x["id"] for x in it] == [row_hash(r) for r in forget] for it in items), "suite rows out of order"
+    return forget_quality(*[[it[i]["truth_ratio"] for i in keep] for it in items])
+
+
 def _avoid(files: dict) -> dict:
     return {"select_avoid": str(files["avoid"])} if "avoid" in files else {}
 
@@ -148,6 +160,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=-1, help="cap on each run's steps (-1: the recipe's epochs)")
     ap.add_argument("--probe-templates", type=int, default=None,
                     help="templates asked about each name (default: the library's, 32); rows named '... templates N'")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a library option for every run (repeatable); rows named '... KEY=VALUE'")
     ap.add_argument("--results", default="zero_shot", help="results file stem in benchmarks/results; its own "
                     "work folder under benchmarks/out, so models and rows of different runs never mix")
     args = ap.parse_args()
@@ -185,6 +199,9 @@ def main() -> None:
         extra["probe_templates"] = args.probe_templates
     if args.select_target != "recipe":
         extra["select_target"] = args.select_target
+    for kv in args.option:
+        key, _, value = kv.partition("=")
+        extra[key] = value
     runs = {
         "zero-shot": [{"kind": "concept", "description": a} for a in AUTHORS],
         "few-shot (2 rows each)": [{"kind": "concept", "description": a, "examples": forget[20 * i:20 * i + 2]}
@@ -201,6 +218,8 @@ def main() -> None:
         name = name if args.select_target == "max" else f"{name} @{args.select_target}"
         if args.probe_templates is not None and reqs is not None:
             stem, name = f"{stem}_t{args.probe_templates}", f"{name} templates {args.probe_templates}"
+        for kv in args.option:
+            stem, name = f"{stem}_{kv}", f"{name} {kv}"
         if name in rows:
             continue
         out = work / "runs" / stem
@@ -213,6 +232,9 @@ def main() -> None:
         else:
             model, info = run_requests(args.recipe, str(target), reqs, files, out, extra)
         s = tp.evaluate(model, suite, "forget01", ev / stem, rres)
+        given = {r["question"] for q in reqs or [] for r in q.get("examples", [])}
+        if given:  # the same KS test on the forget rows no run was given (36 of 40)
+            s["forget_quality_unseen_rows"] = unseen_forget_quality(ev / stem, ev / "retain", forget, given)
         rows[name] = {**s, **info, "run": run_info(),
                       "utility_of_target": s["model_utility"] / rows["target"]["model_utility"],
                       "retain_probability_of_target": s["retain_probability"] / rows["target"]["retain_probability"]}
