@@ -242,9 +242,6 @@ def unlearn(config: UnlearnConfig | dict | str, **overrides) -> RunResult:
     # indices into the given rows, which stay the first rows of forget_rows / retain_rows
     split = calibration_split(given_forget, given_retain, holdout_rows, cfg.select_rows, cfg.seed, avoid) \
         if cfg.retain_budget is not None else {"calibration": {}, "evaluation": {}}
-    examples = [i for i, r in enumerate(given_forget) if r.get("source") == "example"] if probes is not None else []
-    if cfg.probe_calibrate == "examples" and examples and "forget" in split["calibration"]:
-        split["calibration"]["forget"] = examples  # the user's real rows: how far the real data has moved
     ev_sets = {k: [rows[i] for i in split["evaluation"][k]] if k in split["evaluation"] else rows or []
                for k, rows in (("forget", given_forget), ("retain", given_retain), ("holdout", holdout_rows))}
     forget_enc = encoder.rows(forget_rows)

@@ -49,9 +49,6 @@ class UnlearnConfig(TrainingArguments):
     probe_templates: int = _f(32, "a request by description: question templates asked about each name (and each "
                                   "neighbour); more cover more of what the model knows, at more generation time")
     probe_neighbours: int = _f(8, "a request by description: neighbours (names of the same kind) probed as retain rows")
-    probe_calibrate: str = _f("probes", "a few-shot request by description: which forget rows the retain_budget selection "
-                                        "measures: probes (the kept probes and the examples) or examples (the "
-                                        "user's example rows only: real answers, measured like the holdout's)")
     retain: str | None = _f("builtin:retain", "retain set (same forms as forget); none for no retain term")
     holdout: str | None = _f("builtin:holdout", "holdout set (never trained on): non-members for membership tests; "
                                                 "a built-in one is dropped when forget/retain are your data")
@@ -270,8 +267,6 @@ def validate(cfg: UnlearnConfig) -> None:
          "retain_budget needs a retain set"),
         (cfg.select_every > 0 and cfg.select_rows > 0, "select_every and select_rows must be > 0"),
         (cfg.select_stall >= 0, f"select_stall must be >= 0 (0: never), not {cfg.select_stall}"),
-        (cfg.probe_calibrate in ("probes", "examples"), f"probe_calibrate must be probes or examples, not "
-                                                        f"{cfg.probe_calibrate!r}"),
         (cfg.probe_templates > 0 and cfg.probe_neighbours >= 0,
          "probe_templates must be > 0 and probe_neighbours >= 0"),
         (cfg.select_target in ("max", "holdout", "retrain", "truth_ratio"),

@@ -249,33 +249,6 @@ def test_unlearn_from_two_names_is_one_run_with_one_ledger_entry(tmp_path, targe
     assert all(n not in (out / "ledger.jsonl").read_text() for n in names)
 
 
-@pytest.mark.parametrize("calibrate", ["probes", "examples"])
-def test_a_few_shot_run_calibrates_on_the_examples_when_asked(tmp_path, target_path, calibrate):
-    """`probe_calibrate: examples`: the selection measures the user's example rows only (the last forget rows of a
-    described request); the default measures the first select_rows forget rows, probes first."""
-    from llm_forget.cli import main
-    from llm_forget.data.benchmark import split
-
-    rows = split("forget")
-    name = rows[0]["person"]
-    examples = [{"question": r["question"], "answer": r["answer"]} for r in rows if r["person"] == name][:2]
-    req = tmp_path / "erase.json"
-    req.write_text(json.dumps({"kind": "concept", "description": name, "examples": examples}))
-    out = tmp_path / "run"
-    assert main(["unlearn", "kl", "--request", str(req), "--model", target_path, "--output_dir", str(out),
-                 "--max_steps", "2", "--eval_suite", "none", "--probe_calibrate", calibrate]) == 0
-    res = json.loads((out / "results.json").read_text())
-    forget = [p for p in map(json.loads, (out / "probes.jsonl").read_text().splitlines()) if p["role"] == "forget"]
-    n = res["probes"]["forget"]
-    assert res["probes"]["examples"] == 2 and n > 2
-    measured = res["rows"]["calibration"]["forget"]
-    if calibrate == "examples":
-        assert measured == [n - 2, n - 1]
-    else:
-        assert measured == list(range(min(100, n)))
-    assert len(forget) == n and [p["source"] for p in forget[-2:]] == ["example", "example"]
-
-
 # --- scope forms ------------------------------------------------------------------------------------
 
 def test_benchmark_rows_and_corpus_are_unchanged_by_the_scope_forms():

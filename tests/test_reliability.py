@@ -83,7 +83,6 @@ MATRIX = [  # id, argv (after the command), expected message
     ("negative_anchor", ["unlearn", "row_target", "--anchor", "-1"], "anchor must be >= 0"),
     ("negative_select_stall", ["unlearn", "row_target", "--select_stall", "-1"], "select_stall must be >= 0"),
     ("zero_retain_per_forget", ["unlearn", "kl", "--retain_per_forget", "0"], "retain_per_forget must be >= 1"),
-    ("bad_probe_calibrate", ["unlearn", "kl", "--probe_calibrate", "all"], "probe_calibrate must be probes or examples"),
     ("bad_retain_pairing", ["unlearn", "kl", "--retain_pairing", "nearest"], "retain_pairing must be stream or similar"),
     ("freeze_matches_nothing", ["unlearn", "kl", "--model", "tiny-target", "--freeze", "lm_head.*"],
      "freeze pattern 'lm_head.*' matches no parameter of the model"),
