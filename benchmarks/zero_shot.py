@@ -33,6 +33,9 @@ N authors' rows, holdout = TOFU's holdout authors:
 - zero-shot-joint / few-shot-joint: the same as one request naming both authors (`"description": [A, B]`):
   one run, one retain budget (one request per author spends the budget twice, one run after the other);
 - all rows: forget = the 40 forget01 rows (the ordinary recipe).
+`--option KEY=VALUE` (repeatable) passes a library option to every run, its rows named with it. A few-shot row also
+carries `forget_quality_unseen_rows`: the same KS test on the forget rows whose question was not among the examples
+(36 of 40), the rows the run neither trained on nor measured.
 Writes benchmarks/results/RESULTS.json (`--results`, default zero_shot; appended as it goes; a rerun skips what is
 there).
 """
