@@ -168,6 +168,9 @@ def main() -> None:
     ap.add_argument("--results", default="zero_shot", help="results file stem in benchmarks/results; its own "
                     "work folder under benchmarks/out, so models and rows of different runs never mix")
     args = ap.parse_args()
+    bad = [x for x in args.option if "=" not in x]
+    if bad:
+        ap.error(f"--option takes KEY=VALUE, got {bad[0]!r}")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -202,9 +205,7 @@ def main() -> None:
         extra["probe_templates"] = args.probe_templates
     if args.select_target != "recipe":
         extra["select_target"] = args.select_target
-    for kv in args.option:
-        key, _, value = kv.partition("=")
-        extra[key] = value
+    extra.update(kv.split("=", 1) for kv in args.option)
     runs = {
         "zero-shot": [{"kind": "concept", "description": a} for a in AUTHORS],
         "few-shot (2 rows each)": [{"kind": "concept", "description": a, "examples": forget[20 * i:20 * i + 2]}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def row_text(row: dict) -> str:
+def qa_text(row: dict) -> str:
     """What a row says: question and answer, else its text."""
     if isinstance(row.get("question"), str):
         return f"{row['question']} {row.get('answer') or ''}"
@@ -39,7 +39,7 @@ def similar_retain(forget_rows: list[dict], retain_rows: list[dict], depth: int 
 
     if not forget_rows or not retain_rows:
         return [[] for _ in forget_rows]
-    texts = [row_text(r) for r in forget_rows + retain_rows]
+    texts = [qa_text(r) for r in forget_rows + retain_rows]
     try:
         x = TfidfVectorizer().fit_transform(texts)
     except ValueError:  # no word in any row (e.g. all empty): no similarity to rank by

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from llm_forget.errors import UserError
-from llm_forget.pairing import row_text, similar_retain
+from llm_forget.pairing import qa_text, similar_retain
 from llm_forget.trainer import UnlearnDataset
 
 
@@ -24,7 +24,7 @@ def test_ranking_puts_the_rows_sharing_words_first_ties_by_index():
     assert ranked[1][0] == 0
     assert sorted(ranked[0]) == list(range(5))  # depth beyond the rows: every row, once
     assert similar_retain(forget, retain, depth=2) == [r[:2] for r in ranked]
-    assert row_text(forget[1]) == "Ada Quill was born in Oslo." and similar_retain(forget, []) == [[], []]
+    assert qa_text(forget[1]) == "Ada Quill was born in Oslo." and similar_retain(forget, []) == [[], []]
 
 
 def test_epoch_e_takes_the_next_ranked_rows():
